@@ -1,0 +1,29 @@
+# Two commands set everything up from nothing: `make test` and `make demo`.
+# Each creates or updates the virtual environment in $(VENV) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: test demo bench install clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+demo: $(INSTALLED)
+	$(BIN)/python -m experiments.scripted_episode --task pinpad_eight --out $(DEMO_OUT)
+
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks.env_throughput
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

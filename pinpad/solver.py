@@ -1,0 +1,107 @@
+"""A scripted pinpad solver: shortest paths to the next pad of the sequence, pure JAX.
+
+It reads the environment state (agent cell and pad history), so it serves as an oracle
+policy that fills episodes with pad and reward events for boundary evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pinpad import layouts
+from pinpad.env import HEIGHT, MOVES, NUM_ACTIONS, WIDTH, Pinpad, PinpadState
+
+DETOUR = 1000  # path cost of entering a pad cell other than the target
+
+
+def _distances(grid: np.ndarray, target: int) -> np.ndarray:
+    """Cost-to-go to pad `target` (Dijkstra); entering another pad's cell costs DETOUR."""
+    enter = np.where((grid > 0) & (grid != target), DETOUR, 1)
+    dist = np.full(grid.shape, np.inf)
+    frontier = [(0, y, x) for y, x in zip(*np.nonzero(grid == target))]
+    for _, y, x in frontier:
+        dist[y, x] = 0
+    heapq.heapify(frontier)
+    while frontier:
+        d, y, x = heapq.heappop(frontier)
+        if d > dist[y, x]:
+            continue
+        for dx, dy in MOVES[1:]:
+            # Walk backwards: a step from (px, py) into (x, y) costs enter[y, x].
+            px, py = x - dx, y - dy
+            if 0 <= px < WIDTH and 0 <= py < HEIGHT and grid[py, px] != layouts.WALL:
+                nd = d + enter[y, x]
+                if nd < dist[py, px]:
+                    dist[py, px] = nd
+                    heapq.heappush(frontier, (nd, py, px))
+    return dist
+
+
+@functools.lru_cache(maxsize=None)
+def action_table(task: str) -> np.ndarray:
+    """(N + 1, 14, 16) int32: the greedy shortest-path action towards pad k from cell [y, x].
+
+    Each action's value is the cost of the cell it leads to plus that cell's cost-to-go
+    (a blocked move or a no-op leads to the current cell); ties go to the lowest action,
+    so on the target pad the solver waits (no-op), which appends the pad if needed.
+    """
+    grid = layouts.grid(task)
+    num_pads = int(grid.max())
+    table = np.zeros((num_pads + 1, HEIGHT, WIDTH), np.int32)
+    for pad in range(1, num_pads + 1):
+        dist = _distances(grid, pad)
+        enter = np.where((grid > 0) & (grid != pad), DETOUR, 1)
+        for y, x in zip(*np.nonzero(grid != layouts.WALL)):
+            values = []
+            for dx, dy in MOVES:
+                nx = min(max(x + dx, 0), WIDTH - 1)
+                ny = min(max(y + dy, 0), HEIGHT - 1)
+                if grid[ny, nx] == layouts.WALL:
+                    nx, ny = x, y
+                values.append(enter[ny, nx] + dist[ny, nx])
+            table[pad, y, x] = int(np.argmin(values))
+    return table
+
+
+def next_pad(state: PinpadState, num_pads: int) -> jax.Array:
+    """The pad to visit next: one past the longest history suffix that starts the target.
+
+    Such a suffix must end in the newest entry v and read 1..v; once the whole target is
+    in the history (the countdown after a reward), the solver heads for pad 1 again.
+    """
+    newest = jnp.where(state.history_len > 0, state.history[jnp.maximum(state.history_len - 1, 0)], 0)
+    offsets = jnp.arange(num_pads)
+    index = state.history_len - 1 - offsets
+    expected = newest - offsets
+    within = offsets < newest
+    matches = jnp.where(within, (index >= 0) & (state.history[jnp.maximum(index, 0)] == expected), True)
+    done = jnp.where(jnp.all(matches), newest, 0)
+    return jnp.where(done >= num_pads, 1, done + 1)
+
+
+def scripted_action(env: Pinpad, state: PinpadState, key: jax.Array, random_rate=0.0) -> jax.Array:
+    """The solver's action for one state; with probability `random_rate` a uniform random one."""
+    table = jnp.asarray(action_table(env.task))
+    greedy = table[next_pad(state, env.num_pads), state.pos[1], state.pos[0]]
+    explore_key, action_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key) < random_rate
+    return jnp.where(explore, jax.random.randint(action_key, (), 0, NUM_ACTIONS), greedy).astype(jnp.int32)
+
+
+def scripted_rollout(env: Pinpad, state: PinpadState, key: jax.Array, steps: int, random_rate=0.0):
+    """Run the solver for `steps` steps from `state` under `lax.scan`.
+
+    Returns the final state and the stacked observations (leading axis: time).
+    """
+
+    def body(state, key):
+        act_key, step_key = jax.random.split(key)
+        state, obs = env.step(state, scripted_action(env, state, act_key, random_rate), step_key)
+        return state, obs
+
+    return jax.lax.scan(body, state, jax.random.split(key, steps))
