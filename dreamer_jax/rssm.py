@@ -1,0 +1,166 @@
+"""The RSSM of DreamerV3 (2024): a block GRU core with categorical latents, run under `lax.scan`.
+
+Interface shared with the VTA dynamics: `initial(batch)`, `observe(carry, embed, action,
+is_first, key)`, `imagine(carry, policy, horizon, key)`, `loss(post, prior)` and
+`features(state)`. Sequences are batch-major (B, T, ...); the carry holds the previous
+action, so `action[:, t]` is the action taken after observing step t.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dreamer_jax import distributions as dists
+from dreamer_jax.networks import BlockLinear, Dense, MLP
+
+sg = jax.lax.stop_gradient
+
+
+class RSSMState(NamedTuple):
+    """deter h (B, D), stoch z (B, S, C) one-hot, and the latent logits that produced z (B, S, C)."""
+
+    deter: jax.Array
+    stoch: jax.Array
+    logits: jax.Array
+
+
+class Carry(NamedTuple):
+    """What the RSSM carries between steps: the latest state and the action taken after it."""
+
+    state: RSSMState
+    action: jax.Array
+
+
+class RSSM(nnx.Module):
+    """h' = core(h, z, a); prior p(z | h'); posterior q(z | h', embed)."""
+
+    def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
+                 embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, dtype,
+                 rngs: nnx.Rngs):
+        if deter % blocks:
+            raise ValueError(f"deter={deter} must divide by blocks={blocks}")
+        self.deter, self.stoch, self.classes, self.blocks = deter, stoch, classes, blocks
+        self.action_dim, self.unimix, self.free_nats, self.dtype = action_dim, unimix, free_nats, dtype
+        self.dyn_scale, self.rep_scale = dyn_scale, rep_scale
+        flat = stoch * classes
+        self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
+        self.in_stoch = Dense(flat, hidden, dtype=dtype, rngs=rngs)
+        self.in_action = Dense(action_dim, hidden, dtype=dtype, rngs=rngs)
+        group = deter // blocks
+        self.hidden_block = BlockLinear(3 * hidden + group, group, blocks, dtype=dtype, rngs=rngs)
+        self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
+        self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
+        self.prior_mlp = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
+        self.prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.post_mlp = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
+        self.post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.deter + self.stoch * self.classes
+
+    def initial(self, batch: int) -> Carry:
+        """Zero state and zero previous action."""
+        zeros = jnp.zeros((batch, self.stoch, self.classes), jnp.float32)
+        state = RSSMState(jnp.zeros((batch, self.deter), jnp.float32), zeros, zeros)
+        return Carry(state, jnp.zeros((batch, self.action_dim), jnp.float32))
+
+    @property
+    def decoder_dims(self) -> tuple[int, int]:
+        return self.deter, self.stoch * self.classes
+
+    def decoder_inputs(self, state: RSSMState) -> tuple[jax.Array, jax.Array]:
+        """(h, flatten(z)): the decoder's deterministic and stochastic inputs."""
+        return state.deter, state.stoch.reshape(state.stoch.shape[:-2] + (-1,))
+
+    def features(self, state: RSSMState) -> jax.Array:
+        """concat(h, flatten(z)): the input of every head."""
+        return jnp.concatenate(self.decoder_inputs(state), -1)
+
+    def core(self, deter, stoch, action):
+        """The block GRU step: h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h."""
+        action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
+        x = jnp.concatenate([self.in_deter(deter), self.in_stoch(stoch.reshape(stoch.shape[:-2] + (-1,))),
+                             self.in_action(action)], -1)
+        lead = deter.shape[:-1]
+        grouped = deter.reshape(lead + (self.blocks, -1)).astype(x.dtype)
+        x = jnp.concatenate([jnp.broadcast_to(x[..., None, :], lead + (self.blocks, x.shape[-1])), grouped], -1)
+        x = self.hidden_block(x).reshape(lead + (self.deter,))
+        x = jax.nn.silu(self.hidden_norm(x)).reshape(lead + (self.blocks, -1))
+        reset, cand, update = jnp.split(self.gates(x).astype(jnp.float32), 3, axis=-1)
+        update = jax.nn.sigmoid(update - 1.0)
+        cand = jnp.tanh(jax.nn.sigmoid(reset) * cand)
+        deter = update * cand + (1 - update) * deter.reshape(lead + (self.blocks, -1))
+        return deter.reshape(lead + (self.deter,))
+
+    def _latent(self, out, x):
+        """Unimix logits (B, S, C) from a linear output."""
+        return dists.unimix_logits(out(x).reshape(x.shape[:-1] + (self.stoch, self.classes)), self.unimix)
+
+    def prior_logits(self, deter):
+        return self._latent(self.prior_out, self.prior_mlp(deter))
+
+    def post_logits(self, deter, embed):
+        return self._latent(self.post_out, self.post_mlp(jnp.concatenate([deter, embed.astype(deter.dtype)], -1)))
+
+    def obs_step(self, carry: Carry, embed, action, is_first, key):
+        """One filtering step: reset on `is_first`, advance the core, sample the posterior."""
+        keep = 1.0 - is_first.astype(jnp.float32)[:, None]
+        state = jax.tree.map(lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 2)), carry.state)
+        prev_action = carry.action * keep
+        deter = self.core(state.deter, state.stoch, prev_action)
+        post = self.post_logits(deter, embed)
+        prior = self.prior_logits(deter)
+        stoch = dists.sample_onehot_st(key, post)
+        post_state = RSSMState(deter, stoch, post)
+        return Carry(post_state, action), (post_state, prior)
+
+    def img_step(self, state: RSSMState, action, key) -> RSSMState:
+        """One imagined step: advance the core, sample the prior."""
+        deter = self.core(state.deter, state.stoch, action)
+        prior = self.prior_logits(deter)
+        return RSSMState(deter, dists.sample_onehot_st(key, prior), prior)
+
+    def observe(self, carry: Carry, embed, action, is_first, key):
+        """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, prior logits)."""
+        keys = jax.random.split(key, embed.shape[1])
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        step = lambda c, xs: self.obs_step(c, *xs)  # noqa: E731
+        carry, (post, prior) = jax.lax.scan(step, carry, (swap(embed), swap(action), swap(is_first), keys))
+        return carry, jax.tree.map(swap, post), swap(prior)
+
+    def imagine(self, start: RSSMState, policy: Callable, horizon: int, key):
+        """Roll the prior forward `horizon` steps from `start` (B, ...) with actions from `policy`.
+
+        `policy(features, key)` returns a one-hot action. Returns the states (B, H + 1, ...)
+        with the start first, and the actions taken at each of them (B, H + 1, A).
+        """
+
+        def step(state, key):
+            act_key, img_key = jax.random.split(key)
+            action = policy(jax.lax.stop_gradient(self.features(state)), act_key)
+            return self.img_step(state, action, img_key), (state, action)
+
+        keys = jax.random.split(key, horizon + 1)
+        last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
+        last_action = policy(jax.lax.stop_gradient(self.features(last)), keys[-1])
+        states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
+        actions = jnp.concatenate([actions, last_action[None]], 0)
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        return jax.tree.map(swap, states), swap(actions)
+
+    def loss(self, post: RSSMState, prior_logits):
+        """DreamerV3's KL balance with free nats (after summing over latents): the scaled loss and metrics."""
+        dyn_kl = dists.categorical_kl(sg(post.logits), prior_logits).sum(-1)
+        rep_kl = dists.categorical_kl(post.logits, sg(prior_logits)).sum(-1)
+        dyn, rep = jnp.maximum(self.free_nats, dyn_kl), jnp.maximum(self.free_nats, rep_kl)
+        metrics = {
+            "loss_dyn": dyn.mean(), "loss_rep": rep.mean(), "kl_obs": dyn_kl.mean(),
+            "post_entropy": dists.categorical_entropy(post.logits).sum(-1).mean(),
+            "prior_entropy": dists.categorical_entropy(prior_logits).sum(-1).mean(),
+        }
+        return self.dyn_scale * dyn.mean() + self.rep_scale * rep.mean(), metrics

@@ -1,0 +1,242 @@
+"""Training as pure functions over an explicit state: acting, replay, updates, all inside jitted scans.
+
+`Learner.create(config, env, key)` builds the state; `learner.chunk(state, train)` runs many
+env steps (and the updates `train_ratio` asks for) in one dispatch. The env is any object
+with the functional API `reset(key)`, `step(state, action, key)` and `num_actions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from dreamer_jax import optim, replay as rp
+from dreamer_jax.agent import Agent, actor_critic_loss, world_model_loss
+from dreamer_jax.config import Config
+from dreamer_jax.returns import PercentileState, percentile_init
+
+OBS_KEYS = ("image", "reward", "is_first", "is_last", "is_terminal")
+
+
+def _cpu_backend() -> bool:
+    """Whether gradient updates must stay out of XLA while loops (the CPU backend; see Learner.chunk)."""
+    return jax.default_backend() == "cpu"
+
+
+class Episodes(NamedTuple):
+    """Running return and length per env, and sums over the episodes finished since the last log."""
+
+    ret: jax.Array
+    length: jax.Array
+    done_return: jax.Array
+    done_length: jax.Array
+    done_count: jax.Array
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of the agent
+    slow_critic: Any  # nnx.State of the critic: EMA of its parameters
+    opt_state: Any
+    retnorm: PercentileState
+    env_state: Any
+    obs: dict  # the latest observation of every env
+    carry: Any  # the dynamics carry while acting
+    replay: rp.Replay
+    key: jax.Array  # raw uint32 key data, so checkpoints hold plain arrays
+    env_steps: jax.Array
+    updates: jax.Array
+    episodes: Episodes
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """LaProp + AGC over everything (2024), or three clipped Adams (2023); both skip non-finite updates."""
+    if config.optimizer == "laprop":
+        return optim.laprop_agc(config.lr, config.warmup, config.agc, config.beta2, config.eps, config.momentum)
+    parts = {
+        "model": optim.adam_2023(config.model_lr, config.model_eps, config.model_clip),
+        "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
+        "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
+    }
+    label = lambda params: {k: jax.tree.map(lambda _: k if k in ("actor", "critic") else "model", v)  # noqa: E731
+                            for k, v in params.items()}
+    return optax.multi_transform(parts, label)
+
+
+def steps_per_iteration(config: Config) -> tuple[int, int]:
+    """(env steps per env, updates) of one iteration: the smallest whole numbers in the train_ratio proportion."""
+    ratio = fractions.Fraction(config.updates_per_env_step * config.envs).limit_denominator(64)
+    if ratio == 0:
+        raise ValueError(f"train_ratio {config.train_ratio} gives no updates; raise it")
+    return ratio.denominator, ratio.numerator
+
+
+def _episodes_init(envs: int) -> Episodes:
+    zero = lambda: jnp.zeros((), jnp.float32)  # noqa: E731  distinct buffers, as the state is donated
+    return Episodes(jnp.zeros(envs, jnp.float32), jnp.zeros(envs, jnp.int32), zero(), zero(), zero())
+
+
+def _track(episodes: Episodes, obs: dict) -> Episodes:
+    """Add a step's reward; fold the episodes that end at it into the sums."""
+    first, last = obs["is_first"], obs["is_last"].astype(jnp.float32)
+    ret = jnp.where(first, 0.0, episodes.ret + obs["reward"])
+    length = jnp.where(first, 0, episodes.length + 1)
+    return Episodes(ret, length, episodes.done_return + (ret * last).sum(),
+                    episodes.done_length + (length * last).sum(), episodes.done_count + last.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """The static half of training: configuration, env, module structure. Hashable, so methods can be jitted."""
+
+    config: Config
+    env: Any
+    graphdef: Any
+    critic_graphdef: Any
+
+    @staticmethod
+    def create(config: Config, env, key: jax.Array) -> tuple["Learner", TrainState]:
+        """Build the learner and its initial state (in one compiled call) from a raw key."""
+        abstract = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
+        learner = Learner(config, env, nnx.split(abstract)[0], nnx.split(abstract.critic)[0])
+        return learner, learner.init(key)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def init(self, key: jax.Array) -> TrainState:
+        """Fresh parameters, optimiser, envs, acting carry and an empty replay."""
+        config = self.config
+        model_key, env_key, key = jax.random.split(key, 3)
+        agent = Agent(config, self.env.num_actions, nnx.Rngs(params=model_key))
+        params = nnx.split(agent)[1]
+        slow_critic = jax.tree.map(jnp.copy, nnx.split(agent.critic)[1])
+        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(env_key, config.envs))
+        obs = {k: obs[k] for k in OBS_KEYS}
+        carry = agent.dynamics.initial(config.envs)
+        first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
+        step_example = first(self._replay_step(obs, jnp.zeros(config.envs, jnp.int32)))
+        capacity = max(config.batch_length, min(config.replay_size, config.steps + config.prefill) // config.envs)
+        return TrainState(
+            params=params, slow_critic=slow_critic, opt_state=make_optimizer(config).init(params),
+            retnorm=percentile_init(), env_state=env_state, obs=obs, carry=carry,
+            replay=rp.init(config.envs, capacity, step_example, first(carry)), key=key,
+            env_steps=jnp.int32(0), updates=jnp.int32(0), episodes=_episodes_init(config.envs))
+
+    # -- acting ---------------------------------------------------------------------------------
+    @staticmethod
+    def _replay_step(obs: dict, action: jax.Array) -> dict:
+        return {**obs, "action": action}
+
+    def act(self, params, carry, obs: dict, key, explore_random: bool):
+        """Filter the new observation and pick an action (uniform at random while prefilling)."""
+        agent = nnx.merge(self.graphdef, params)
+        filter_key, act_key = jax.random.split(key)
+        embed = agent.encoder(obs["image"])
+        no_action = jnp.zeros_like(carry.action)
+        carry, (post, _) = agent.dynamics.obs_step(carry, embed, no_action, obs["is_first"], filter_key)
+        if explore_random:
+            logits = jnp.zeros(carry.action.shape, jnp.float32)
+        else:
+            logits = agent.policy_logits(agent.dynamics.features(post))
+        index = jax.random.categorical(act_key, logits)
+        return carry._replace(action=jax.nn.one_hot(index, self.env.num_actions, dtype=jnp.float32)), index
+
+    def env_step(self, state: TrainState, explore_random: bool) -> TrainState:
+        """One step of every env: act, store the step in replay, advance the env."""
+        key, act_key, env_key = jax.random.split(state.key, 3)
+        carry, action = self.act(state.params, state.carry, state.obs, act_key, explore_random)
+        replay = rp.add(state.replay, self._replay_step(state.obs, action), carry)
+        env_keys = jax.random.split(env_key, self.config.envs)
+        env_state, obs = jax.vmap(self.env.step)(state.env_state, action, env_keys)
+        obs = {k: obs[k] for k in OBS_KEYS}
+        return state._replace(env_state=env_state, obs=obs, carry=carry, replay=replay, key=key,
+                              env_steps=state.env_steps + self.config.envs, episodes=_track(state.episodes, obs))
+
+    # -- learning -------------------------------------------------------------------------------
+    def loss(self, params, slow_critic, retnorm, batch, context, key):
+        """The summed world-model and actor-critic loss of one batch, with metrics."""
+        agent = nnx.merge(self.graphdef, params)
+        slow = nnx.merge(self.critic_graphdef, slow_critic)
+        wm_key, ac_key = jax.random.split(key)
+        wm_loss, wm = world_model_loss(agent, self.config, context, batch, wm_key)
+        ac_loss, (retnorm, ac_metrics) = actor_critic_loss(agent, slow, self.config, wm.post, batch, retnorm, ac_key)
+        return wm_loss + ac_loss, (retnorm, {**wm.metrics, **ac_metrics})
+
+    def update(self, state: TrainState) -> tuple[TrainState, dict]:
+        """One gradient update on a batch sampled from replay; the slow critic follows by EMA."""
+        key, sample_key, loss_key = jax.random.split(state.key, 3)
+        batch, context = rp.sample(state.replay, sample_key, self.config.batch_size, self.config.batch_length)
+        grads, (retnorm, metrics) = jax.grad(self.loss, has_aux=True)(
+            state.params, state.slow_critic, state.retnorm, batch, context, loss_key)
+        updates, opt_state = make_optimizer(self.config).update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        critic = nnx.split(nnx.merge(self.graphdef, params).critic)[1]
+        rate = self.config.slow_critic_rate
+        slow = jax.tree.map(lambda s, c: (1 - rate) * s + rate * c, state.slow_critic, critic)
+        metrics.update(grad_norm=optax.global_norm(grads), skipped_updates=optim.skipped_updates(opt_state))
+        state = state._replace(params=params, slow_critic=slow, opt_state=opt_state, retnorm=retnorm, key=key,
+                               updates=state.updates + 1)
+        return state, metrics
+
+    # -- the loop -------------------------------------------------------------------------------
+    def iteration(self, state: TrainState, train: bool):
+        """Env steps then updates, in the train_ratio proportion (only env steps while prefilling)."""
+        env_steps, updates = steps_per_iteration(self.config)
+        state = jax.lax.fori_loop(0, env_steps, lambda _, s: self.env_step(s, not train), state)
+        if not train:
+            return state, {}
+        if not _cpu_backend():
+            return jax.lax.scan(lambda s, _: self.update(s), state, None, length=updates)
+        metrics = []  # unrolled at trace time: no while loop around the gradients on the CPU
+        for _ in range(updates):
+            state, step_metrics = self.update(state)
+            metrics.append(step_metrics)
+        return state, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
+
+    @functools.partial(jax.jit, static_argnums=(0, 2, 3), donate_argnums=1)
+    def _fused(self, state: TrainState, iterations: int, train: bool):
+        state, metrics = jax.lax.scan(lambda s, _: self.iteration(s, train), state, None, length=iterations)
+        return state, jax.tree.map(lambda m: m.reshape(-1), metrics)
+
+    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
+    def _single(self, state: TrainState, train: bool):
+        return self.iteration(state, train)
+
+    def chunk(self, state: TrainState, iterations: int, train: bool):
+        """Run `iterations` iterations; returns the state and the metrics of every update (1-D arrays).
+
+        On accelerators they are one dispatch (a scan). On the CPU, convolution gradients run
+        five to ten times slower inside an XLA while loop (jax-ml/jax#12868), so there each
+        iteration is its own dispatch with its updates unrolled.
+        """
+        if not _cpu_backend():
+            return self._fused(state, iterations, train)
+        parts = []
+        for _ in range(iterations):
+            state, metrics = self._single(state, train)
+            parts.append(metrics)
+        return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *parts)
+
+    @functools.partial(jax.jit, static_argnums=(0, 2))
+    def evaluate(self, params, episodes: int, key):
+        """Mean return and length of `episodes` fresh episodes of the policy (one per env, in parallel)."""
+        agent = nnx.merge(self.graphdef, params)
+        reset_key, key = jax.random.split(key)
+        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
+        carry = agent.dynamics.initial(episodes)
+
+        def step(inputs, key):
+            env_state, obs, carry, ret = inputs
+            act_key, env_key = jax.random.split(key)
+            carry, action = self.act(params, carry, obs, act_key, False)
+            env_state, obs = jax.vmap(self.env.step)(env_state, action, jax.random.split(env_key, episodes))
+            return (env_state, obs, carry, ret + obs["reward"]), None
+
+        horizon = self.env.length
+        (_, _, _, ret), _ = jax.lax.scan(step, (env_state, obs, carry, jnp.zeros(episodes)), jax.random.split(key, horizon))
+        return ret.mean(), jnp.float32(horizon)
