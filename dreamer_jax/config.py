@@ -316,6 +316,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "pinpad": dict(
         task="pinpad_eight", envs=1, prefill=1200, batch_size=12, batch_length=40, train_ratio=320.0,
         time_limit=1000, steps=40_000, eval_every=10_000, log_every=10_000, action_repeat=1, size=64,
+        replay_size=40_000,  # the whole run stays in replay (about 0.5 GB of images)
     ),
     # The 2023 (arXiv) DreamerV3 where it differs from the 2024 defaults.
     "dreamer2023": dict(dyn_scale=0.5, optimizer="adam2023", warmup=0, core="gru2023", initial="learned"),

@@ -120,7 +120,7 @@ class Learner:
         carry = agent.dynamics.initial(config.envs)
         first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
         step_example = first(self._replay_step(obs, jnp.zeros(config.envs, jnp.int32)))
-        capacity = max(config.batch_length, min(config.replay_size, config.steps + config.prefill) // config.envs)
+        capacity = max(config.batch_length, config.replay_size // config.envs)
         return TrainState(
             params=params, slow_critic=slow_critic, opt_state=make_optimizer(config).init(params),
             retnorm=percentile_init(), env_state=env_state, obs=obs, carry=carry,

@@ -1,0 +1,50 @@
+"""Train a DreamerV3 agent (RSSM or VTA dynamics) on pinpad.
+
+    python -m experiments.train --configs pinpad size12m --dynamics rssm --logdir runs/rssm
+
+Every configuration field is a flag (`--help` lists them); `--configs` applies presets in
+order. Training again in the same --logdir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pinpad
+from dreamer_jax import config as cfg
+from dreamer_jax.run import RunDirInUse, train
+
+
+def _saved_config(argv: list[str]) -> cfg.Config | None:
+    """The configuration saved in the --logdir that argv names, if there is one."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--logdir=") else (
+            argv[i + 1] if arg == "--logdir" and i + 1 < len(argv) else None)
+        if value and (pathlib.Path(value) / "config.json").exists():
+            return cfg.load(pathlib.Path(value) / "config.json")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        # Flags given for an existing run are read on top of its saved configuration, so a bare
+        # `--logdir DIR` resumes it and a conflicting flag is caught.
+        config = cfg.parse(argv, tasks=pinpad.TASKS, base=_saved_config(argv))
+        cfg.check_for_acting(config)
+        env = pinpad.make(config.task, config.time_limit)
+        line = train(config, env)
+    except (cfg.ConfigError, RunDirInUse) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logdir = pathlib.Path(config.logdir)
+    print(f"metrics: {logdir / 'metrics.jsonl'}\ncheckpoints: {logdir / 'checkpoints'}")
+    if line:
+        shown = {k: line[k] for k in ("step", "train_return", "eval_return", "loss_rec") if line.get(k) is not None}
+        print("last: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
