@@ -40,20 +40,30 @@ class RSSM(nnx.Module):
 
     def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
                  embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, dtype,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros"):
         if deter % blocks:
             raise ValueError(f"deter={deter} must divide by blocks={blocks}")
         self.deter, self.stoch, self.classes, self.blocks = deter, stoch, classes, blocks
         self.action_dim, self.unimix, self.free_nats, self.dtype = action_dim, unimix, free_nats, dtype
         self.dyn_scale, self.rep_scale = dyn_scale, rep_scale
+        if core not in ("blockgru", "gru2023") or initial not in ("zeros", "learned"):
+            raise ValueError(f"unknown core {core!r} or initial {initial!r}")
+        self.core_kind, self.initial_kind = core, initial
         flat = stoch * classes
-        self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
-        self.in_stoch = Dense(flat, hidden, dtype=dtype, rngs=rngs)
-        self.in_action = Dense(action_dim, hidden, dtype=dtype, rngs=rngs)
-        group = deter // blocks
-        self.hidden_block = BlockLinear(3 * hidden + group, group, blocks, dtype=dtype, rngs=rngs)
-        self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
-        self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
+        if core == "blockgru":
+            self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
+            self.in_stoch = Dense(flat, hidden, dtype=dtype, rngs=rngs)
+            self.in_action = Dense(action_dim, hidden, dtype=dtype, rngs=rngs)
+            group = deter // blocks
+            self.hidden_block = BlockLinear(3 * hidden + group, group, blocks, dtype=dtype, rngs=rngs)
+            self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
+            self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
+        else:
+            self.gru_in = Dense(flat + action_dim, hidden, dtype=dtype, rngs=rngs)
+            self.gru = nnx.Linear(hidden + deter, 3 * deter, use_bias=False, dtype=dtype, rngs=rngs)
+            self.gru_norm = nnx.LayerNorm(3 * deter, dtype=dtype, rngs=rngs)
+        if initial == "learned":
+            self.init_deter = nnx.Param(jnp.zeros(deter, jnp.float32))
         self.prior_mlp = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
         self.prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
         self.post_mlp = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
@@ -64,9 +74,17 @@ class RSSM(nnx.Module):
         return self.deter + self.stoch * self.classes
 
     def initial(self, batch: int) -> Carry:
-        """Zero state and zero previous action."""
+        """The start of every episode and zero previous action.
+
+        Zeros (2024), or the 2023 learned state: h0 = tanh(w) and z0 the mode of the prior at h0.
+        """
         zeros = jnp.zeros((batch, self.stoch, self.classes), jnp.float32)
         state = RSSMState(jnp.zeros((batch, self.deter), jnp.float32), zeros, zeros)
+        if self.initial_kind == "learned":
+            deter = jnp.broadcast_to(jnp.tanh(self.init_deter.value), (batch, self.deter))
+            logits = self.prior_logits(deter)
+            stoch = jax.nn.one_hot(jnp.argmax(logits, -1), self.classes, dtype=jnp.float32)
+            state = RSSMState(deter, stoch, logits)
         return Carry(state, jnp.zeros((batch, self.action_dim), jnp.float32))
 
     @property
@@ -82,8 +100,14 @@ class RSSM(nnx.Module):
         return jnp.concatenate(self.decoder_inputs(state), -1)
 
     def core(self, deter, stoch, action):
-        """The block GRU step: h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h."""
+        """The GRU step h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h, block GRU or 2023 LayerNorm GRU."""
         action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
+        if self.core_kind == "gru2023":
+            x = self.gru_in(jnp.concatenate([stoch.reshape(stoch.shape[:-2] + (-1,)), action], -1))
+            gates = self.gru_norm(self.gru(jnp.concatenate([x, deter.astype(x.dtype)], -1)))
+            reset, cand, update = jnp.split(gates.astype(jnp.float32), 3, axis=-1)
+            update = jax.nn.sigmoid(update - 1.0)
+            return update * jnp.tanh(jax.nn.sigmoid(reset) * cand) + (1 - update) * deter
         x = jnp.concatenate([self.in_deter(deter), self.in_stoch(stoch.reshape(stoch.shape[:-2] + (-1,))),
                              self.in_action(action)], -1)
         lead = deter.shape[:-1]
@@ -109,9 +133,10 @@ class RSSM(nnx.Module):
 
     def obs_step(self, carry: Carry, embed, action, is_first, key):
         """One filtering step: reset on `is_first`, advance the core, sample the posterior."""
-        keep = 1.0 - is_first.astype(jnp.float32)[:, None]
-        state = jax.tree.map(lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 2)), carry.state)
-        prev_action = carry.action * keep
+        start = self.initial(is_first.shape[0])
+        first = lambda x: is_first.reshape(is_first.shape + (1,) * (x.ndim - 1))  # noqa: E731
+        state = jax.tree.map(lambda s, c: jnp.where(first(c), s, c), start.state, carry.state)
+        prev_action = jnp.where(first(carry.action), 0.0, carry.action)
         deter = self.core(state.deter, state.stoch, prev_action)
         post = self.post_logits(deter, embed)
         prior = self.prior_logits(deter)

@@ -64,9 +64,13 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
         "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
         "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
     }
-    label = lambda params: {k: jax.tree.map(lambda _: k if k in ("actor", "critic") else "model", v)  # noqa: E731
-                            for k, v in params.items()}
-    return optax.multi_transform(parts, label)
+    return optax.multi_transform(parts, lambda params: jax.tree_util.tree_map_with_path(_part, params))
+
+
+def _part(path, _) -> str:
+    """Which 2023 optimiser trains a parameter: its top-level module's, the world model's otherwise."""
+    top = getattr(path[0], "key", None)
+    return top if top in ("actor", "critic") else "model"
 
 
 def steps_per_iteration(config: Config) -> tuple[int, int]:

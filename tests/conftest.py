@@ -20,3 +20,10 @@ def pinpad_reference() -> pathlib.Path:
     if not (folder / "index.json").exists():
         pytest.skip(f"pinpad reference fixtures not found at {folder}; set {FIXTURES_ENV} to the fixtures folder")
     return folder
+
+
+# One persistent compilation cache for the whole test session, shared with the CLI runs the
+# tests start as subprocesses, so each distinct program compiles once.
+_CACHE = pathlib.Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax")))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

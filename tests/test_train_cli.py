@@ -1,0 +1,160 @@
+"""`python -m experiments.train` end to end on the debug preset: outputs, resume, signals, determinism, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from dreamer_jax import checkpoint, config as cfg
+from dreamer_jax.train import Learner
+
+TINY = ["--configs", "debug", "--steps", "128"]
+RATES = {"env_steps_per_s", "updates_per_s"}
+LOSSES = {"loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep", "loss_actor", "loss_critic", "loss_repval"}
+
+
+def train(*args, check=True, **kwargs):
+    result = subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def lines(logdir):
+    return [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny finished run, shared by the tests that only read it."""
+    logdir = tmp_path_factory.mktemp("run") / "rssm"
+    result = train(*TINY, "--logdir", str(logdir))
+    return logdir, result
+
+
+def test_run_writes_config_metrics_and_checkpoints(run):
+    logdir, result = run
+    assert f"metrics: {logdir / 'metrics.jsonl'}" in result.stdout
+    saved = cfg.load(logdir / "config.json")
+    assert saved == cfg.parse([*TINY, "--logdir", str(logdir)])
+    log = lines(logdir)
+    assert [line["step"] for line in log] == [64, 128]
+    assert all(next(iter(line)) == "step" for line in log)
+    last = log[-1]
+    assert LOSSES | {"grad_norm", "skipped_updates", "kl_obs", "post_entropy", "prior_entropy", "policy_entropy",
+                     "return_scale", "train_return", "train_length", "eval_return", "eval_length"} | RATES <= set(last)
+    assert last["updates"] == 32 and last["skipped_updates"] == 0
+    assert all(np.isfinite(last[k]) for k in LOSSES)
+    assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128"]
+    assert not (logdir / ".lock").exists()
+
+
+def test_checkpoint_restores_bit_identical(run, tmp_path):
+    logdir, _ = run
+    config = cfg.load(logdir / "config.json")
+    import pinpad
+
+    learner, fresh = Learner.create(config, pinpad.make(config.task, config.time_limit), jax.random.PRNGKey(9))
+    state, saved_config = checkpoint.restore(checkpoint.manager(logdir), fresh)
+    assert saved_config == config and int(state.env_steps) == 128 and int(state.updates) == 32
+    mgr = checkpoint.manager(tmp_path)
+    checkpoint.save(mgr, 128, state, config)
+    again, _ = checkpoint.restore(checkpoint.manager(tmp_path), fresh)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resume_continues_the_step_count(run, tmp_path):
+    logdir, _ = run
+    resumed = tmp_path / "resumed"
+    subprocess.run(["cp", "-r", str(logdir), str(resumed)], check=True)
+    train("--logdir", str(resumed), "--steps", "192")
+    log = lines(resumed)
+    assert [line["step"] for line in log] == [64, 128, 192]
+    assert log[-1]["updates"] == 64
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["128", "192"]
+
+
+def test_same_seed_same_metrics(run, tmp_path):
+    logdir, _ = run
+    train(*TINY, "--logdir", str(tmp_path / "again"))
+    strip = lambda log: [{k: v for k, v in line.items() if k not in RATES} for line in log]  # noqa: E731
+    assert strip(lines(tmp_path / "again")) == strip(lines(logdir))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch_lenght", "8"], "--batch_lenght"),
+        (["--batch_length", "1"], "batch_length"),
+        (["--deter", "60"], "deter"),
+        (["--task", "pinpad_nine"], "pinpad_nine"),
+        (["--configs", "tiny"], "unknown preset 'tiny'"),
+        (["--envs", "0"], "envs"),
+        ([], "--logdir"),
+    ],
+)
+def test_bad_input_is_a_clear_error_before_any_work(tmp_path, args, message):
+    logdir = tmp_path / "bad"
+    extra = [] if not args else ["--logdir", str(logdir)]
+    result = train("--configs", "debug", *extra, *args, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not logdir.exists()
+
+
+def test_conflicting_flags_do_not_touch_an_existing_run(run):
+    logdir, _ = run
+    before = {p: p.read_bytes() for p in [logdir / "config.json", logdir / "metrics.jsonl"]}
+    result = train("--logdir", str(logdir), "--batch_size", "3", check=False)
+    assert result.returncode == 2 and "--batch_size 3 (saved: 2)" in result.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def _wait_for_metrics(logdir, proc, timeout=300):
+    start = time.monotonic()
+    while not (logdir / "metrics.jsonl").exists() or not (logdir / "metrics.jsonl").read_text():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - start < timeout
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_and_the_next_start_resumes(tmp_path):
+    logdir = tmp_path / "term"
+    args = ["--configs", "debug", "--steps", "100000", "--log_every", "16", "--save_every", "0", "--eval_every", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, "--logdir", str(logdir)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_metrics(logdir, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped by signal" in out
+    saved = [int(p.name) for p in (logdir / "checkpoints").iterdir()]
+    assert len(saved) == 1 and 0 < saved[0] < 100000
+    assert not (logdir / ".lock").exists()
+    train("--logdir", str(logdir), "--steps", str(saved[0] + 32))
+    assert lines(logdir)[-1]["step"] == saved[0] + 32
+
+
+def test_after_sigkill_resume_starts_from_the_last_checkpoint(tmp_path):
+    logdir = tmp_path / "kill"
+    args = ["--configs", "debug", "--steps", "100000", "--log_every", "16", "--save_every", "64", "--eval_every", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, "--logdir", str(logdir)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = time.monotonic()
+    while not any(int(line["step"]) > 64 for line in (lines(logdir) if (logdir / "metrics.jsonl").exists() else [])):
+        assert proc.poll() is None and time.monotonic() - start < 300
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last_saved = max(int(p.name) for p in (logdir / "checkpoints").iterdir() if p.name.isdigit())
+    train("--logdir", str(logdir), "--steps", str(last_saved + 16))
+    steps = [line["step"] for line in lines(logdir)]
+    assert steps == sorted(set(steps)) and steps[-1] == last_saved + 16  # lines after the checkpoint were redone
