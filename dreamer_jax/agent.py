@@ -18,6 +18,7 @@ from dreamer_jax.config import Config
 from dreamer_jax.networks import Decoder, Encoder, Head
 from dreamer_jax.returns import lambda_returns, percentile_scale, percentile_update, PercentileState
 from dreamer_jax.rssm import RSSM
+from dreamer_jax.vta import VTA
 
 sg = jax.lax.stop_gradient
 
@@ -27,13 +28,14 @@ def compute_dtype(config: Config):
 
 
 def make_dynamics(config: Config, action_dim: int, embed_dim: int, rngs: nnx.Rngs):
-    """The dynamics module the configuration names."""
-    if config.dynamics != "rssm":
-        raise NotImplementedError(f"dynamics {config.dynamics!r} is not available yet; use --dynamics rssm")
-    return RSSM(deter=config.deter, hidden=config.hidden, stoch=config.stoch, classes=config.classes,
-                blocks=config.blocks, action_dim=action_dim, embed_dim=embed_dim, unimix=config.unimix,
-                free_nats=config.free_nats, dyn_scale=config.dyn_scale, rep_scale=config.rep_scale,
-                dtype=compute_dtype(config), rngs=rngs, core=config.core, initial=config.initial)
+    """The dynamics module the configuration names: RSSM or VTA."""
+    common = dict(deter=config.deter, hidden=config.hidden, stoch=config.stoch, classes=config.classes,
+                  blocks=config.blocks, action_dim=action_dim, embed_dim=embed_dim, unimix=config.unimix,
+                  free_nats=config.free_nats, dyn_scale=config.dyn_scale, rep_scale=config.rep_scale,
+                  dtype=compute_dtype(config), rngs=rngs)
+    if config.dynamics == "vta":
+        return VTA(config=config, **common)
+    return RSSM(core=config.core, initial=config.initial, **common)
 
 
 class Agent(nnx.Module):
@@ -73,11 +75,15 @@ class WorldModelOut(NamedTuple):
     metrics: dict
 
 
-def world_model_loss(agent: Agent, config: Config, carry, data: dict, key):
-    """Reconstruction, reward, continue and KL losses over a replayed batch (B, T); returns (loss, WorldModelOut)."""
+def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, update=0):
+    """Reconstruction, reward, continue and dynamics losses over a replayed batch (B, T): (loss, WorldModelOut).
+
+    `update` (the update count) drives the dynamics' schedules, if it has any.
+    """
     embed = agent.encoder(data["image"])
     action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
-    carry, post, prior = agent.dynamics.observe(carry, embed, action, data["is_first"], key)
+    carry, post, prior = agent.dynamics.observe(carry, embed, action, data["is_first"], key,
+                                                reward=data["reward"], training=True, update=update)
     deter, stoch = agent.dynamics.decoder_inputs(post)
     feat = agent.dynamics.features(post)
     recon = agent.decoder(deter, stoch)

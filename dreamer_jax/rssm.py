@@ -35,33 +35,73 @@ class Carry(NamedTuple):
     action: jax.Array
 
 
+class GRUCell(nnx.Module):
+    """h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h from h and a list of flat inputs.
+
+    `blockgru` (2024): a Linear -> RMSNorm -> SiLU branch per input and on h, concatenated;
+    each of `blocks` groups gets that plus its slice of h; block-diagonal layers give the
+    gates. `gru2023`: one input layer, then a LayerNorm GRU over all of h.
+    """
+
+    def __init__(self, deter: int, hidden: int, blocks: int, input_dims: tuple[int, ...], kind: str, *, dtype,
+                 rngs: nnx.Rngs):
+        if deter % blocks:
+            raise ValueError(f"deter={deter} must divide by blocks={blocks}")
+        if kind not in ("blockgru", "gru2023"):
+            raise ValueError(f"unknown GRU cell {kind!r}; use blockgru or gru2023")
+        self.deter, self.blocks, self.kind = deter, blocks, kind
+        if kind == "blockgru":
+            self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
+            self.in_inputs = nnx.List([Dense(d, hidden, dtype=dtype, rngs=rngs) for d in input_dims])
+            group = deter // blocks
+            width = (1 + len(input_dims)) * hidden + group
+            self.hidden_block = BlockLinear(width, group, blocks, dtype=dtype, rngs=rngs)
+            self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
+            self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
+        else:
+            self.gru_in = Dense(sum(input_dims), hidden, dtype=dtype, rngs=rngs)
+            self.gru = nnx.Linear(hidden + deter, 3 * deter, use_bias=False, dtype=dtype, rngs=rngs)
+            self.gru_norm = nnx.LayerNorm(3 * deter, dtype=dtype, rngs=rngs)
+
+    def __call__(self, deter, inputs):
+        lead = deter.shape[:-1]
+        if self.kind == "gru2023":
+            x = self.gru_in(jnp.concatenate(inputs, -1))
+            gates = self.gru_norm(self.gru(jnp.concatenate([x, deter.astype(x.dtype)], -1)))
+            grouped = deter
+        else:
+            x = jnp.concatenate([self.in_deter(deter)] + [f(v) for f, v in zip(self.in_inputs, inputs)], -1)
+            grouped = deter.reshape(lead + (self.blocks, -1))
+            x = jnp.concatenate([jnp.broadcast_to(x[..., None, :], lead + (self.blocks, x.shape[-1])),
+                                 grouped.astype(x.dtype)], -1)
+            x = self.hidden_block(x).reshape(lead + (self.deter,))
+            gates = self.gates(jax.nn.silu(self.hidden_norm(x)).reshape(lead + (self.blocks, -1)))
+        reset, cand, update = jnp.split(gates.astype(jnp.float32), 3, axis=-1)
+        update = jax.nn.sigmoid(update - 1.0)
+        new = update * jnp.tanh(jax.nn.sigmoid(reset) * cand) + (1 - update) * grouped
+        return new.reshape(lead + (self.deter,))
+
+
+def balanced_kl(post_logits, prior_logits, free_nats: float):
+    """DreamerV3's KL pair summed over latents: (dyn, rep) with free nats, and the raw KL(post || prior)."""
+    dyn_kl = dists.categorical_kl(sg(post_logits), prior_logits).sum(-1)
+    rep_kl = dists.categorical_kl(post_logits, sg(prior_logits)).sum(-1)
+    return jnp.maximum(free_nats, dyn_kl), jnp.maximum(free_nats, rep_kl), dyn_kl
+
+
 class RSSM(nnx.Module):
     """h' = core(h, z, a); prior p(z | h'); posterior q(z | h', embed)."""
 
     def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
                  embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, dtype,
                  rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros"):
-        if deter % blocks:
-            raise ValueError(f"deter={deter} must divide by blocks={blocks}")
-        self.deter, self.stoch, self.classes, self.blocks = deter, stoch, classes, blocks
-        self.action_dim, self.unimix, self.free_nats, self.dtype = action_dim, unimix, free_nats, dtype
+        if initial not in ("zeros", "learned"):
+            raise ValueError(f"unknown initial state {initial!r}; use zeros or learned")
+        self.deter, self.stoch, self.classes, self.initial_kind = deter, stoch, classes, initial
+        self.action_dim, self.unimix, self.free_nats = action_dim, unimix, free_nats
         self.dyn_scale, self.rep_scale = dyn_scale, rep_scale
-        if core not in ("blockgru", "gru2023") or initial not in ("zeros", "learned"):
-            raise ValueError(f"unknown core {core!r} or initial {initial!r}")
-        self.core_kind, self.initial_kind = core, initial
         flat = stoch * classes
-        if core == "blockgru":
-            self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
-            self.in_stoch = Dense(flat, hidden, dtype=dtype, rngs=rngs)
-            self.in_action = Dense(action_dim, hidden, dtype=dtype, rngs=rngs)
-            group = deter // blocks
-            self.hidden_block = BlockLinear(3 * hidden + group, group, blocks, dtype=dtype, rngs=rngs)
-            self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
-            self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
-        else:
-            self.gru_in = Dense(flat + action_dim, hidden, dtype=dtype, rngs=rngs)
-            self.gru = nnx.Linear(hidden + deter, 3 * deter, use_bias=False, dtype=dtype, rngs=rngs)
-            self.gru_norm = nnx.LayerNorm(3 * deter, dtype=dtype, rngs=rngs)
+        self.cell = GRUCell(deter, hidden, blocks, (flat, action_dim), core, dtype=dtype, rngs=rngs)
         if initial == "learned":
             self.init_deter = nnx.Param(jnp.zeros(deter, jnp.float32))
         self.prior_mlp = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
@@ -100,26 +140,9 @@ class RSSM(nnx.Module):
         return jnp.concatenate(self.decoder_inputs(state), -1)
 
     def core(self, deter, stoch, action):
-        """The GRU step h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h, block GRU or 2023 LayerNorm GRU."""
-        action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
-        if self.core_kind == "gru2023":
-            x = self.gru_in(jnp.concatenate([stoch.reshape(stoch.shape[:-2] + (-1,)), action], -1))
-            gates = self.gru_norm(self.gru(jnp.concatenate([x, deter.astype(x.dtype)], -1)))
-            reset, cand, update = jnp.split(gates.astype(jnp.float32), 3, axis=-1)
-            update = jax.nn.sigmoid(update - 1.0)
-            return update * jnp.tanh(jax.nn.sigmoid(reset) * cand) + (1 - update) * deter
-        x = jnp.concatenate([self.in_deter(deter), self.in_stoch(stoch.reshape(stoch.shape[:-2] + (-1,))),
-                             self.in_action(action)], -1)
-        lead = deter.shape[:-1]
-        grouped = deter.reshape(lead + (self.blocks, -1)).astype(x.dtype)
-        x = jnp.concatenate([jnp.broadcast_to(x[..., None, :], lead + (self.blocks, x.shape[-1])), grouped], -1)
-        x = self.hidden_block(x).reshape(lead + (self.deter,))
-        x = jax.nn.silu(self.hidden_norm(x)).reshape(lead + (self.blocks, -1))
-        reset, cand, update = jnp.split(self.gates(x).astype(jnp.float32), 3, axis=-1)
-        update = jax.nn.sigmoid(update - 1.0)
-        cand = jnp.tanh(jax.nn.sigmoid(reset) * cand)
-        deter = update * cand + (1 - update) * deter.reshape(lead + (self.blocks, -1))
-        return deter.reshape(lead + (self.deter,))
+        """h' from h, z and the action (scaled to at most unit magnitude, as DreamerV3 does)."""
+        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+        return self.cell(deter, [stoch.reshape(stoch.shape[:-2] + (-1,)), action])
 
     def _latent(self, out, x):
         """Unimix logits (B, S, C) from a linear output."""
@@ -131,8 +154,8 @@ class RSSM(nnx.Module):
     def post_logits(self, deter, embed):
         return self._latent(self.post_out, self.post_mlp(jnp.concatenate([deter, embed.astype(deter.dtype)], -1)))
 
-    def obs_step(self, carry: Carry, embed, action, is_first, key):
-        """One filtering step: reset on `is_first`, advance the core, sample the posterior."""
+    def obs_step(self, carry: Carry, embed, action, is_first, key, reward=None):
+        """One filtering step: reset on `is_first`, advance the core, sample the posterior (`reward` unused)."""
         start = self.initial(is_first.shape[0])
         first = lambda x: is_first.reshape(is_first.shape + (1,) * (x.ndim - 1))  # noqa: E731
         state = jax.tree.map(lambda s, c: jnp.where(first(c), s, c), start.state, carry.state)
@@ -150,8 +173,11 @@ class RSSM(nnx.Module):
         prior = self.prior_logits(deter)
         return RSSMState(deter, dists.sample_onehot_st(key, prior), prior)
 
-    def observe(self, carry: Carry, embed, action, is_first, key):
-        """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, prior logits)."""
+    def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0):
+        """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, prior logits).
+
+        `reward`, `training` and `update` are part of the shared interface; the RSSM needs none of them.
+        """
         keys = jax.random.split(key, embed.shape[1])
         swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
         step = lambda c, xs: self.obs_step(c, *xs)  # noqa: E731
@@ -180,11 +206,9 @@ class RSSM(nnx.Module):
 
     def loss(self, post: RSSMState, prior_logits):
         """DreamerV3's KL balance with free nats (after summing over latents): the scaled loss and metrics."""
-        dyn_kl = dists.categorical_kl(sg(post.logits), prior_logits).sum(-1)
-        rep_kl = dists.categorical_kl(post.logits, sg(prior_logits)).sum(-1)
-        dyn, rep = jnp.maximum(self.free_nats, dyn_kl), jnp.maximum(self.free_nats, rep_kl)
+        dyn, rep, kl = balanced_kl(post.logits, prior_logits, self.free_nats)
         metrics = {
-            "loss_dyn": dyn.mean(), "loss_rep": rep.mean(), "kl_obs": dyn_kl.mean(),
+            "loss_dyn": dyn.mean(), "loss_rep": rep.mean(), "kl_obs": kl.mean(),
             "post_entropy": dists.categorical_entropy(post.logits).sum(-1).mean(),
             "prior_entropy": dists.categorical_entropy(prior_logits).sum(-1).mean(),
         }

@@ -142,7 +142,8 @@ class Learner:
         filter_key, act_key = jax.random.split(key)
         embed = agent.encoder(obs["image"])
         no_action = jnp.zeros_like(carry.action)
-        carry, (post, _) = agent.dynamics.obs_step(carry, embed, no_action, obs["is_first"], filter_key)
+        carry, (post, _) = agent.dynamics.obs_step(carry, embed, no_action, obs["is_first"], filter_key,
+                                                   reward=obs["reward"])
         if explore_random:
             logits = jnp.zeros(carry.action.shape, jnp.float32)
         else:
@@ -162,12 +163,12 @@ class Learner:
                               env_steps=state.env_steps + self.config.envs, episodes=_track(state.episodes, obs))
 
     # -- learning -------------------------------------------------------------------------------
-    def loss(self, params, slow_critic, retnorm, batch, context, key):
+    def loss(self, params, slow_critic, retnorm, batch, context, key, update):
         """The summed world-model and actor-critic loss of one batch, with metrics."""
         agent = nnx.merge(self.graphdef, params)
         slow = nnx.merge(self.critic_graphdef, slow_critic)
         wm_key, ac_key = jax.random.split(key)
-        wm_loss, wm = world_model_loss(agent, self.config, context, batch, wm_key)
+        wm_loss, wm = world_model_loss(agent, self.config, context, batch, wm_key, update)
         ac_loss, (retnorm, ac_metrics) = actor_critic_loss(agent, slow, self.config, wm.post, batch, retnorm, ac_key)
         return wm_loss + ac_loss, (retnorm, {**wm.metrics, **ac_metrics})
 
@@ -176,7 +177,7 @@ class Learner:
         key, sample_key, loss_key = jax.random.split(state.key, 3)
         batch, context = rp.sample(state.replay, sample_key, self.config.batch_size, self.config.batch_length)
         grads, (retnorm, metrics) = jax.grad(self.loss, has_aux=True)(
-            state.params, state.slow_critic, state.retnorm, batch, context, loss_key)
+            state.params, state.slow_critic, state.retnorm, batch, context, loss_key, state.updates)
         updates, opt_state = make_optimizer(self.config).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         critic = nnx.split(nnx.merge(self.graphdef, params).critic)[1]

@@ -1,0 +1,298 @@
+"""VTA dynamics (variational temporal abstraction) with the RSSM's interface, DreamerV3-style.
+
+Two levels: abstract (c, z) and observation (h, s). A boundary m_t (READ = 1 starts a new
+segment at t, COPY = 0) is sampled from a causal posterior q(m_t | h_{t-1}, s_{t-1}, e_t[, r_t])
+while filtering and from the learned prior p(m_t | h_{t-1}, s_{t-1}) in imagination.
+READ: c_t = GRU_c(c_{t-1}, z_{t-1}) and z_t is sampled anew; the observation level restarts
+from the abstract features. COPY: (c, z) are carried bit for bit. Heads read concat(h, s, c, z).
+The boundary is sampled with logistic noise and a straight-through estimator whose
+temperature shapes only the gradient. Length and count constraints force the prior (READ
+wins) within a training sequence; `boundary_force_scale` also forces the posterior.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dreamer_jax import distributions as dists
+from dreamer_jax.networks import MLP, Dense
+from dreamer_jax.rssm import GRUCell, balanced_kl
+
+sg = jax.lax.stop_gradient
+
+
+class VTAState(NamedTuple):
+    """Both levels, their latent logits, and the boundary at this step (all (B, ...))."""
+
+    h: jax.Array
+    s: jax.Array
+    s_logits: jax.Array
+    c: jax.Array
+    z: jax.Array
+    z_logits: jax.Array
+    read: jax.Array  # hard boundary in {0, 1}, float32 (the straight-through value while training)
+    read_logit: jax.Array  # logit of the distribution it was sampled from (posterior or prior)
+    forced: jax.Array  # a constraint decided this step (is_first, max_seg_len or max_seg_num)
+
+
+class VTACarry(NamedTuple):
+    """The latest state, the action taken after it, and the segment counters."""
+
+    state: VTAState
+    action: jax.Array
+    seg_len: jax.Array  # steps since the last READ
+    seg_num: jax.Array  # READs so far in this training sequence
+
+
+class VTAPrior(NamedTuple):
+    s_logits: jax.Array
+    z_logits: jax.Array
+    read_logit: jax.Array
+
+
+class VTA(nnx.Module):
+    """Two-level dynamics with learned boundaries; see the module docstring."""
+
+    def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
+                 embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, config, dtype,
+                 rngs: nnx.Rngs):
+        self.deter, self.stoch, self.classes, self.action_dim = deter, stoch, classes, action_dim
+        self.unimix, self.free_nats, self.dyn_scale, self.rep_scale = unimix, free_nats, dyn_scale, rep_scale
+        self.max_seg_len, self.max_seg_num = config.vta_max_seg_len, config.vta_max_seg_num
+        self.clip, self.lookahead = config.vta_boundary_logit_clip, config.vta_lookahead
+        self.reward_input = config.vta_boundary_reward_input
+        self.rate, self.rate_scale, self.rate_mode = config.vta_boundary_rate, config.vta_boundary_scale, \
+            config.vta_rate_mode
+        self.boundary_dyn, self.boundary_rep = config.vta_boundary_dyn_scale, config.vta_boundary_rep_scale
+        self.config = config  # static: the force-scale and temperature schedules
+        flat = stoch * classes
+        abstract = deter + flat
+        self.abstract_cell = GRUCell(deter, hidden, blocks, (flat,), config.core, dtype=dtype, rngs=rngs)
+        self.z_prior = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
+        self.z_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.z_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
+        self.z_post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.restart = Dense(abstract, deter, dtype=dtype, rngs=rngs)
+        self.obs_cell = GRUCell(deter, hidden, blocks, (flat, action_dim, abstract), config.core, dtype=dtype,
+                                rngs=rngs)
+        self.s_prior = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
+        self.s_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.s_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
+        self.s_post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.read_prior = nnx.Linear(deter + flat, 1, dtype=jnp.float32, rngs=rngs)
+        detector_in = deter + flat + embed_dim * (1 + self.lookahead) + int(self.reward_input)
+        self.read_post = nnx.Sequential(Dense(detector_in, hidden, dtype=dtype, rngs=rngs),
+                                        nnx.Linear(hidden, 1, dtype=jnp.float32, rngs=rngs))
+
+    # -- shapes and features ----------------------------------------------------------------------
+    @property
+    def feature_dim(self) -> int:
+        return 2 * (self.deter + self.stoch * self.classes)
+
+    @property
+    def decoder_dims(self) -> tuple[int, int]:
+        return 2 * self.deter, 2 * self.stoch * self.classes
+
+    def decoder_inputs(self, state: VTAState):
+        """(concat(h, c), concat(s, z) flat): deterministic and stochastic decoder inputs."""
+        flat = lambda x: x.reshape(x.shape[:-2] + (-1,))  # noqa: E731
+        return jnp.concatenate([state.h, state.c], -1), jnp.concatenate([flat(state.s), flat(state.z)], -1)
+
+    def features(self, state: VTAState):
+        """concat(h, s, c, z): the input of every head."""
+        return jnp.concatenate(self.decoder_inputs(state), -1)
+
+    def initial(self, batch: int) -> VTACarry:
+        zeros = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)  # noqa: E731
+        latent = (self.stoch, self.classes)
+        state = VTAState(zeros(self.deter), zeros(*latent), zeros(*latent), zeros(self.deter), zeros(*latent),
+                         zeros(*latent), zeros(), zeros(), jnp.zeros((batch,), bool))
+        return VTACarry(state, zeros(self.action_dim), jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32))
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def _latent(self, out, x):
+        return dists.unimix_logits(out(x).reshape(x.shape[:-1] + (self.stoch, self.classes)), self.unimix)
+
+    def _flat(self, x):
+        return x.reshape(x.shape[:-2] + (-1,))
+
+    def _obs_input(self, state: VTAState):
+        return jnp.concatenate([state.h, self._flat(state.s)], -1)
+
+    def prior_read_logit(self, state: VTAState):
+        """Logit of p(m_t = READ) from the previous observation-level state, soft-clipped, float32."""
+        return dists.soft_clip(self.read_prior(self._obs_input(state).astype(jnp.float32))[..., 0], self.clip)
+
+    def post_read_logit(self, state: VTAState, context, reward):
+        """Logit of q(m_t = READ) from the previous state, this step's embedding(s) and optionally its reward."""
+        parts = [self._obs_input(state), context.astype(state.h.dtype)]
+        if self.reward_input:
+            parts.append(dists.symlog(reward)[..., None])
+        return dists.soft_clip(self.read_post(jnp.concatenate(parts, -1))[..., 0].astype(jnp.float32), self.clip)
+
+    def constraints(self, carry: VTACarry, is_first, constrain: bool):
+        """(force READ, force COPY) this step: episode start always; segment limits only when `constrain`."""
+        force_read = is_first
+        force_copy = jnp.zeros_like(is_first)
+        if constrain:
+            force_read = force_read | (carry.seg_len >= self.max_seg_len)
+            force_copy = (carry.seg_num >= self.max_seg_num) & ~force_read
+        return force_read, force_copy
+
+    def _forced(self, logit, force_read, force_copy, value):
+        return jnp.where(force_read, value, jnp.where(force_copy, -value, logit))
+
+    def sample_read(self, logit, key, temp):
+        """Hard READ in {0, 1} with a straight-through gradient sigmoid((logit + noise) / temp)."""
+        noisy = logit + jax.random.logistic(key, logit.shape, jnp.float32)
+        soft = jax.nn.sigmoid(noisy / temp)
+        hard = (noisy > 0).astype(jnp.float32)
+        return hard + (soft - sg(soft))
+
+    def _advance(self, prev: VTAState, read, action, z_logits_fn, s_logits_fn, keys):
+        """Both levels given the boundary: update (c, z) on READ, carry them on COPY; then (h, s)."""
+        z_key, s_key = keys
+        c_read = self.abstract_cell(prev.c, [self._flat(prev.z)])
+        z_logits_read = z_logits_fn(c_read)
+        z_read = dists.sample_onehot_st(z_key, z_logits_read)
+        m = read[:, None]
+        c = m * c_read + (1 - m) * prev.c
+        z = m[..., None] * z_read + (1 - m[..., None]) * prev.z
+        z_logits = m[..., None] * z_logits_read + (1 - m[..., None]) * prev.z_logits
+        abstract = jnp.concatenate([c, self._flat(z)], -1)
+        h_base = m * self.restart(abstract).astype(jnp.float32) + (1 - m) * prev.h
+        s_base = (1 - m[..., None]) * prev.s
+        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+        h = self.obs_cell(h_base, [self._flat(s_base), action, abstract])
+        s_logits = s_logits_fn(h)
+        return c, z, z_logits, z_logits_read, h, s_logits, dists.sample_onehot_st(s_key, s_logits)
+
+    # -- filtering --------------------------------------------------------------------------------
+    def obs_step(self, carry: VTACarry, embed, action, is_first, key, reward=None, context=None,
+                 constrain=False, force_scale=0.0, temp=1.0):
+        """One filtering step: reset on `is_first`, boundary from the causal posterior, both levels.
+
+        Acting calls it with the defaults: no constraints, no posterior forcing, temperature 1.
+        """
+        start = self.initial(is_first.shape[0])
+        first = lambda x: is_first.reshape(is_first.shape + (1,) * (x.ndim - 1))  # noqa: E731
+        state = jax.tree.map(lambda s, c: jnp.where(first(c), s, c), start.state, carry.state)
+        carry = VTACarry(state, jnp.where(first(carry.action), 0.0, carry.action),
+                         jnp.where(is_first, 0, carry.seg_len), jnp.where(is_first, 0, carry.seg_num))
+        read_key, z_key, s_key = jax.random.split(key, 3)
+        force_read, force_copy = self.constraints(carry, is_first, constrain)
+        prior_logit = self._forced(self.prior_read_logit(state), force_read, force_copy, self.clip)
+        post_logit = self.post_read_logit(state, embed if context is None else context,
+                                          jnp.zeros(is_first.shape) if reward is None else reward)
+        post_logit = jnp.where(is_first, self.clip, post_logit)
+        post_logit = jnp.where(force_scale > 0, self._forced(post_logit, force_read, force_copy, force_scale),
+                               post_logit)
+        read = self.sample_read(post_logit, read_key, temp)
+        read = jnp.where(is_first, 1.0, read)  # an episode always starts a segment
+        z_post = lambda c: self._latent(self.z_post_out, self.z_post(jnp.concatenate([c, embed.astype(c.dtype)], -1)))
+        s_post = lambda h: self._latent(self.s_post_out, self.s_post(jnp.concatenate([h, embed.astype(h.dtype)], -1)))
+        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, carry.action, z_post, s_post, (z_key, s_key))
+        forced = force_read | force_copy
+        post = VTAState(h, s, s_logits, c, z, z_logits, read, post_logit, forced)
+        hard = sg(read) > 0.5
+        prior = VTAPrior(self._latent(self.s_prior_out, self.s_prior(h)),
+                         self._latent(self.z_prior_out, self.z_prior(c)), prior_logit)
+        new = VTACarry(post, action, jnp.where(hard, 1, carry.seg_len + 1), carry.seg_num + hard.astype(jnp.int32))
+        return new, (post, prior)
+
+    def observe(self, carry: VTACarry, embed, action, is_first, key, reward=None, training=False, update=0):
+        """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, priors).
+
+        While `training` the segment constraints apply (counted from zero in this sequence), and the
+        posterior forcing scale and the temperature follow their schedules at `update`.
+        """
+        constrain = training
+        force_scale = self.config.vta_force_scale_at(update) if training else 0.0
+        temp = self.config.vta_temp_at(update) if training else 1.0
+        if constrain:
+            carry = carry._replace(seg_len=jnp.zeros_like(carry.seg_len), seg_num=jnp.zeros_like(carry.seg_num))
+        length = embed.shape[1]
+        context = embed
+        if self.lookahead:
+            padded = jnp.pad(embed, ((0, 0), (0, self.lookahead), (0, 0)))
+            context = jnp.concatenate([padded[:, k:k + length] for k in range(self.lookahead + 1)], -1)
+        reward = jnp.zeros(embed.shape[:2]) if reward is None else reward
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+
+        def step(c, xs):
+            e, a, f, k, r, ctx = xs
+            return self.obs_step(c, e, a, f, k, r, ctx, constrain, force_scale, temp)
+
+        xs = (swap(embed), swap(action), swap(is_first), jax.random.split(key, length), swap(reward), swap(context))
+        carry, (post, prior) = jax.lax.scan(step, carry, xs)
+        return carry, jax.tree.map(swap, post), jax.tree.map(swap, prior)
+
+    # -- imagination ------------------------------------------------------------------------------
+    def img_step(self, state: VTAState, action, key) -> VTAState:
+        """One imagined step: boundary from the prior, z and s from their priors."""
+        read_key, z_key, s_key = jax.random.split(key, 3)
+        logit = self.prior_read_logit(state)
+        read = sg(self.sample_read(logit, read_key, 1.0))
+        z_prior = lambda c: self._latent(self.z_prior_out, self.z_prior(c))  # noqa: E731
+        s_prior = lambda h: self._latent(self.s_prior_out, self.s_prior(h))  # noqa: E731
+        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, action, z_prior, s_prior, (z_key, s_key))
+        return VTAState(h, s, s_logits, c, z, z_logits, read, logit, jnp.zeros_like(read, bool))
+
+    def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
+        """Roll the priors forward `horizon` steps; states (B, H + 1, ...) start first, actions (B, H + 1, A)."""
+
+        def step(state, key):
+            act_key, img_key = jax.random.split(key)
+            action = policy(sg(self.features(state)), act_key)
+            return self.img_step(state, action, img_key), (state, action)
+
+        keys = jax.random.split(key, horizon + 1)
+        last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
+        last_action = policy(sg(self.features(last)), keys[-1])
+        states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
+        actions = jnp.concatenate([actions, last_action[None]], 0)
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        return jax.tree.map(swap, states), swap(actions)
+
+    # -- losses -----------------------------------------------------------------------------------
+    def rate_penalty(self, post_logit):
+        """KL to a fixed-hazard Bernoulli(rate): per step (the prototype's) or of the batch-mean READ probability."""
+        if self.rate_mode == "step":
+            rate_logit = jnp.log(self.rate) - jnp.log1p(-self.rate)
+            return dists.bernoulli_kl(post_logit, jnp.full_like(post_logit, rate_logit)).mean()
+        q = jax.nn.sigmoid(post_logit).mean()
+        xlogy = jax.scipy.special.xlogy
+        return xlogy(q, q) - xlogy(q, self.rate) + xlogy(1 - q, 1 - q) - xlogy(1 - q, 1 - self.rate)
+
+    def loss(self, post: VTAState, prior: VTAPrior):
+        """KL_s every step, KL_z at READs (mask detached), both-way boundary KL, rate regulariser; and metrics."""
+        s_dyn, s_rep, s_kl = balanced_kl(post.s_logits, prior.s_logits, self.free_nats)
+        z_dyn, z_rep, z_kl = balanced_kl(post.z_logits, prior.z_logits, self.free_nats)
+        read = sg(post.read)
+        reads = jnp.maximum(read.sum(), 1.0)
+        m_dyn = dists.bernoulli_kl(sg(post.read_logit), prior.read_logit)
+        m_rep = dists.bernoulli_kl(post.read_logit, sg(prior.read_logit))
+        loss = (self.dyn_scale * (s_dyn.mean() + (read * z_dyn).mean())
+                + self.rep_scale * (s_rep.mean() + (read * z_rep).mean())
+                + self.boundary_dyn * m_dyn.mean() + self.boundary_rep * m_rep.mean())
+        rate = self.rate_penalty(post.read_logit) if self.rate_scale > 0 else jnp.float32(0)
+        loss = loss + self.rate_scale * rate
+        hard = read > 0.5
+        forced = post.forced
+        metrics = {
+            "loss_dyn": s_dyn.mean(), "loss_rep": s_rep.mean(), "kl_obs": s_kl.mean(),
+            "kl_abstract": (read * z_kl).sum() / reads, "kl_boundary": m_rep.mean(), "loss_rate": rate,
+            "boundary_ratio": read.mean(), "boundary_ratio_free": (hard & ~forced).mean(),
+            "forced_ratio": forced.mean(),
+            "boundary_entropy_post": dists.bernoulli_entropy(post.read_logit).mean(),
+            "boundary_entropy_prior": dists.bernoulli_entropy(prior.read_logit).mean(),
+            "mean_segment_length": read.size / reads,
+            "no_read_share": (~hard.any(-1)).mean(), "all_read_share": hard.all(-1).mean(),
+            "post_entropy": dists.categorical_entropy(post.s_logits).sum(-1).mean(),
+            "prior_entropy": dists.categorical_entropy(prior.s_logits).sum(-1).mean(),
+        }
+        return loss, metrics
