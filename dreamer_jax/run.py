@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import signal
@@ -131,6 +132,14 @@ def _due(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
+def _chunk_iterations(config: cfg.Config, env_steps: int, train_from: int, per_iteration: int) -> int:
+    """Iterations up to the next event (end of prefill, log, eval, save, end), at most CHUNK_STEPS env steps."""
+    events = [config.steps] + [train_from] * (env_steps < train_from) + [
+        (env_steps // every + 1) * every for every in (config.log_every, config.eval_every, config.save_every) if every]
+    steps = min(min(events) - env_steps, CHUNK_STEPS)
+    return max(1, math.ceil(steps / per_iteration))
+
+
 def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run in `config.logdir` with `env`; returns the last metrics line.
 
@@ -158,14 +167,13 @@ def _loop(config, env, eval_env, logdir, stops, progress) -> dict[str, Any]:
         state, _ = checkpoint.restore(mgr, state)
         _truncate_metrics(metrics_path, int(state.env_steps))
     per_iteration = steps_per_iteration(config)[0] * config.envs
-    iterations = max(1, min(CHUNK_STEPS, *(e for e in (config.log_every, config.eval_every, config.save_every) if e))
-                     // per_iteration)
     train_from = max(config.prefill, config.batch_length * config.envs)
     env_steps, updates = int(state.env_steps), int(state.updates)
     window = _Window(env_steps, updates)
     bar = Bar(config.steps, desc=f"{config.dynamics} {config.task}") if progress else None
     line: dict[str, Any] = {}
     while env_steps < config.steps and not stops:
+        iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
         state, metrics = learner.chunk(state, iterations, env_steps >= train_from)
         window.add(metrics)
         before, env_steps, updates = env_steps, int(state.env_steps), int(state.updates)
