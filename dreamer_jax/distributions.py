@@ -56,7 +56,8 @@ def twohot_bins(num_bins: int = 255) -> jax.Array:
 def twohot_encode(x: jax.Array, bins: jax.Array) -> jax.Array:
     """Two-hot encoding of raw values x (...) over sorted bins (K,) -> (..., K), weights linear between neighbours.
 
-    Values outside [bins[0], bins[-1]] put all weight on the nearest edge bin.
+    Values outside [bins[0], bins[-1]] put all weight on the nearest edge bin; a NaN value gives a NaN
+    encoding, so a broken target makes the loss NaN and the update is skipped rather than hidden.
     """
     chex.assert_rank(bins, 1)
     x = jnp.asarray(x, f32)
@@ -70,7 +71,8 @@ def twohot_encode(x: jax.Array, bins: jax.Array) -> jax.Array:
     b_lo, b_hi = bins[lo], bins[hi]
     w_hi = jnp.where(edge, 0.0, (x - b_lo) / jnp.where(edge, 1.0, b_hi - b_lo))
     weight_lo = jax.nn.one_hot(lo, num, dtype=f32) * (1.0 - w_hi)[..., None]
-    return weight_lo + jax.nn.one_hot(hi, num, dtype=f32) * w_hi[..., None]
+    encoding = weight_lo + jax.nn.one_hot(hi, num, dtype=f32) * w_hi[..., None]
+    return jnp.where(jnp.isnan(x)[..., None], jnp.nan, encoding)
 
 
 @chex.dataclass(frozen=True)

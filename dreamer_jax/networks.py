@@ -52,8 +52,8 @@ class BlockLinear(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x):
-        y = jnp.einsum("...gi,gio->...go", x.astype(self.dtype), self.kernel.value.astype(self.dtype))
-        return y + self.bias.value.astype(self.dtype)
+        y = jnp.einsum("...gi,gio->...go", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return y + self.bias[...].astype(self.dtype)
 
 
 class Head(nnx.Module):

@@ -121,7 +121,7 @@ class RSSM(nnx.Module):
         zeros = jnp.zeros((batch, self.stoch, self.classes), jnp.float32)
         state = RSSMState(jnp.zeros((batch, self.deter), jnp.float32), zeros, zeros)
         if self.initial_kind == "learned":
-            deter = jnp.broadcast_to(jnp.tanh(self.init_deter.value), (batch, self.deter))
+            deter = jnp.broadcast_to(jnp.tanh(self.init_deter[...]), (batch, self.deter))
             logits = self.prior_logits(deter)
             stoch = jax.nn.one_hot(jnp.argmax(logits, -1), self.classes, dtype=jnp.float32)
             state = RSSMState(deter, stoch, logits)

@@ -238,3 +238,9 @@ def test_bernoulli_entropy_and_log_prob():
     # Extreme logits: exact limits, and H(sigmoid(50)) = 51 e^-50 to first order.
     np.testing.assert_allclose(entropy[3:], [0.0, 0.0, 51.0 * np.exp(-50.0)], rtol=1e-4, atol=1e-30)
     np.testing.assert_allclose(log_prob[3:], [-1e4, -1e4, -50.0], rtol=1e-6)
+
+
+def test_twohot_nan_target_gives_nan_not_a_finite_loss():
+    encoding = D.twohot_encode(jnp.array([jnp.nan, 1.0]), D.twohot_bins())
+    assert jnp.isnan(encoding[0]).all() and jnp.isfinite(encoding[1]).all()
+    assert jnp.isnan(D.TwoHot(logits=jnp.zeros(255)).log_prob(jnp.float32(jnp.nan)))

@@ -38,7 +38,6 @@ class Fns:
         self.obs_step = jax.jit(lambda p, c, e, a, f, k: m(p).obs_step(c, e, a, f, k))
         self.img_step = jax.jit(lambda p, s, a, k: m(p).img_step(s, a, k))
         self.core = jax.jit(lambda p, h, z, a: m(p).core(h, z, a))
-        self.prior_logits = jax.jit(lambda p, h: m(p).prior_logits(h))
 
     def with_params(self, edit):
         """Params after `edit(module)` mutates a merged copy (same shapes, so no recompiles)."""
@@ -110,16 +109,18 @@ def test_is_first_resets_whatever_the_carry(fns):
     _, post_b, prior_b = fns.observe(fns.params, _random_carry(11), embed, action, is_first, key)
     # Before the reset the two carries give different states ...
     assert not np.allclose(post_a.deter[:, :t0], post_b.deter[:, :t0], atol=1e-3)
-    # ... from the reset on they are identical, and equal to starting from the zero carry.
-    _, post_z, prior_z = fns.observe(fns.params, _random_carry(12), embed[:, t0:], action[:, t0:],
-                                     jnp.ones((B, T - t0), bool).at[:, 1:].set(False),
-                                     key)  # different keys: compare deterministic parts only
+    # ... from the reset on they are identical, whatever came before.
     for x, y in [(post_a.deter, post_b.deter), (post_a.logits, post_b.logits), (prior_a, prior_b),
                  (post_a.stoch, post_b.stoch)]:
         np.testing.assert_array_equal(x[:, t0:], y[:, t0:])
-    # The state right at the reset is a function of the embedding alone (zero h, z and previous action).
-    np.testing.assert_allclose(post_a.deter[:, t0], post_z.deter[:, 0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(post_a.logits[:, t0], post_z.logits[:, 0], rtol=1e-6, atol=1e-6)
+    # The step at the reset equals a step from the initial (zero) carry without a reset, with the same key.
+    init = fns.model(fns.params).initial(B)
+    _, (p_z, prior_z) = fns.obs_step(fns.params, init, embed[:, t0], action[:, t0], jnp.zeros(B, bool),
+                                     jax.random.split(key, T)[t0])
+    np.testing.assert_allclose(post_a.deter[:, t0], p_z.deter, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(post_a.logits[:, t0], p_z.logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(prior_a[:, t0], prior_z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(post_a.stoch[:, t0], p_z.stoch)
 
 
 def test_zero_carry_equals_reset(fns):
@@ -213,16 +214,18 @@ def _core_inputs(seed=0, batch=3):
 def _core_by_hand(model, h, z, a):
     """The spec's block GRU written out from the submodules, in float64 where it is our own arithmetic."""
     a = a / np.maximum(1.0, np.abs(a))
-    x = jnp.concatenate([model.in_deter(h), model.in_stoch(z.reshape(z.shape[0], -1)), model.in_action(a)], -1)
+    cell = model.cell
+    in_stoch, in_action = cell.in_inputs
+    x = jnp.concatenate([cell.in_deter(h), in_stoch(z.reshape(z.shape[0], -1)), in_action(a)], -1)
     x = np.asarray(x)
     group = DETER // BLOCKS
     h_groups = np.asarray(h).reshape(-1, BLOCKS, group)
     per_group = np.concatenate([np.repeat(x[:, None, :], BLOCKS, 1), h_groups], -1)  # (batch, G, 3*hidden + g)
-    kernel, bias = np.asarray(model.hidden_block.kernel[...]), np.asarray(model.hidden_block.bias[...])
+    kernel, bias = np.asarray(cell.hidden_block.kernel[...]), np.asarray(cell.hidden_block.bias[...])
     y = np.einsum("bgi,gio->bgo", per_group, kernel) + bias
-    y = jax.nn.silu(model.hidden_norm(jnp.asarray(y.reshape(-1, DETER), jnp.float32)))
+    y = jax.nn.silu(cell.hidden_norm(jnp.asarray(y.reshape(-1, DETER), jnp.float32)))
     y = np.asarray(y, np.float64).reshape(-1, BLOCKS, group)
-    gk, gb = np.asarray(model.gates.kernel[...], np.float64), np.asarray(model.gates.bias[...], np.float64)
+    gk, gb = np.asarray(cell.gates.kernel[...], np.float64), np.asarray(cell.gates.bias[...], np.float64)
     gates = np.einsum("bgi,gio->bgo", y, gk) + gb
     r, c, u = gates[..., :group], gates[..., group:2 * group], gates[..., 2 * group:]
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
@@ -246,7 +249,7 @@ def test_core_closed_update_gate_keeps_h_exactly(fns):
 
     def set_u(value):
         def edit(model):
-            model.gates.bias[...] = model.gates.bias[...].at[:, 2 * group:].set(value)
+            model.cell.gates.bias[...] = model.cell.gates.bias[...].at[:, 2 * group:].set(value)
         return edit
 
     closed = fns.core(fns.with_params(set_u(-1e4)), h, z, a)
@@ -261,6 +264,57 @@ def test_core_divides_actions_by_max_one_abs(fns):
     np.testing.assert_array_equal(fns.core(fns.params, h, z, 4.0 * a), base)  # 4 / max(1, 4) == 1 exactly
     half = fns.core(fns.params, h, z, 0.5 * a)  # |a| < 1 passes unchanged (the RMSNorm after it mutes the scale)
     np.testing.assert_allclose(half, _core_by_hand(fns.model(fns.params), h, z, 0.5 * a), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fns2023():
+    """The 2023 cell (LayerNorm GRU) with a learned initial state, its initial weights made non-zero."""
+    model = _build(core="gru2023", initial="learned")
+    model.init_deter[...] = jax.random.normal(jax.random.PRNGKey(5), (DETER,))
+    return Fns(model)
+
+
+def test_gru2023_core_matches_formula(fns2023):
+    h, z, a = _core_inputs(seed=3)
+    a = 2.0 * a  # divided back to one-hot by max(1, |a|)
+    out = np.asarray(fns2023.core(fns2023.params, h, z, a))
+    cell = fns2023.model(fns2023.params).cell
+    x = cell.gru_in(jnp.concatenate([z.reshape(z.shape[0], -1), a / 2.0], -1))
+    pre = np.asarray(jnp.concatenate([x, h], -1), np.float64) @ np.asarray(cell.gru.kernel[...], np.float64)
+    scale, bias = np.asarray(cell.gru_norm.scale[...], np.float64), np.asarray(cell.gru_norm.bias[...], np.float64)
+    eps = cell.gru_norm.epsilon
+    gates = (pre - pre.mean(-1, keepdims=True)) / np.sqrt(pre.var(-1, keepdims=True) + eps) * scale + bias
+    r, c, u = gates[:, :DETER], gates[:, DETER:2 * DETER], gates[:, 2 * DETER:]
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    expect = sig(u - 1) * np.tanh(sig(r) * c) + (1 - sig(u - 1)) * np.asarray(h, np.float64)
+    assert out.shape == (3, DETER) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_learned_initial_state_and_reset(fns2023):
+    model = fns2023.model(fns2023.params)
+    init = model.initial(B)
+    h0 = np.tanh(np.asarray(model.init_deter[...], np.float64))
+    np.testing.assert_allclose(init.state.deter, np.broadcast_to(h0, (B, DETER)), rtol=1e-6, atol=1e-7)
+    logits = np.asarray(model.prior_logits(init.state.deter))
+    np.testing.assert_allclose(init.state.logits, logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(init.state.stoch, np.eye(CLASSES, dtype=np.float32)[logits.argmax(-1)])
+    assert not np.any(np.asarray(init.action))
+    # is_first replaces any carry by that learned state (and a zero previous action).
+    embed, action, _ = _inputs(seed=6)
+    key = jax.random.PRNGKey(4)
+    first, not_first = jnp.ones(B, bool), jnp.zeros(B, bool)
+    outs = [fns2023.obs_step(fns2023.params, c, embed[:, 0], action[:, 0], f, key)
+            for c, f in [(_random_carry(1), first), (_random_carry(2), first), (init, not_first)]]
+    for other in outs[1:]:
+        for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(other)):
+            np.testing.assert_array_equal(x, y)
+    no_reset = fns2023.obs_step(fns2023.params, _random_carry(1), embed[:, 0], action[:, 0], not_first, key)
+    assert not np.allclose(no_reset[0].state.deter, outs[0][0].state.deter, atol=1e-3)
+    # The learned initial state is trained through the reset steps.
+    grad = jax.jit(jax.grad(lambda p: fns2023.model(p).obs_step(
+        _random_carry(1), embed[:, 0], action[:, 0], first, key)[1][0].deter.sum()))(fns2023.params)
+    assert np.any(np.asarray(grad["init_deter"][...]) != 0.0)
 
 
 def test_deter_must_divide_by_blocks():
@@ -280,10 +334,6 @@ def _policy_from_features(feat, key):
     """Deterministic but state dependent: checks actions[t] is the action taken at states[t]."""
     del key
     return jax.nn.one_hot(jnp.argmax(feat[:, :ACT], -1), ACT, dtype=jnp.float32)
-
-
-def _policy_random(feat, key):
-    return jax.nn.one_hot(jax.random.randint(key, (feat.shape[0],), 0, ACT), ACT, dtype=jnp.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -316,14 +366,6 @@ def test_imagine_equals_img_step_loop(fns, observed, policy):
         np.testing.assert_array_equal(states.stoch[:, t + 1], state.stoch)
     np.testing.assert_array_equal(actions[:, H], policy(model.features(state), keys[H]))
     _check_unimix(states.logits[:, 1:])
-
-
-def test_imagine_random_policy_actions_onehot(fns, observed):
-    _, (_, post, _) = observed
-    start = jax.tree.map(lambda x: x[:, 0], post)
-    _, actions = _imagine_fn(fns.graphdef, _policy_random)(fns.params, start, jax.random.PRNGKey(0))
-    _check_onehot(actions)
-    assert len(np.unique(np.asarray(actions).argmax(-1))) > 1
 
 
 # --- the KL loss -------------------------------------------------------------
@@ -398,7 +440,7 @@ def test_loss_gradients_free_nats_gate_and_balance(loss_fn):
 # --- bfloat16 compute ---------------------------------------------------------
 
 
-def test_bf16_observe_float32_outputs():
+def test_bf16_observe_float32_outputs(fns):
     model = _build(jnp.bfloat16)
     graphdef, params = nnx.split(model)
     for leaf in jax.tree.leaves(params):
@@ -411,11 +453,11 @@ def test_bf16_observe_float32_outputs():
         assert np.all(np.isfinite(np.asarray(x)))
     _check_unimix(post.logits)
     _check_onehot(post.stoch)
-    # bf16 is a perturbation of the fp32 model with the same parameters, not a different model (compared at the
-    # first step, before different samples could send the two down different paths).
-    f32 = _build(jnp.float32)
-    _, post32, prior32 = jax.jit(lambda c, e, a, f, k: f32.observe(c, e, a, f, k))(
-        f32.initial(B), embed, action, is_first, jax.random.PRNGKey(0))
+    # bf16 is a perturbation of the fp32 model with the same parameters (both built from Rngs(0)), not a
+    # different model: compared at the first step, before different samples can send them down different paths.
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(fns.params)):
+        np.testing.assert_array_equal(x, y)
+    _, post32, prior32 = fns.observe(fns.params, model.initial(B), embed, action, is_first, jax.random.PRNGKey(0))
     np.testing.assert_allclose(post.deter[:, 0], post32.deter[:, 0], atol=0.05)
     np.testing.assert_allclose(np.exp(post.logits[:, 0]), np.exp(post32.logits[:, 0]), atol=0.05)
     np.testing.assert_allclose(np.exp(prior[:, 0]), np.exp(prior32[:, 0]), atol=0.05)

@@ -1,0 +1,199 @@
+"""The world model and one training update on the debug preset (dreamer_jax/agent.py, dreamer_jax/train.py).
+
+Compiles dominate on the CPU. The module builds one learner on the debug preset as the CLI runs it (bf16
+compute, the default), prefills it once, and every training test reuses its compiled `chunk` iteration; the
+CLI tests compile the same programs, so with the session's persistent compilation cache (conftest) those are
+loaded, not compiled, in a full run. The loss-falls test runs the world model in fp32.
+`chunk` donates its state: tests pass copies.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import pinpad
+from dreamer_jax import config as C
+from dreamer_jax import replay as rp
+from dreamer_jax import train
+from dreamer_jax.agent import Agent, world_model_loss
+
+PREFILL = 60  # iterations of one env step per env (debug: 1 env step and 1 update per iteration); > time_limit
+# Our own jits (not the library's) compile with LLVM optimisation off: the same maths, compiled in about half
+# the time, which on a CPU matters more than the few seconds they then run.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+LOSS_KEYS = ("loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep", "loss_actor", "loss_critic", "loss_repval")
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _equal(a, b):
+    la, lb = _leaves(a), _leaves(b)
+    return len(la) == len(lb) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+def _prefilled(config, env, seed):
+    learner, state = train.Learner.create(config, env, jax.random.PRNGKey(seed))
+    state, metrics = learner.chunk(state, PREFILL, False)
+    assert metrics == {}
+    return learner, state
+
+
+def _learner_without_state(config, env):
+    """A Learner for `config` (its module structure and dtypes) without compiling an init: the parameters of
+    every precision have the same float32 structure, so its graphdef merges with another precision's params."""
+    abstract = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
+    for leaf in jax.tree.leaves(nnx.split(abstract)[1]):
+        assert leaf.dtype == jnp.float32
+    return train.Learner(config, env, nnx.split(abstract)[0], nnx.split(abstract.critic)[0])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = C.make("debug", precision="bf16")
+    env = pinpad.make(config.task, config.time_limit)
+    learner, state = _prefilled(config, env, 0)
+    return config, env, learner, state
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    """Two training iterations, one chunk call each: states and metrics after each."""
+    _, _, learner, state = setup
+    s1, m1 = learner.chunk(_copy(state), 1, True)
+    s1_copy = _copy(s1)
+    s2, m2 = learner.chunk(s1, 1, True)
+    return s1_copy, m1, s2, m2
+
+
+def test_prefill_fills_replay_without_updates(setup):
+    config, _, _, state = setup
+    assert int(state.env_steps) == PREFILL * config.envs and int(state.updates) == 0
+    assert int(state.replay.count) == PREFILL
+    assert state.replay.steps["image"].dtype == jnp.uint8
+    assert state.replay.steps["image"].shape[:2] == (config.envs, rp.capacity(state.replay))
+    # Random actions while prefilling: every action is used.
+    actions = np.asarray(state.replay.steps["action"][:, :PREFILL])
+    assert set(np.unique(actions).tolist()) == set(range(5))
+    # Episodes of time_limit steps: the first step of each env is marked first, and so is the one after a last.
+    first = np.asarray(state.replay.steps["is_first"][:, :PREFILL])
+    last = np.asarray(state.replay.steps["is_last"][:, :PREFILL])
+    assert first[:, 0].all() and last.any()
+    np.testing.assert_array_equal(first[:, 1:], last[:, :-1])
+    np.testing.assert_array_equal(last.sum(1), 1)  # one episode of time_limit steps ended in each env
+
+
+def test_reward_and_critic_predict_zero_at_init(setup):
+    config, _, learner, state = setup
+    agent = nnx.merge(learner.graphdef, state.params)  # prefilling does not touch the parameters
+    feat = jax.random.normal(jax.random.PRNGKey(3), (6, agent.dynamics.feature_dim)) * 3.0
+    for head in (agent.reward, agent.critic):
+        logits = head(feat)
+        assert logits.shape == (6, config.bins) and logits.dtype == jnp.float32
+        mean = np.asarray(agent.twohot(logits).mean())
+        np.testing.assert_array_equal(mean, np.zeros(6, np.float32))
+        assert not np.any(np.signbit(mean))  # +0.0, not -0.0
+    # The slow critic starts as an exact copy of the critic.
+    assert _equal(state.slow_critic, nnx.split(agent.critic)[1])
+    # The policy is near uniform (output scale 0.01) and the continue head is not zero-initialised.
+    probs = np.exp(np.asarray(agent.policy_logits(feat)))
+    np.testing.assert_allclose(probs, 0.2, atol=0.1)
+    assert np.any(np.asarray(agent.cont(feat)) != 0.0)
+
+
+def test_world_model_loss_falls_on_fixed_batch(setup):
+    _, env, _, state = setup
+    config = C.make("debug", precision="fp32")
+    graphdef = _learner_without_state(config, env).graphdef
+    batch, context = rp.sample(state.replay, jax.random.PRNGKey(1), config.batch_size, config.batch_length)
+    assert batch["image"].shape == (config.batch_size, config.batch_length, 64, 64, 3)
+    key = jax.random.PRNGKey(2)
+    optimizer = optax.adam(1e-3)
+
+    def loss_fn(params):
+        loss, out = world_model_loss(nnx.merge(graphdef, params), config, context, batch, key)
+        return loss, out.metrics
+
+    def step(params, opt_state):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, metrics
+
+    params = state.params
+    opt_state = optimizer.init(params)
+    step = jax.jit(step).lower(params, opt_state).compile(FAST_COMPILE)
+    history = []
+    for _ in range(40):
+        params, opt_state, loss, metrics = step(params, opt_state)
+        history.append((float(loss), float(metrics["loss_rec"]), float(metrics["loss_rew"])))
+    history = np.array(history)
+    assert np.all(np.isfinite(history))
+    (loss0, rec0, rew0), (loss1, rec1, rew1) = history[0], history[-1]
+    assert loss1 < 0.7 * loss0, history[::10]
+    assert rec1 < 0.7 * rec0, history[::10]
+    assert rew1 < rew0, history[::10]
+    # The world-model loss is the scaled sum of its terms (dyn 1, rep 0.1, rec, rew, con 1).
+    total = (metrics["loss_dyn"] + 0.1 * metrics["loss_rep"] + metrics["loss_rec"] + metrics["loss_rew"]
+             + metrics["loss_con"])
+    np.testing.assert_allclose(loss, total, rtol=1e-5)
+
+
+def test_bf16_update_metrics_finite_and_counters(setup, trained):
+    config, _, _, state = setup
+    assert config.precision == "bf16"
+    s1, m1, s2, m2 = trained
+    assert int(s1.updates) == 1 and int(s2.updates) == 2
+    assert int(s2.env_steps) == int(state.env_steps) + 2 * config.envs
+    for metrics in (m1, m2):
+        for key in LOSS_KEYS + ("grad_norm", "kl_obs", "skipped_updates"):
+            assert metrics[key].shape == (1,), key
+            assert np.all(np.isfinite(np.asarray(metrics[key]))), (key, metrics[key])
+        assert float(metrics["skipped_updates"][0]) == 0
+        assert float(metrics["grad_norm"][0]) > 0
+        assert float(metrics["loss_dyn"][0]) >= config.free_nats and float(metrics["loss_rep"][0]) >= config.free_nats
+    # Warm-up starts at learning rate 0: the first update leaves the parameters, the second one moves them.
+    assert _equal(s1.params, state.params)
+    assert not _equal(s2.params, s1.params)
+    # The slow critic follows the critic by EMA: s' = (1 - rate) s + rate c.
+    agent = nnx.merge(setup[2].graphdef, s2.params)
+    critic = nnx.split(agent.critic)[1]
+    rate = config.slow_critic_rate
+    expect = jax.tree.map(lambda s, c: (1 - rate) * s + rate * c, s1.slow_critic, critic)
+    for x, y in zip(_leaves(s2.slow_critic), _leaves(expect)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+
+
+def test_nan_reward_update_is_skipped_and_counted(setup, trained):
+    _, _, learner, _ = setup
+    _, _, s2, _ = trained
+    before = _copy(s2.params)
+    poisoned = _copy(s2)
+    steps = dict(poisoned.replay.steps, reward=jnp.full_like(poisoned.replay.steps["reward"], jnp.nan))
+    poisoned = poisoned._replace(replay=poisoned.replay._replace(steps=steps))
+    s3, m3 = learner.chunk(poisoned, 1, True)
+    assert int(s3.updates) == 3
+    assert np.isnan(float(m3["loss_rew"][0])), m3["loss_rew"]  # the NaN is reported, not hidden
+    assert float(m3["skipped_updates"][0]) == 1
+    assert _equal(s3.params, before)  # lr is no longer 0 at update 3, so only the skip keeps them
+
+
+def test_same_seed_is_bit_identical_other_seed_differs(setup, trained):
+    config, env, _, _ = setup
+    _, _, s2, _ = trained
+    learner_a, state_a = _prefilled(config, env, 0)
+    state_a, _ = learner_a.chunk(state_a, 2, True)  # one chunk of two iterations == two chunks of one
+    assert _equal(state_a.params, s2.params)
+    assert _equal(state_a.opt_state, s2.opt_state)
+    assert _equal(state_a.replay, s2.replay)
+    learner_b, state_b = _prefilled(config, env, 1)
+    state_b, _ = learner_b.chunk(state_b, 2, True)
+    assert not _equal(state_b.params, s2.params)
+    assert not _equal(state_b.replay.steps["image"], s2.replay.steps["image"])
