@@ -19,12 +19,12 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# The main job at CPU size: a strip of the scripted solver, then an RSSM agent trained for a
+# The main job at CPU size: a strip of the scripted solver, then a VTA agent trained for a
 # few minutes (running it again resumes the finished run, which only prints where it is).
 demo: $(INSTALLED)
 	$(BIN)/python -m experiments.scripted_episode --task pinpad_eight --out $(DEMO_OUT)
-	$(BIN)/python -m experiments.train --configs debug --dynamics rssm --steps 3000 --log_every 500 \
-		--eval_every 1000 --save_every 1000 --logdir $(DEMO_OUT)/rssm
+	$(BIN)/python -m experiments.train --configs debug --dynamics vta --steps 3000 --log_every 500 \
+		--eval_every 1000 --save_every 1000 --logdir $(DEMO_OUT)/vta
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.env_throughput
