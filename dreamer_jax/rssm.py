@@ -82,6 +82,27 @@ class GRUCell(nnx.Module):
         return new.reshape(lead + (self.deter,))
 
 
+def imagine(dynamics, start, policy: Callable, horizon: int, key):
+    """Roll `dynamics.img_step` forward `horizon` steps from `start` (B, ...) with actions from `policy`.
+
+    `policy(features, key)` returns a one-hot action and sees stop-gradient features. Returns the
+    states (B, H + 1, ...) with the start first, and the actions taken at each of them (B, H + 1, A).
+    """
+
+    def step(state, key):
+        act_key, img_key = jax.random.split(key)
+        action = policy(sg(dynamics.features(state)), act_key)
+        return dynamics.img_step(state, action, img_key), (state, action)
+
+    keys = jax.random.split(key, horizon + 1)
+    last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
+    last_action = policy(sg(dynamics.features(last)), keys[-1])
+    states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
+    actions = jnp.concatenate([actions, last_action[None]], 0)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    return jax.tree.map(swap, states), swap(actions)
+
+
 def balanced_kl(post_logits, prior_logits, free_nats: float):
     """DreamerV3's KL pair summed over latents: (dyn, rep) with free nats, and the raw KL(post || prior)."""
     dyn_kl = dists.categorical_kl(sg(post_logits), prior_logits).sum(-1)
@@ -185,24 +206,8 @@ class RSSM(nnx.Module):
         return carry, jax.tree.map(swap, post), swap(prior)
 
     def imagine(self, start: RSSMState, policy: Callable, horizon: int, key):
-        """Roll the prior forward `horizon` steps from `start` (B, ...) with actions from `policy`.
-
-        `policy(features, key)` returns a one-hot action. Returns the states (B, H + 1, ...)
-        with the start first, and the actions taken at each of them (B, H + 1, A).
-        """
-
-        def step(state, key):
-            act_key, img_key = jax.random.split(key)
-            action = policy(jax.lax.stop_gradient(self.features(state)), act_key)
-            return self.img_step(state, action, img_key), (state, action)
-
-        keys = jax.random.split(key, horizon + 1)
-        last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
-        last_action = policy(jax.lax.stop_gradient(self.features(last)), keys[-1])
-        states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
-        actions = jnp.concatenate([actions, last_action[None]], 0)
-        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-        return jax.tree.map(swap, states), swap(actions)
+        """Roll the prior forward from `start` (B, ...); see `imagine`."""
+        return imagine(self, start, policy, horizon, key)
 
     def loss(self, post: RSSMState, prior_logits):
         """DreamerV3's KL balance with free nats (after summing over latents): the scaled loss and metrics."""

@@ -20,7 +20,7 @@ from flax import nnx
 
 from dreamer_jax import distributions as dists
 from dreamer_jax.networks import MLP, Dense
-from dreamer_jax.rssm import GRUCell, balanced_kl
+from dreamer_jax.rssm import GRUCell, balanced_kl, imagine
 
 sg = jax.lax.stop_gradient
 
@@ -243,20 +243,8 @@ class VTA(nnx.Module):
         return VTAState(h, s, s_logits, c, z, z_logits, read, logit, jnp.zeros_like(read, bool))
 
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
-        """Roll the priors forward `horizon` steps; states (B, H + 1, ...) start first, actions (B, H + 1, A)."""
-
-        def step(state, key):
-            act_key, img_key = jax.random.split(key)
-            action = policy(sg(self.features(state)), act_key)
-            return self.img_step(state, action, img_key), (state, action)
-
-        keys = jax.random.split(key, horizon + 1)
-        last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
-        last_action = policy(sg(self.features(last)), keys[-1])
-        states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
-        actions = jnp.concatenate([actions, last_action[None]], 0)
-        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-        return jax.tree.map(swap, states), swap(actions)
+        """Roll the priors (boundary, z, s) forward from `start`; see `rssm.imagine`."""
+        return imagine(self, start, policy, horizon, key)
 
     # -- losses -----------------------------------------------------------------------------------
     def rate_penalty(self, post_logit):
