@@ -29,6 +29,7 @@ demo: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.env_throughput
 	$(BIN)/python -m benchmarks.train_throughput
+	$(BIN)/python -m benchmarks.dynamics_cost
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
