@@ -1,6 +1,5 @@
 """Pinpad's functional API: transforms, episode boundaries, events, drawing and bad input."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
