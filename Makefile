@@ -19,17 +19,21 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# The main job at CPU size: a strip of the scripted solver, then a VTA agent trained for a
-# few minutes (running it again resumes the finished run, which only prints where it is).
+# The main job at CPU size: a strip of the scripted solver, a VTA agent trained for a few
+# minutes (running it again resumes the finished run, which only prints where it is), then
+# its boundaries judged on scripted episodes full of pad and reward events.
 demo: $(INSTALLED)
 	$(BIN)/python -m experiments.scripted_episode --task pinpad_eight --out $(DEMO_OUT)
 	$(BIN)/python -m experiments.train --configs debug --dynamics vta --steps 3000 --log_every 500 \
 		--eval_every 1000 --save_every 1000 --logdir $(DEMO_OUT)/vta
+	$(BIN)/python -m experiments.eval_boundaries --logdir $(DEMO_OUT)/vta --policy scripted --episodes 20 \
+		--length 500
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.env_throughput
 	$(BIN)/python -m benchmarks.train_throughput
 	$(BIN)/python -m benchmarks.dynamics_cost
+	$(BIN)/python -m benchmarks.scale_throughput
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,6 +18,8 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
 
+from dreamer_jax.status import write_atomic
+
 
 class ConfigError(ValueError):
     """A setting a user asked for is invalid; the message names the field, the bad value and the fix."""
@@ -76,8 +78,12 @@ class Config:
     eval_episodes: int = _field(10, "run", "episodes per evaluation", _POSITIVE)
     log_every: int = _field(1_000, "run", "env steps between lines of metrics.jsonl", _POSITIVE)
     save_every: int = _field(10_000, "run", "env steps between checkpoints; 0 saves only at the end", _NONNEG)
-    num_seeds: int = _field(1, "run", "seeds trained side by side in one process (seed, seed + 1, ...)", _POSITIVE)
-    devices: int = _field(1, "run", "accelerators to spread the work over", _POSITIVE)
+    num_seeds: int = _field(1, "run", "seeds trained side by side in one process (seed, seed + 1, ...), each in "
+                            "its own run directory: put {seed} in --logdir", _POSITIVE)
+    devices: int = _field(1, "run", "devices each training batch is split over (data parallel; batch_size must "
+                          "divide by it)", _POSITIVE)
+    distributed: bool = _field(False, "run", "join a multi-host job first (jax.distributed.initialize; SLURM and "
+                               "Open MPI fill in its arguments)")
 
     # environment and replay
     time_limit: int = _field(2000, "data", "episode length in env steps (pinpad's default length is 2000)", _POSITIVE)
@@ -270,6 +276,12 @@ def _check_combinations(c: Config) -> None:
         raise _invalid("vta_boundary_rate", c.vta_boundary_rate, f"must be in (0, 1) when --vta_boundary_scale="
                        f"{c.vta_boundary_scale} (the KL to Bern(0) is infinite)",
                        "pass e.g. --vta_boundary_rate 0.1, or --vta_boundary_scale 0 to disable the regulariser")
+    if c.batch_size % c.devices:
+        raise _invalid("devices", c.devices, f"must divide --batch_size={c.batch_size} (each device takes an equal "
+                       "share of every batch)", f"pass a batch size that is a multiple of {c.devices}, or fewer devices")
+    if c.num_seeds > 1 and c.logdir and "{seed}" not in c.logdir:
+        raise _invalid("logdir", c.logdir, f"must contain {{seed}} with --num_seeds={c.num_seeds} (each seed writes "
+                       "its own run directory)", f"pass e.g. --logdir {c.logdir}_seed{{seed}}")
     if c.replay_size < c.batch_length:
         raise _invalid("replay_size", c.replay_size, f"must hold at least one sequence of --batch_length="
                        f"{c.batch_length} steps", f"pass --replay_size {c.batch_length} or more")
@@ -432,10 +444,7 @@ def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
 
 def save(config: Config, path: str | os.PathLike) -> None:
     """Write the config as JSON, atomically (a reader never sees half a file)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(to_dict(config), indent=2) + "\n")
 
 
 def load(path: str | os.PathLike) -> Config:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 IMAGE_SIZE = 64
@@ -70,6 +71,33 @@ class Head(nnx.Module):
         return self.out(self.mlp(x).astype(jnp.float32))
 
 
+def max_pool2(x):
+    """2 x 2 max pooling with stride 2 as a reshape and a max, whose gradient XLA:CPU runs far faster than the
+    select-and-scatter of a pooling window."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+# Nearest-x2 upsampling then a 5-tap filter equals, on each output phase p (even or odd row or column), a
+# 3-tap filter on the small map: row o of PHASE_TAPS[p] sums the taps that read small-map offset o - 1.
+PHASE_TAPS = np.array([[[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]],
+                       [[1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]], np.float32)
+
+
+def upsample_conv(conv: nnx.Conv, x):
+    """`conv(nearest_upsample_x2(x))` for a 5 x 5 SAME conv, computed as four 3 x 3 convs on the small map
+    (one per output phase) and interleaved: the same result with 9/25 of the multiply-adds."""
+    kernel = conv.kernel[...]
+    phases = jnp.einsum("pay,qbx,yxio->abipqo", PHASE_TAPS, PHASE_TAPS, kernel)  # (3, 3, in, 2, 2, out)
+    k_in, k_out = kernel.shape[2:]
+    phases = phases.reshape(3, 3, k_in, 4 * k_out).astype(conv.dtype)
+    y = jax.lax.conv_general_dilated(x.astype(conv.dtype), phases, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n, h, w, _ = y.shape
+    y = y.reshape(n, h, w, 2, 2, k_out).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, k_out)
+    return y + conv.bias[...].astype(conv.dtype)
+
+
 class Encoder(nnx.Module):
     """uint8 (..., 64, 64, 3) images -> flat embedding, by four Conv5 -> maxpool -> RMSNorm -> SiLU stages."""
 
@@ -84,7 +112,7 @@ class Encoder(nnx.Module):
         lead = image.shape[:-3]
         x = (image.astype(self.dtype) / 255.0 - 0.5).reshape((-1,) + image.shape[-3:])
         for conv, norm in zip(self.convs, self.norms):
-            x = nnx.max_pool(conv(x), (2, 2), strides=(2, 2))
+            x = max_pool2(conv(x))
             x = jax.nn.silu(norm(x))
         return x.reshape(lead + (-1,))
 
@@ -117,8 +145,7 @@ class Decoder(nnx.Module):
             lead + self.map_shape)
         x = jax.nn.silu(self.norm(x)).reshape((-1,) + self.map_shape)
         for i, conv in enumerate(self.convs):
-            x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
-            x = conv(x)
+            x = upsample_conv(conv, x)
             if i < len(self.norms):
                 x = jax.nn.silu(self.norms[i](x))
         return jax.nn.sigmoid(x.astype(jnp.float32)).reshape(lead + (IMAGE_SIZE, IMAGE_SIZE, 3))

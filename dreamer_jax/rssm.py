@@ -209,6 +209,10 @@ class RSSM(nnx.Module):
         """Roll the prior forward from `start` (B, ...); see `imagine`."""
         return imagine(self, start, policy, horizon, key)
 
+    def diagnostics(self, post: RSSMState, prior_logits, key) -> dict:
+        """Per-step (B, T) quantities for analysis: KL(post || prior), the surprise baseline of boundaries."""
+        return {"kl_obs": dists.categorical_kl(post.logits, prior_logits).sum(-1)}
+
     def loss(self, post: RSSMState, prior_logits):
         """DreamerV3's KL balance with free nats (after summing over latents): the scaled loss and metrics."""
         dyn, rep, kl = balanced_kl(post.logits, prior_logits, self.free_nats)

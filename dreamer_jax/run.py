@@ -8,6 +8,7 @@ schedules chunks, writes a line of metrics now and then and saves checkpoints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamer_jax import checkpoint, config as cfg
+from dreamer_jax import checkpoint, config as cfg, status
 from dreamer_jax.progress import Bar
 from dreamer_jax.train import Learner, TrainState, steps_per_iteration
 
@@ -69,7 +70,7 @@ def _lock(logdir: pathlib.Path):
 
 
 @contextlib.contextmanager
-def _stop_requests():
+def stop_requests():
     """Turn SIGINT and SIGTERM into a request to save and stop after the current chunk."""
     requested: list[int] = []
     handler = lambda signum, frame: requested.append(signum)  # noqa: E731
@@ -115,16 +116,17 @@ class _Window:
         return out
 
 
-def _episode_summary(state: TrainState) -> tuple[dict, TrainState]:
-    """Mean return and length of the episodes finished since the last call, then clear the sums."""
+def _episode_summaries(state: TrainState) -> tuple[list[dict], TrainState]:
+    """Per agent: mean return and length of the episodes finished since the last call; then clear the sums."""
     ep = jax.device_get(state.episodes)
-    count = float(ep.done_count)
-    summary = {"episodes": count,
-               "train_return": float(ep.done_return) / count if count else None,
-               "train_length": float(ep.done_length) / count if count else None}
-    zero = lambda: jnp.zeros((), jnp.float32)  # noqa: E731
-    episodes = state.episodes._replace(done_return=zero(), done_length=zero(), done_count=zero())
-    return summary, state._replace(episodes=episodes)
+    sums = zip(*(np.atleast_1d(x).astype(float).tolist() for x in (ep.done_count, ep.done_return, ep.done_length)))
+    summaries = [{"episodes": count, "train_return": ret / count if count else None,
+                  "train_length": length / count if count else None} for count, ret, length in sums]
+    zeros = lambda x: jax.device_put(np.zeros(x.shape, x.dtype), x.sharding)  # noqa: E731  same layout, new buffer
+    episodes = state.episodes._replace(done_return=zeros(state.episodes.done_return),
+                                       done_length=zeros(state.episodes.done_length),
+                                       done_count=zeros(state.episodes.done_count))
+    return summaries, state._replace(episodes=episodes)
 
 
 def _due(before: int, after: int, every: int) -> bool:
@@ -140,64 +142,137 @@ def _chunk_iterations(config: cfg.Config, env_steps: int, train_from: int, per_i
     return max(1, math.ceil(steps / per_iteration))
 
 
-def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run in `config.logdir` with `env`; returns the last metrics line.
+def seed_configs(config: cfg.Config) -> list[cfg.Config]:
+    """Each seed's run: seed, seed + 1, ..., in its own logdir ({seed} filled in), saved as a single run would be."""
+    return [dataclasses.replace(config, seed=seed, num_seeds=1, logdir=config.logdir.replace("{seed}", str(seed)))
+            for seed in range(config.seed, config.seed + config.num_seeds)]
 
-    `eval_env` (default `env`) runs `eval_episodes` episodes every `eval_every` env steps.
-    SIGINT or SIGTERM saves a checkpoint and returns; the next call resumes from it.
+
+def make_mesh(devices: int):
+    """A one-axis ("batch") mesh over the first `devices` devices; None for one device."""
+    if devices == 1:
+        return None
+    if jax.device_count() < devices:
+        raise cfg.ConfigError(
+            f"--devices {devices} but only {jax.device_count()} {jax.default_backend()} device(s) are visible; "
+            f"lower --devices (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={devices} makes "
+            f"{devices} host devices for testing)")
+    return jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("batch",))
+
+
+def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> list[dict[str, Any]]:
+    """Train (or resume) the run in `config.logdir` with `env`; returns the last metrics line of each seed's run.
+
+    With `num_seeds` K > 1, K agents (seed, seed + 1, ...) train side by side in this process, each
+    writing its own run directory (`{seed}` in logdir) exactly as a single run would. `eval_env`
+    (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. SIGINT or SIGTERM
+    saves a checkpoint and returns; the next call resumes from it.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")
-    logdir = pathlib.Path(config.logdir)
-    saved_path = logdir / "config.json"
-    if saved_path.exists():
-        check_resume(cfg.load(saved_path), config)
-    logdir.mkdir(parents=True, exist_ok=True)
-    with _lock(logdir), _stop_requests() as stops, jax.disable_jit(not config.compile):
-        cfg.save(config, saved_path)
-        return _loop(config, env, eval_env or env, logdir, stops, progress)
+    runs = seed_configs(config)
+    for run in runs:
+        saved_path = pathlib.Path(run.logdir) / "config.json"
+        if saved_path.exists():
+            check_resume(cfg.load(saved_path), run)
+    mesh = make_mesh(config.devices)
+    primary = jax.process_index() == 0  # in a multi-host job one process writes the logs
+    with contextlib.ExitStack() as stack:
+        for run in runs:
+            logdir = pathlib.Path(run.logdir)
+            logdir.mkdir(parents=True, exist_ok=True)
+            if primary:
+                stack.enter_context(_lock(logdir))
+        stops = stack.enter_context(stop_requests())
+        stack.enter_context(jax.disable_jit(not config.compile))
+        if primary:
+            for run in runs:
+                cfg.save(run, pathlib.Path(run.logdir) / "config.json")
+        return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary)
 
 
-def _loop(config, env, eval_env, logdir, stops, progress) -> dict[str, Any]:
-    metrics_path = logdir / "metrics.jsonl"
-    mgr = checkpoint.manager(logdir)
-    learner, state = Learner.create(config, env, jax.random.PRNGKey(config.seed))
-    eval_learner = Learner(config, eval_env, learner.graphdef, learner.critic_graphdef)
-    if mgr.latest_step() is not None:
-        state, _ = checkpoint.restore(mgr, state)
-        _truncate_metrics(metrics_path, int(state.env_steps))
+def _agent(tree, i: int, seeds: int):
+    """Agent i's part of a state or metrics tree (the tree itself for a single agent)."""
+    return tree if seeds == 1 else jax.tree.map(lambda x: x[i], tree)
+
+
+def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> TrainState:
+    """Every agent's state from its run's latest checkpoint; all seeds must stand at the same step."""
+    steps = [mgr.latest_step() for mgr in mgrs]
+    if set(steps) == {None}:
+        return state
+    if len(set(steps)) > 1:
+        listed = ", ".join(f"{run.logdir} at {step}" for run, step in zip(runs, steps))
+        raise cfg.ConfigError(f"the seeds' runs stand at different steps ({listed}); resume them one by one "
+                              "(--num_seeds 1), or move the unfinished ones aside")
+    seeds = len(runs)
+    parts = [checkpoint.restore(mgr, _agent(state, i, seeds))[0] for i, mgr in enumerate(mgrs)]
+    restored = parts[0] if seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
+    return jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state))
+
+
+def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str, Any]]:
+    config, seeds = runs[0], len(runs)
+    logdirs = [pathlib.Path(run.logdir) for run in runs]
+    mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
+    keys = [jax.random.PRNGKey(run.seed) for run in runs]
+    learner, state = Learner.create(config, env, keys[0] if seeds == 1 else jnp.stack(keys), seeds, mesh)
+    eval_learner = dataclasses.replace(learner, env=eval_env)
+    state = _restore(mgrs, state, runs)
+    env_steps, updates = int(np.max(state.env_steps)), int(np.max(state.updates))
+    if primary:
+        for logdir in logdirs:
+            _truncate_metrics(logdir / "metrics.jsonl", env_steps)
     per_iteration = steps_per_iteration(config)[0] * config.envs
     train_from = max(config.prefill, config.batch_length * config.envs)
-    env_steps, updates = int(state.env_steps), int(state.updates)
-    window = _Window(env_steps, updates)
-    bar = Bar(config.steps, desc=f"{config.dynamics} {config.task}") if progress else None
-    line: dict[str, Any] = {}
+    windows = [_Window(env_steps, updates) for _ in runs]
+    desc = f"{config.dynamics} {config.task}" + (f" x{seeds} seeds" if seeds > 1 else "")
+    bar = Bar(config.steps, desc=desc) if progress else None
+    lines: list[dict[str, Any]] = [{} for _ in runs]
+    began = (time.monotonic(), env_steps)
     while env_steps < config.steps and not stops:
         iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
         state, metrics = learner.chunk(state, iterations, env_steps >= train_from)
-        window.add(metrics)
-        before, env_steps, updates = env_steps, int(state.env_steps), int(state.updates)
+        for i, window in enumerate(windows):
+            window.add(_agent(metrics, i, seeds))
+        before, env_steps, updates = env_steps, int(np.max(state.env_steps)), int(np.max(state.updates))
         evaluated = _due(before, env_steps, config.eval_every)
         if evaluated or _due(before, env_steps, config.log_every) or env_steps >= config.steps:
-            episodes, state = _episode_summary(state)
-            line = {"step": env_steps, "updates": updates, **episodes, **window.summary(env_steps, updates)}
+            episodes, state = _episode_summaries(state)
+            lines = [{"step": env_steps, "updates": updates, **ep, **window.summary(env_steps, updates)}
+                     for ep, window in zip(episodes, windows)]
             if evaluated:
-                key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), env_steps)
-                ret, length = eval_learner.evaluate(state.params, config.eval_episodes, key)
-                line.update(eval_return=float(ret), eval_length=float(length))
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-            window = _Window(env_steps, updates)
+                keys = [jax.random.fold_in(jax.random.PRNGKey(run.seed + 1), env_steps) for run in runs]
+                ret, length = eval_learner.evaluate(state.params, config.eval_episodes,
+                                                    keys[0] if seeds == 1 else jnp.stack(keys))
+                for line, r, n in zip(lines, np.atleast_1d(ret), np.atleast_1d(length)):
+                    line.update(eval_return=float(r), eval_length=float(n))
+            if primary:
+                for logdir, line in zip(logdirs, lines):
+                    with (logdir / "metrics.jsonl").open("a") as f:
+                        f.write(json.dumps(line) + "\n")
+            windows = [_Window(env_steps, updates) for _ in runs]
         if _due(before, env_steps, config.save_every):
-            checkpoint.save(mgr, env_steps, state, config)
+            _save(mgrs, env_steps, state, runs)
+        if primary:  # for a sweep watching these runs: where they are, read atomically by another process
+            rate = (env_steps - began[1]) / max(time.monotonic() - began[0], 1e-9)
+            for logdir in logdirs:
+                status.write_atomic(logdir / "progress.json", json.dumps(
+                    {"step": env_steps, "total": config.steps, "env_steps_per_s": rate, "time": time.time()}))
         if bar:
-            ret = line.get("train_return")
+            ret = lines[0].get("train_return")
             bar.update(min(env_steps, config.steps), "" if ret is None else f"return {ret:.1f}")
     if bar:
         bar.close()
-    if mgr.latest_step() != env_steps:
-        checkpoint.save(mgr, env_steps, state, config)
-    if stops:
-        print(f"stopped by signal {stops[0]} at step {env_steps}; checkpoint saved in {mgr.directory}; "
-              "run the same command again to resume", flush=True)
-    return line
+    if mgrs[0].latest_step() != env_steps:
+        _save(mgrs, env_steps, state, runs)
+    if stops and primary:
+        print(f"stopped by signal {stops[0]} at step {env_steps}; checkpoint saved in "
+              f"{', '.join(str(m.directory) for m in mgrs)}; run the same command again to resume", flush=True)
+    return lines
+
+
+def _save(mgrs: list, env_steps: int, state: TrainState, runs: list[cfg.Config]) -> None:
+    """A checkpoint of every agent in its own run directory."""
+    for i, (mgr, run) in enumerate(zip(mgrs, runs)):
+        checkpoint.save(mgr, env_steps, _agent(state, i, len(runs)), run)

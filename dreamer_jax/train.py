@@ -3,6 +3,9 @@
 `Learner.create(config, env, key)` builds the state; `learner.chunk(state, train)` runs many
 env steps (and the updates `train_ratio` asks for) in one dispatch. The env is any object
 with the functional API `reset(key)`, `step(state, action, key)` and `num_actions`.
+With `seeds=K` the state holds K independent agents on a leading axis, stepped with `vmap`;
+with a `mesh` every training batch is split over its devices on the batch axis (parameters
+replicated, gradients averaged by XLA), which is data parallelism without `pmap`.
 """
 
 from __future__ import annotations
@@ -103,13 +106,29 @@ class Learner:
     env: Any
     graphdef: Any
     critic_graphdef: Any
+    seeds: int = 1  # > 1: the state stacks that many independent agents on a leading axis
+    mesh: Any = None  # a jax.sharding.Mesh with a "batch" axis: training batches are split over its devices
 
     @staticmethod
-    def create(config: Config, env, key: jax.Array) -> tuple["Learner", TrainState]:
-        """Build the learner and its initial state (in one compiled call) from a raw key."""
+    def create(config: Config, env, key: jax.Array, seeds: int = 1, mesh=None) -> tuple["Learner", TrainState]:
+        """Build the learner and its initial state from a raw key, or from `seeds` stacked keys (seeds, 2)."""
         abstract = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
-        learner = Learner(config, env, nnx.split(abstract)[0], nnx.split(abstract.critic)[0])
-        return learner, learner.init(key)
+        learner = Learner(config, env, nnx.split(abstract)[0], nnx.split(abstract.critic)[0], seeds, mesh)
+        state = learner._per_seed(learner.init)(key)
+        if mesh is not None:
+            state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        return learner, state
+
+    def _per_seed(self, fn):
+        """`fn` over one agent's arguments, mapped over the stacked agents when there are several."""
+        return jax.vmap(fn) if self.seeds > 1 else fn
+
+    def _split_batch(self, tree):
+        """Lay a training batch out over the mesh's devices along its batch axis (no-op without a mesh)."""
+        if self.mesh is None:
+            return tree
+        sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
+        return jax.lax.with_sharding_constraint(tree, sharding)
 
     @functools.partial(jax.jit, static_argnums=0)
     def init(self, key: jax.Array) -> TrainState:
@@ -175,7 +194,8 @@ class Learner:
     def update(self, state: TrainState) -> tuple[TrainState, dict]:
         """One gradient update on a batch sampled from replay; the slow critic follows by EMA."""
         key, sample_key, loss_key = jax.random.split(state.key, 3)
-        batch, context = rp.sample(state.replay, sample_key, self.config.batch_size, self.config.batch_length)
+        batch, context = self._split_batch(
+            rp.sample(state.replay, sample_key, self.config.batch_size, self.config.batch_length))
         grads, (retnorm, metrics) = jax.grad(self.loss, has_aux=True)(
             state.params, state.slow_critic, state.retnorm, batch, context, loss_key, state.updates)
         updates, opt_state = make_optimizer(self.config).update(grads, state.opt_state, state.params)
@@ -205,15 +225,19 @@ class Learner:
 
     @functools.partial(jax.jit, static_argnums=(0, 2, 3), donate_argnums=1)
     def _fused(self, state: TrainState, iterations: int, train: bool):
-        state, metrics = jax.lax.scan(lambda s, _: self.iteration(s, train), state, None, length=iterations)
-        return state, jax.tree.map(lambda m: m.reshape(-1), metrics)
+        def run(state):
+            state, metrics = jax.lax.scan(lambda s, _: self.iteration(s, train), state, None, length=iterations)
+            return state, jax.tree.map(lambda m: m.reshape(-1), metrics)
+
+        return self._per_seed(run)(state)
 
     @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
     def _single(self, state: TrainState, train: bool):
-        return self.iteration(state, train)
+        return self._per_seed(lambda s: self.iteration(s, train))(state)
 
     def chunk(self, state: TrainState, iterations: int, train: bool):
-        """Run `iterations` iterations; returns the state and the metrics of every update (1-D arrays).
+        """Run `iterations` iterations; returns the state and the metrics of every update (1-D arrays, or
+        (seeds, updates) for stacked agents).
 
         On accelerators they are one dispatch (a scan). On the CPU, convolution gradients run
         five to ten times slower inside an XLA while loop (jax-ml/jax#12868), so there each
@@ -225,11 +249,15 @@ class Learner:
         for _ in range(iterations):
             state, metrics = self._single(state, train)
             parts.append(metrics)
-        return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *parts)
+        return state, jax.tree.map(lambda *ms: jnp.concatenate(ms, axis=-1), *parts)
 
     @functools.partial(jax.jit, static_argnums=(0, 2))
     def evaluate(self, params, episodes: int, key):
-        """Mean return and length of `episodes` fresh episodes of the policy (one per env, in parallel)."""
+        """Mean return and length of `episodes` fresh episodes of the policy (per agent, with one key each)."""
+        return self._per_seed(lambda p, k: self._evaluate(p, episodes, k))(params, key)
+
+    def _evaluate(self, params, episodes: int, key):
+        """Mean return and length of `episodes` fresh episodes of one agent's policy (one per env, in parallel)."""
         agent = nnx.merge(self.graphdef, params)
         reset_key, key = jax.random.split(key)
         env_state, obs = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))

@@ -204,16 +204,19 @@ class VTA(nnx.Module):
         new = VTACarry(post, action, jnp.where(hard, 1, carry.seg_len + 1), carry.seg_num + hard.astype(jnp.int32))
         return new, (post, prior)
 
-    def observe(self, carry: VTACarry, embed, action, is_first, key, reward=None, training=False, update=0):
+    def observe(self, carry: VTACarry, embed, action, is_first, key, reward=None, training=False, update=0,
+                constrain=None):
         """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, priors).
 
         While `training` the segment constraints apply (counted from zero in this sequence), and the
-        posterior forcing scale and the temperature follow their schedules at `update`.
+        posterior forcing scale and the temperature follow their schedules at `update`. `constrain`
+        (default: `training`) asks for the constraints and forcing at `update` outside training, for
+        analysis; they then count from each episode start.
         """
-        constrain = training
-        force_scale = self.config.vta_force_scale_at(update) if training else 0.0
+        constrain = training if constrain is None else constrain
+        force_scale = self.config.vta_force_scale_at(update) if constrain else 0.0
         temp = self.config.vta_temp_at(update) if training else 1.0
-        if constrain:
+        if training:
             carry = carry._replace(seg_len=jnp.zeros_like(carry.seg_len), seg_num=jnp.zeros_like(carry.seg_num))
         length = embed.shape[1]
         context = embed
@@ -245,6 +248,17 @@ class VTA(nnx.Module):
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
         """Roll the priors (boundary, z, s) forward from `start`; see `rssm.imagine`."""
         return imagine(self, start, policy, horizon, key)
+
+    def diagnostics(self, post: VTAState, prior: VTAPrior, key) -> dict:
+        """Per-step (B, T) quantities for analysis: both boundaries (the prior's sampled here), forcing, KLs."""
+        read_prior = jax.random.logistic(key, prior.read_logit.shape, jnp.float32) + prior.read_logit > 0
+        read = post.read > 0.5
+        return {
+            "read": read, "read_prob": jax.nn.sigmoid(post.read_logit), "read_prior": read_prior,
+            "read_prob_prior": jax.nn.sigmoid(prior.read_logit), "forced": post.forced,
+            "kl_obs": dists.categorical_kl(post.s_logits, prior.s_logits).sum(-1),
+            "kl_abstract": jnp.where(read, dists.categorical_kl(post.z_logits, prior.z_logits).sum(-1), 0.0),
+        }
 
     # -- losses -----------------------------------------------------------------------------------
     def rate_penalty(self, post_logit):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import jax
+
 import pinpad
 from dreamer_jax import config as cfg
-from dreamer_jax.run import RunDirInUse, train
+from dreamer_jax.run import RunDirInUse, seed_configs, train
 
 
 def _saved_config(argv: list[str]) -> cfg.Config | None:
@@ -33,17 +35,30 @@ def main(argv: list[str] | None = None) -> int:
         # `--logdir DIR` resumes it and a conflicting flag is caught.
         config = cfg.parse(argv, tasks=pinpad.TASKS, base=_saved_config(argv))
         cfg.check_for_acting(config)
+        if config.distributed:
+            _join_job()
         env = pinpad.make(config.task, config.time_limit)
-        line = train(config, env)
+        lines = train(config, env)
     except (cfg.ConfigError, RunDirInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logdir = pathlib.Path(config.logdir)
-    print(f"metrics: {logdir / 'metrics.jsonl'}\ncheckpoints: {logdir / 'checkpoints'}")
-    if line:
+    for run, line in zip(seed_configs(config), lines):
+        logdir = pathlib.Path(run.logdir)
+        print(f"metrics: {logdir / 'metrics.jsonl'}\ncheckpoints: {logdir / 'checkpoints'}")
         shown = {k: line[k] for k in ("step", "train_return", "eval_return", "loss_rec") if line.get(k) is not None}
-        print("last: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+        if shown:
+            print("last: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in shown.items()))
     return 0
+
+
+def _join_job() -> None:
+    """Join a multi-host job: jax.distributed.initialize() takes its arguments from SLURM or Open MPI."""
+    try:
+        jax.distributed.initialize()
+    except (ValueError, RuntimeError) as error:
+        raise cfg.ConfigError(f"--distributed True could not join a multi-host job ({error}); launch under srun "
+                              "(SLURM) or mpirun (Open MPI), or drop --distributed") from error
 
 
 if __name__ == "__main__":

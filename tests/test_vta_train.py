@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from dreamer_jax.sweep import DEFAULT_CONDITIONS
 from test_train_cli import lines, train
 
 BOUNDARY = ("boundary_ratio", "boundary_ratio_free", "forced_ratio", "boundary_entropy_post",
@@ -12,21 +13,17 @@ BOUNDARY = ("boundary_ratio", "boundary_ratio_free", "forced_ratio", "boundary_e
             "no_read_share", "all_read_share")
 LOSSES = ("loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep", "loss_rate", "loss_actor", "loss_critic",
           "loss_repval")
-# The prototype's three VTA conditions: (max_seg_len, force scale, temperature[, rate, scale]).
-CONDITIONS = {
-    "force0_t1": ["--vta_max_seg_len", "30", "--vta_boundary_force_scale", "0", "--vta_boundary_temp", "1"],
-    "force10_t1": ["--vta_max_seg_len", "30", "--vta_boundary_force_scale", "10", "--vta_boundary_temp", "1"],
-    "force0_t2_rate": ["--vta_max_seg_len", "50", "--vta_boundary_force_scale", "0", "--vta_boundary_temp", "2",
-                       "--vta_boundary_rate", "0.1", "--vta_boundary_scale", "0.5"],
-}
+# Two of the prototype's three VTA conditions; the third, vta_force0_t1, is the default VTA with a longer
+# max_seg_len, which the other VTA runs of the tests cover.
+CONDITIONS = {name: list(DEFAULT_CONDITIONS[name]) for name in ("vta_force10_t1", "vta_force0_t2_rate")}
 
 
 def test_bf16_run_of_hundreds_of_updates_is_finite_and_logs_boundaries(tmp_path):
     logdir = tmp_path / "vta_bf16"
-    train("--configs", "debug", "--dynamics", "vta", "--precision", "16", "--steps", "664", "--log_every", "200",
+    train("--configs", "debug", "--dynamics", "vta", "--precision", "16", "--steps", "464", "--log_every", "100",
           "--eval_every", "0", "--save_every", "0", "--logdir", str(logdir))
     log = lines(logdir)
-    assert log[-1]["step"] == 664 and log[-1]["updates"] == 300
+    assert log[-1]["step"] == 464 and log[-1]["updates"] == 200
     for line in log[1:]:
         for key in LOSSES + BOUNDARY + ("grad_norm",):
             assert math.isfinite(line[key]), (line["step"], key)
@@ -37,18 +34,20 @@ def test_bf16_run_of_hundreds_of_updates_is_finite_and_logs_boundaries(tmp_path)
 @pytest.mark.parametrize("condition", CONDITIONS)
 def test_prototype_conditions_train(tmp_path, condition):
     logdir = tmp_path / condition
-    train("--configs", "debug", "--dynamics_type", "vta", "--steps", "96", "--eval_every", "0",
+    train("--configs", "debug", "--steps", "96", "--eval_every", "0",
           "--logdir", str(logdir), *CONDITIONS[condition])
     last = lines(logdir)[-1]
     assert last["updates"] == 16 and last["skipped_updates"] == 0
     assert all(math.isfinite(last[k]) for k in BOUNDARY + LOSSES)
     saved = json.loads((logdir / "config.json").read_text())
-    assert saved["dynamics"] == "vta" and saved["vta_max_seg_len"] == int(CONDITIONS[condition][1])
+    assert saved["dynamics"] == "vta" and saved["vta_max_seg_len"] == int(CONDITIONS[condition][3])
 
 
 def test_vta_run_resumes(tmp_path):
     logdir = tmp_path / "vta"
-    args = ["--configs", "debug", "--dynamics", "vta", "--eval_every", "0", "--logdir", str(logdir)]
+    # The flags of test_eval_boundaries' VTA run, so both use one compiled program.
+    args = ["--configs", "debug", "--dynamics", "vta", "--vta_max_seg_len", "6", "--eval_every", "0",
+            "--logdir", str(logdir)]
     train(*args, "--steps", "96")
     train("--logdir", str(logdir), "--steps", "128")
     log = lines(logdir)

@@ -21,9 +21,6 @@ from dreamer_jax import train
 from dreamer_jax.agent import Agent, world_model_loss
 
 PREFILL = 60  # iterations of one env step per env (debug: 1 env step and 1 update per iteration); > time_limit
-# Our own jits (not the library's) compile with LLVM optimisation off: the same maths, compiled in about half
-# the time, which on a CPU matters more than the few seconds they then run.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 LOSS_KEYS = ("loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep", "loss_actor", "loss_critic", "loss_repval")
 
 
@@ -129,7 +126,7 @@ def test_world_model_loss_falls_on_fixed_batch(setup):
 
     params = state.params
     opt_state = optimizer.init(params)
-    step = jax.jit(step).lower(params, opt_state).compile(FAST_COMPILE)
+    step = jax.jit(step)
     history = []
     for _ in range(40):
         params, opt_state, loss, metrics = step(params, opt_state)

@@ -1,0 +1,564 @@
+"""Boundary metrics: how well a model's READ decisions (its segment boundaries) line up with ground-truth events.
+
+Pure numpy and scipy on (E, T) = (episodes, steps) arrays. A boundary at t means step t starts a new segment. Step 0
+of every episode is the episode start (a forced READ) and is never scored: `valid` masks say which steps count
+(default: t >= 1). Episode-level statistics take optional bootstrap `weights` (B, E), how often each episode is drawn
+in each resample, and then return one value per resample, so the bootstrap over episodes reuses the code of the point
+estimate. An undefined value (a rate with nothing to count) is NaN, never 0; `evaluate` writes it as None.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from dreamer_jax.boundaries.trace import Trace
+
+LAGS = tuple(range(-10, 11))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared reductions
+
+
+def default_valid(shape: tuple[int, int]) -> np.ndarray:
+    """Scored steps (E, T): every step but the episode start t = 0, which is a forced READ."""
+    valid = np.ones(shape, bool)
+    valid[:, 0] = False
+    return valid
+
+
+def _valid(valid: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The given mask as bool, or the default (every step but t = 0)."""
+    return default_valid(shape) if valid is None else np.asarray(valid, bool)
+
+
+def _weighted(per_episode: np.ndarray, weights: np.ndarray | None):
+    """Sum of per-episode values (E, ...) over episodes; with weights (B, E) one sum per bootstrap resample (B, ...)."""
+    return per_episode.sum(axis=0) if weights is None else weights @ per_episode
+
+
+def _episode_totals(x: np.ndarray, weights: np.ndarray | None):
+    """Sum of x (E, T) over steps and episodes, or per resample with weights (B, E)."""
+    return _weighted(np.asarray(x).reshape(len(x), -1).sum(axis=1), weights)
+
+
+def _ratio(num, den):
+    """num / den, NaN where den is 0: an undefined rate stays visible instead of becoming 0."""
+    num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out[()]
+
+
+def _nan(weights: np.ndarray | None):
+    """An undefined value, shaped like the result for these weights."""
+    return np.nan if weights is None else np.full(len(weights), np.nan)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rates (the prototype's metrics)
+
+
+def boundary_count(boundaries: np.ndarray, valid: np.ndarray | None = None, weights: np.ndarray | None = None):
+    """Number of scored boundaries (READs at valid steps)."""
+    return _episode_totals(boundaries & _valid(valid, boundaries.shape), weights)
+
+
+def boundary_rate(boundaries: np.ndarray, valid: np.ndarray | None = None, weights: np.ndarray | None = None):
+    """Fraction of valid steps that are boundaries."""
+    valid = _valid(valid, boundaries.shape)
+    return _ratio(boundary_count(boundaries, valid, weights), _episode_totals(valid, weights))
+
+
+def event_rate(events: np.ndarray, valid: np.ndarray | None = None, weights: np.ndarray | None = None):
+    """Fraction of valid steps that are events: the chance level of event_at_boundary (and AUPRC's base rate)."""
+    valid = _valid(valid, events.shape)
+    return _ratio(_episode_totals(events & valid, weights), _episode_totals(valid, weights))
+
+
+def event_at_boundary(boundaries, events, valid=None, weights=None):
+    """Fraction of boundaries that fall on an event step."""
+    valid = _valid(valid, boundaries.shape)
+    return _ratio(_episode_totals(boundaries & events & valid, weights), _episode_totals(boundaries & valid, weights))
+
+
+def event_at_nonboundary(boundaries, events, valid=None, weights=None):
+    """Fraction of non-boundary valid steps that are events (what event_at_boundary should exceed)."""
+    valid, other = _valid(valid, boundaries.shape), ~np.asarray(boundaries, bool)
+    return _ratio(_episode_totals(other & events & valid, weights), _episode_totals(other & valid, weights))
+
+
+def lift_over_event_rate(boundaries, events, valid=None, weights=None):
+    """event_at_boundary / event_rate: how many times likelier an event is at a boundary than at a random step."""
+    return _ratio(event_at_boundary(boundaries, events, valid, weights), event_rate(events, valid, weights))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Null tests
+
+
+def _log_choose(n, k):
+    """log of the binomial coefficient C(n, k), through betaln (no cancellation of huge log-factorials)."""
+    return -np.log1p(n) - special.betaln(n - k + 1, k + 1)
+
+
+def hypergeom_p(total: int, successes: int, draws: int, hits: int) -> float:
+    """Exact one-sided P(X >= hits) for X ~ Hypergeometric(total, successes, draws): the uniform null in closed form.
+
+    The upper tail is summed in log space, so tails down to ~1e-300 keep their relative precision.
+    """
+    low, high = max(0, draws - (total - successes)), min(successes, draws)
+    if hits <= low:
+        return 1.0
+    if hits > high:
+        return 0.0
+    k = np.arange(hits, high + 1)
+    log_pmf = _log_choose(successes, k) + _log_choose(total - successes, draws - k) - _log_choose(total, draws)
+    return min(1.0, float(np.exp(special.logsumexp(log_pmf))))
+
+
+def _permutation_p(null: np.ndarray, observed) -> float:
+    """(1 + #null >= observed) / (1 + resamples): a Monte-Carlo p-value that is never 0."""
+    return (1 + int(np.count_nonzero(null >= observed))) / (1 + len(null))
+
+
+def perm_p_value(boundaries, events, valid=None, resamples: int = 999, rng=0) -> float:
+    """Uniform null: each episode's boundaries placed at random among its valid steps, same count per episode.
+
+    The statistic is the number of boundaries on events summed over episodes. Under this null an episode's count is
+    exactly hypergeometric, so it is drawn directly (the same distribution as placing the boundaries, far cheaper).
+    """
+    valid = _valid(valid, boundaries.shape)
+    count = (boundaries & valid).sum(axis=1)
+    positive = (events & valid).sum(axis=1)
+    null = np.random.default_rng(rng).hypergeometric(
+        positive, valid.sum(axis=1) - positive, count, size=(resamples, len(count))).sum(axis=1)
+    return _permutation_p(null, (boundaries & events & valid).sum())
+
+
+def _rolled_hits(boundaries: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """Boundaries on events (n,) after rolling one episode's boundary sequence (n,) by each offset 0..n-1."""
+    b, e = np.flatnonzero(boundaries), np.flatnonzero(events)
+    return np.bincount(((e[None, :] - b[:, None]) % len(boundaries)).ravel(), minlength=len(boundaries))
+
+
+def circular_shift_p(boundaries, events, valid=None, resamples: int = 999, rng=0) -> float:
+    """Circular-shift null: each episode's boundaries (on its valid steps) rolled by an independent uniform offset.
+
+    Keeps the count and the spacing of the boundaries, so clustered boundaries meeting clustered events by chance do
+    not look significant. Statistic: boundaries on events summed over episodes.
+    """
+    valid = _valid(valid, boundaries.shape)
+    scored = [e for e in range(len(valid)) if valid[e].any()]
+    hits = [_rolled_hits(boundaries[e][valid[e]], events[e][valid[e]]) for e in scored]
+    if not hits:
+        return _permutation_p(np.zeros(resamples), 0)
+    length = np.array([len(h) for h in hits])
+    offsets = np.random.default_rng(rng).integers(0, length, size=(resamples, len(hits)))
+    start = np.concatenate([[0], np.cumsum(length)[:-1]])
+    null = np.concatenate(hits)[offsets + start].sum(axis=1)
+    return _permutation_p(null, sum(h[0] for h in hits))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Periodic baseline
+
+
+def _periodic_hits(boundaries, events, valid):
+    """Events hit (E, P) by evenly spaced boundaries (each episode's count, over its valid steps) at phases 0..P-1.
+
+    Positions at phase p are (p + floor(j n / k)) mod n, j < k, for n valid steps and k boundaries; P is the largest
+    spacing ceil(n / k) over episodes. Also returns the counts k (E,).
+    """
+    count = (boundaries & valid).sum(axis=1)
+    n = valid.sum(axis=1)
+    phases = np.arange(max([math.ceil(a / b) for a, b in zip(n, count) if b] or [1]))
+    hits = np.zeros((len(count), len(phases)), int)
+    for e in np.flatnonzero(count):
+        on_event = events[e][valid[e]]
+        positions = (phases[:, None] + np.arange(count[e]) * n[e] // count[e]) % n[e]
+        hits[e] = on_event[positions].sum(axis=1)
+    return hits, count
+
+
+def periodic_baseline(boundaries, events, valid=None, weights=None):
+    """Event rate at evenly spaced boundaries of the same count per episode, phase 0 (the prototype's baseline)."""
+    hits, count = _periodic_hits(boundaries, events, _valid(valid, boundaries.shape))
+    return _ratio(_weighted(hits[:, 0], weights), _weighted(count, weights))
+
+
+def periodic_best(boundaries, events, valid=None, weights=None):
+    """Best event rate over all phases of the evenly spaced baseline: what a tuned fixed period could reach."""
+    hits, count = _periodic_hits(boundaries, events, _valid(valid, boundaries.shape))
+    return np.max(_ratio(_weighted(hits, weights), _weighted(count, weights)[..., None]), axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Matching at a tolerance
+
+
+def matches(boundaries, events, valid=None, tau: int = 0) -> np.ndarray:
+    """One-to-one boundary-event pairs with |t_b - t_e| <= tau, per episode (E,).
+
+    A sweep in time order gives a maximum matching on a line: pair the earliest unused boundary and event when they are
+    within tau; otherwise drop the earlier of the two, which is too early for everything after the other.
+    """
+    valid = _valid(valid, boundaries.shape)
+    out = np.zeros(len(valid), int)
+    for e in range(len(valid)):
+        b, v = np.flatnonzero(boundaries[e] & valid[e]).tolist(), np.flatnonzero(events[e] & valid[e]).tolist()
+        i = j = matched = 0
+        n_b, n_v = len(b), len(v)
+        while i < n_b and j < n_v:
+            gap = b[i] - v[j]
+            if -tau <= gap <= tau:
+                matched, i, j = matched + 1, i + 1, j + 1
+            elif gap < 0:
+                i += 1
+            else:
+                j += 1
+        out[e] = matched
+    return out
+
+
+def precision(matched, n_boundaries):
+    """Matched boundaries / boundaries."""
+    return _ratio(matched, n_boundaries)
+
+
+def recall(matched, n_events):
+    """Matched events / events (the hit rate)."""
+    return _ratio(matched, n_events)
+
+
+def f1(matched, n_boundaries, n_events):
+    """Harmonic mean of precision and recall, 2 matched / (boundaries + events): 0 when nothing matches."""
+    return _ratio(2 * np.asarray(matched, float), np.asarray(n_boundaries) + np.asarray(n_events))
+
+
+def r_value(matched, n_boundaries, n_events):
+    """R-value of Rasanen, Laine & Altosaar (2009): penalises over-segmentation, which F1 rewards at a loose tau.
+
+    HR = recall, OS = recall / precision - 1 = boundaries / events - 1 (so defined when no boundary matched),
+    r1 = sqrt((1 - HR)^2 + OS^2), r2 = (-OS + HR - 1) / sqrt(2), R = 1 - (|r1| + |r2|) / 2.
+    """
+    hit_rate = recall(matched, n_events)
+    over = _ratio(n_boundaries, n_events) - 1
+    r1 = np.sqrt((1 - hit_rate) ** 2 + over**2)
+    r2 = (-over + hit_rate - 1) / np.sqrt(2)
+    return 1 - (np.abs(r1) + np.abs(r2)) / 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# READ probability as a detector
+
+
+def _ranked_counts(score, events, valid):
+    """Per-episode counts (G, E) at each distinct valid score that some event has, highest score first: events at
+    that score, events at or above it, steps at or above it, non-events at it; and the non-events per episode (E,).
+
+    Only scores held by an event enter AUROC and AUPRC, which keeps the bootstrap small. None if a valid score is not
+    finite (ranking it would be arbitrary).
+    """
+    valid = _valid(valid, score.shape)
+    values, label = np.asarray(score, float)[valid], np.asarray(events, bool)[valid]
+    if not np.all(np.isfinite(values)):
+        return None
+    _, group = np.unique(-values, return_inverse=True)
+    cells = (group.max(initial=-1) + 1, len(valid))
+    flat = np.ravel_multi_index((group, np.nonzero(valid)[0]), cells)
+    positive, negative = (np.bincount(flat, weights=w, minlength=cells[0] * cells[1]).reshape(cells)
+                          for w in (label, ~label))
+    held = positive.sum(axis=1) > 0
+    return (positive[held], np.cumsum(positive, axis=0)[held], np.cumsum(positive + negative, axis=0)[held],
+            negative[held], negative.sum(axis=0))
+
+
+def auroc(score, events, valid=None, weights=None):
+    """ROC AUC of a per-step score for events: P(score at an event > at a non-event), ties counted one half.
+
+    The Mann-Whitney statistic (average ranks) as pair counts between episodes, so episode weights apply exactly.
+    """
+    counts = _ranked_counts(score, events, valid)
+    if counts is None:
+        return _nan(weights)
+    positive, true_pos, ranked, negative, n_neg = counts
+    below = n_neg[None, :] - (ranked - true_pos) + 0.5 * negative  # non-events below each event score, ties one half
+    pairs = positive.T @ below  # (E, E): events of episode e above non-events of episode f
+    u = pairs.sum() if weights is None else ((weights @ pairs) * weights).sum(axis=-1)
+    return _ratio(u, _weighted(positive.sum(axis=0), weights) * _weighted(n_neg, weights))
+
+
+def auprc(score, events, valid=None, weights=None):
+    """Average precision of a per-step score for events: sum_n (R_n - R_{n-1}) P_n over distinct score thresholds
+    (sklearn's average_precision_score); its chance level is the event rate."""
+    counts = _ranked_counts(score, events, valid)
+    if counts is None:
+        return _nan(weights)
+    positive, true_pos, ranked = (_weighted(c.T, weights) for c in counts[:3])
+    gain = np.where(positive > 0, positive * _ratio(true_pos, ranked), 0.0).sum(axis=-1)
+    return _ratio(gain, positive.sum(axis=-1))
+
+
+def peth(values, events, valid=None, lags=LAGS) -> np.ndarray:
+    """Peri-event time histogram: mean of values (E, T) at t + lag over valid event steps t, per lag (L,).
+
+    Only pairs with t + lag inside the episode and valid count; a lag with no pair is NaN.
+    """
+    valid = _valid(valid, events.shape)
+    values, source = np.asarray(values, float), events & valid
+    steps = valid.shape[1]
+    out = np.full(len(lags), np.nan)
+    for i, lag in enumerate(lags):
+        lo, hi = max(0, -lag), min(steps, steps - lag)
+        if hi > lo:
+            pairs = source[:, lo:hi] & valid[:, lo + lag:hi + lag]
+            out[i] = _ratio(values[:, lo + lag:hi + lag][pairs].sum(), pairs.sum())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Frame change
+
+
+def frame_delta(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute difference (E, T) between frames t and t-1 over pixels and channels; NaN at t = 0."""
+    delta = np.full(frames.shape[:2], np.nan)
+    for e, episode in enumerate(frames):
+        delta[e, 1:] = np.abs(np.diff(episode.astype(np.int16), axis=0)).reshape(len(episode) - 1, -1).mean(axis=1)
+    return delta
+
+
+def frame_delta_events(delta, valid=None, percentile: float = 90.0) -> np.ndarray:
+    """The prototype's event: valid steps whose frame delta is >= the given percentile of all valid steps' deltas."""
+    valid = _valid(valid, delta.shape)
+    if not valid.any():
+        return valid
+    return valid & (delta >= np.percentile(delta[valid], percentile))
+
+
+def frame_delta_cohen_d(delta, boundaries, valid=None, weights=None):
+    """Cohen's d (pooled SD) of frame delta at boundary against non-boundary valid steps: do READs follow pixels?"""
+    valid = _valid(valid, delta.shape)
+    if not valid.any():
+        return _nan(weights)
+    centred = np.where(valid, delta - delta[valid].mean(), 0.0)  # d is shift-invariant; centring avoids cancellation
+    moments = []
+    for group in (boundaries & valid, ~np.asarray(boundaries, bool) & valid):
+        n = _episode_totals(group, weights)
+        total = _episode_totals(np.where(group, centred, 0.0), weights)
+        squares = _episode_totals(np.where(group, centred**2, 0.0), weights)
+        mean = _ratio(total, n)
+        moments.append((n, mean, squares - total * mean))
+    (n1, mean1, ss1), (n0, mean0, ss0) = moments
+    pooled_sd = np.sqrt(np.maximum(_ratio(ss1 + ss0, n1 + n0 - 2), 0.0))
+    return _ratio(mean1 - mean0, pooled_sd)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Baselines and segments
+
+
+def threshold_at_count(score, count, valid=None) -> np.ndarray:
+    """Boundaries (E, T) at the highest-scoring valid steps: `count` of them pooled over episodes for an int, or
+    count[e] in episode e for an (E,) array. Baselines at the model's boundary count; ties go to the earlier step."""
+    valid = _valid(valid, score.shape)
+    key = np.where(valid, -np.asarray(score, float), np.inf)
+    out = np.zeros(valid.shape, bool)
+    if np.ndim(count) == 0:
+        out.flat[np.argsort(key, axis=None, kind="stable")[:count]] = True
+    else:
+        order = np.argsort(key, axis=1, kind="stable")
+        np.put_along_axis(out, order, np.arange(valid.shape[1]) < np.asarray(count)[:, None], axis=1)
+    return out & valid
+
+
+def intervals(marks, valid=None) -> list[np.ndarray]:
+    """Steps between consecutive marked valid steps, per episode: segment lengths for boundaries, gaps for events."""
+    valid = _valid(valid, marks.shape)
+    return [np.diff(np.flatnonzero(m & v)) for m, v in zip(marks, valid)]
+
+
+def _pool(per_episode: list[np.ndarray], counts) -> np.ndarray:
+    """Concatenate per-episode arrays, episode e repeated counts[e] times (a bootstrap resample of episodes)."""
+    return np.concatenate([x for x, c in zip(per_episode, counts) for _ in range(int(c))] + [np.zeros(0, int)])
+
+
+def _mean(x):
+    """Mean, NaN for an empty sample."""
+    return float(np.mean(x)) if len(x) else np.nan
+
+
+def _median(x):
+    """Median, NaN for an empty sample."""
+    return float(np.median(x)) if len(x) else np.nan
+
+
+def ks_distance(a, b) -> float:
+    """Two-sample Kolmogorov-Smirnov distance, the largest gap between the empirical CDFs; NaN if a sample is empty."""
+    if not (len(a) and len(b)):
+        return np.nan
+    a, b = np.sort(a), np.sort(b)
+    points = np.concatenate([a, b])
+    cdf_a, cdf_b = np.searchsorted(a, points, "right") / len(a), np.searchsorted(b, points, "right") / len(b)
+    return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+def segment_stats(boundaries, pad, valid=None, counts=None) -> dict:
+    """Segment lengths (between consecutive boundaries) against intervals between consecutive pad events.
+
+    `counts` (E,) repeats episodes (a bootstrap resample); default each episode once.
+    """
+    counts = np.ones(len(boundaries), int) if counts is None else counts
+    segments, gaps = (_pool(intervals(x, valid), counts) for x in (boundaries, pad))
+    return {"mean_length": _mean(segments), "median_length": _median(segments), "pad_interval_mean": _mean(gaps),
+            "pad_interval_median": _median(gaps), "ks_distance": ks_distance(segments, gaps)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bootstrap intervals and the full evaluation
+
+
+def bootstrap_weights(episodes: int, resamples: int, rng) -> np.ndarray:
+    """How often each episode is drawn (resamples, E) when episodes are resampled with replacement."""
+    return np.random.default_rng(rng).multinomial(episodes, np.full(episodes, 1.0 / episodes), size=resamples)
+
+
+def percentile_interval(values) -> list[float] | None:
+    """95% percentile interval of bootstrap values, over the resamples where the metric is defined (None if none)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return [float(x) for x in np.percentile(values, [2.5, 97.5])] if len(values) else None
+
+
+def _with_intervals(values: dict) -> dict:
+    """Row 0 of each (1 + B,) array is the point estimate, rows 1.. the bootstrap: metric x and x_ci = [low, high]."""
+    out = {}
+    for name, row in values.items():
+        out[name] = row[0]
+        out[f"{name}_ci"] = percentile_interval(row[1:]) if len(row) > 1 else None
+    return out
+
+
+def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resamples, rng) -> dict:
+    """Every metric of one boundary set against one event type; weights (1 + B, E) with row 0 all ones."""
+    n_boundaries = boundary_count(boundaries, valid, weights)
+    n_events = _episode_totals(events & valid, weights)
+    block = _with_intervals({
+        "boundary_count": n_boundaries,
+        "boundary_rate": boundary_rate(boundaries, valid, weights),
+        "event_rate": event_rate(events, valid, weights),
+        "event_at_boundary": event_at_boundary(boundaries, events, valid, weights),
+        "event_at_nonboundary": event_at_nonboundary(boundaries, events, valid, weights),
+        "lift_over_event_rate": lift_over_event_rate(boundaries, events, valid, weights),
+        "periodic_baseline": periodic_baseline(boundaries, events, valid, weights),
+        "periodic_best": periodic_best(boundaries, events, valid, weights),
+        "frame_delta_cohen_d": frame_delta_cohen_d(delta, boundaries, valid, weights),
+    })
+    block["hypergeom_p"] = hypergeom_p(int(valid.sum()), int((events & valid).sum()),
+                                       int((boundaries & valid).sum()), int((boundaries & events & valid).sum()))
+    block["perm_p_value"] = perm_p_value(boundaries, events, valid, resamples, rng)
+    block["circular_shift_p"] = circular_shift_p(boundaries, events, valid, resamples, rng)
+    block["tolerance"] = {}
+    for tau in tolerances:
+        matched = _weighted(matches(boundaries, events, valid, tau), weights)
+        block["tolerance"][str(tau)] = _with_intervals({
+            "precision": precision(matched, n_boundaries), "recall": recall(matched, n_events),
+            "f1": f1(matched, n_boundaries, n_events), "r_value": r_value(matched, n_boundaries, n_events)})
+    return block
+
+
+def _score_block(score, events, valid, weights) -> dict:
+    """AUROC and AUPRC of a per-step score for events, with AUPRC's chance level; all None without a score."""
+    if score is None:
+        return {name: None for name in ("auroc", "auroc_ci", "auprc", "auprc_ci", "base_rate", "base_rate_ci")}
+    return _with_intervals({"auroc": auroc(score, events, valid, weights),
+                            "auprc": auprc(score, events, valid, weights),
+                            "base_rate": event_rate(events, valid, weights)})
+
+
+def _segments_block(boundaries, pad, valid, weights) -> dict:
+    """Segment statistics with bootstrap intervals (weights (1 + B, E), row 0 all ones)."""
+    rows = [segment_stats(boundaries, pad, valid, counts) for counts in weights]
+    return _with_intervals({name: np.array([row[name] for row in rows]) for name in rows[0]})
+
+
+def _model_boundaries(trace: Trace, source: str, valid: np.ndarray):
+    """(boundaries, forced, READ probability, score, boundaries_from, score name) of a trace; an RSSM's boundaries
+    come from its surprise (see evaluate)."""
+    if trace.has_boundaries:
+        forced = np.zeros(valid.shape, bool) if trace.forced is None else trace.forced.astype(bool)
+        prob = trace.probabilities(source)
+        name, prob_name = {"posterior": ("read", "read_prob"), "prior": ("read_prior", "read_prob_prior")}[source]
+        return trace.boundaries(source).astype(bool), forced, prob, prob, name, None if prob is None else prob_name
+    boundaries = threshold_at_count(trace.kl_obs, int((trace.events["pad"] & valid).sum()), valid)
+    return boundaries, np.zeros(valid.shape, bool), None, trace.kl_obs, "rssm_surprise", "kl_obs"
+
+
+def _plain(x):
+    """JSON-ready copy: numpy scalars and arrays to Python numbers and lists, NaN and infinities to None."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resamples: int = 999,
+             delta_percentile: float = 90.0, seed: int = 0, bootstrap: int = 200, surprise=None) -> dict:
+    """All boundary metrics of a trace, per event type, for all and for free boundaries, with baselines; JSON-ready.
+
+    `source` picks the posterior or the prior READs and probabilities (the trace's `forced` flags serve both). An RSSM
+    trace (no READs) is scored on its own surprise: kl_obs thresholded at as many boundaries as there are valid pad
+    events, pooled over episodes (one global threshold, "boundaries_from": "rssm_surprise"), and kl_obs replaces the
+    READ probability ("score": "kl_obs"; the PETH then has no read_prob).
+    Baselines use each episode's boundary count: frame delta (pixel change) and, given `surprise` (E, T), an RSSM's
+    KL (surprise). Deterministic given `seed`.
+    """
+    rng = np.random.default_rng(seed)
+    valid = default_valid(trace.shape)
+    episodes, steps = trace.shape
+    weights = np.vstack([np.ones((1, episodes)), bootstrap_weights(episodes, bootstrap, rng)]).astype(float)
+    boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid)
+    free = boundaries & ~forced
+    delta = frame_delta(trace.frames)
+    events = {name: np.asarray(x, bool) & valid for name, x in trace.events.items()}
+    events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile)
+    per_episode = (boundaries & valid).sum(axis=1)
+    baselines = {"pixel_change": (threshold_at_count(delta, per_episode, valid), delta, "frame_delta")}
+    if surprise is not None:
+        surprise = np.asarray(surprise, float)
+        baselines["rssm_surprise"] = (threshold_at_count(surprise, per_episode, valid), surprise, "surprise_kl")
+    result_events = {}
+    for name, ev in events.items():
+        scores = _score_block(score, ev, valid, weights)
+        read_prob = np.full(len(LAGS), np.nan) if prob is None else peth(prob, ev, valid)
+        model = {
+            part: {**_boundary_block(marks, ev, valid, delta, tolerances, weights, resamples, rng), **scores,
+                   "auc_read_prob": scores["auroc"], "auc_read_prob_ci": scores["auroc_ci"],
+                   "peth": {"lags": list(LAGS), "read_prob": read_prob, "read_rate": peth(marks, ev, valid)}}
+            for part, marks in (("all", boundaries), ("free", free))}
+        model["baselines"] = {
+            base: {**_boundary_block(marks, ev, valid, delta, tolerances, weights, resamples, rng),
+                   **_score_block(base_score, ev, valid, weights), "score": base_score_name}
+            for base, (marks, base_score, base_score_name) in baselines.items()}
+        result_events[name] = {"event_count": int(ev.sum()), **model}
+    forced_count = int((boundaries & forced & valid).sum())
+    return _plain({
+        "source": source, "boundaries_from": boundaries_from, "score": score_name,
+        "episodes": episodes, "steps": steps, "scored_steps": int(valid.sum()),
+        "boundary_count": int((boundaries & valid).sum()), "forced_count": forced_count,
+        "free_count": int((free & valid).sum()), "resamples": resamples, "bootstrap": bootstrap,
+        "tolerances": list(tolerances), "delta_percentile": delta_percentile, "seed": seed,
+        "events": result_events,
+        "segments": _segments_block(boundaries, trace.events.get("pad", np.zeros_like(valid)), valid, weights),
+    })

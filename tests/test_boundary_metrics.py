@@ -1,0 +1,455 @@
+"""Boundary metrics against hand-worked examples, scipy, brute force and resampling; evaluate() end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import sparse, stats
+from scipy.sparse import csgraph
+
+from dreamer_jax.boundaries import metrics as M
+from dreamer_jax.boundaries.trace import Trace
+
+
+def _marks(steps, length=12):
+    """One episode (1, length) with True at the given steps."""
+    out = np.zeros((1, length), bool)
+    out[0, list(steps)] = True
+    return out
+
+
+# The hand-worked episode: 12 steps, t = 0 unscored, so 11 valid steps (t = 1..11).
+# Events at t = 2, 4, 9. Boundaries at t = 0 (the episode start, never scored), 2, 5, 6, 9, 10: 5 scored.
+# Boundaries on events: 2, 9. Non-boundary valid steps: 1, 3, 4, 7, 8, 11 (6), one event among them (4).
+EVENTS = _marks([2, 4, 9])
+BOUNDARIES = _marks([0, 2, 5, 6, 9, 10])
+# READ probability at t = 0..11; events score 0.9, 0.5, 0.7; non-events 0.1 0.2 0.5 0.3 0.1 0.5 0.2 0.1.
+PROB = np.array([[0.8, 0.1, 0.9, 0.2, 0.5, 0.5, 0.3, 0.1, 0.5, 0.7, 0.2, 0.1]])
+# Frame delta at t = 1..11 (t = 0 has no previous frame).
+DELTA = np.array([[np.nan, 1, 4, 1, 2, 3, 5, 1, 2, 4, 6, 0]])
+
+
+def test_rates_on_hand_example():
+    assert M.boundary_count(BOUNDARIES) == 5
+    assert M.boundary_rate(BOUNDARIES) == pytest.approx(5 / 11, abs=1e-15)
+    assert M.event_rate(EVENTS) == pytest.approx(3 / 11, abs=1e-15)
+    assert M.event_at_boundary(BOUNDARIES, EVENTS) == pytest.approx(2 / 5, abs=1e-15)
+    assert M.event_at_nonboundary(BOUNDARIES, EVENTS) == pytest.approx(1 / 6, abs=1e-15)
+    assert M.lift_over_event_rate(BOUNDARIES, EVENTS) == pytest.approx((2 / 5) / (3 / 11), abs=1e-15)
+
+
+def test_hypergeom_on_hand_example():
+    # P(X >= 2), X ~ Hypergeom(11 steps, 3 events, 5 boundaries) = (C(3,2) C(8,3) + C(3,3) C(8,2)) / C(11,5)
+    #   = (3 * 56 + 28) / 462 = 14 / 33.
+    assert M.hypergeom_p(11, 3, 5, 2) == pytest.approx(14 / 33, rel=1e-13)
+
+
+def test_periodic_on_hand_example():
+    # 5 evenly spaced boundaries over 11 valid steps: indices floor(11 j / 5) = 0 2 4 6 8, i.e. t = 1 3 5 7 9 at
+    # phase 0 (one event: 9), t = 2 4 6 8 10 at phase 1 (events 2, 4), t = 3 5 7 9 11 at phase 2 (event 9).
+    assert M.periodic_baseline(BOUNDARIES, EVENTS) == pytest.approx(1 / 5, abs=1e-15)
+    assert M.periodic_best(BOUNDARIES, EVENTS) == pytest.approx(2 / 5, abs=1e-15)
+    # 4 boundaries over 11 valid steps: indices floor(11 j / 4) = 0 2 5 8, a non-integer spacing. Events 6, 7, 10:
+    # phase 0 (t = 1 3 6 9) hits 6; phase 1 (t = 2 4 7 10) hits 7 and 10; phase 2 (t = 3 5 8 11) none.
+    four, events = _marks([1, 2, 3, 4]), _marks([6, 7, 10])
+    assert M.periodic_baseline(four, events) == pytest.approx(1 / 4, abs=1e-15)
+    assert M.periodic_best(four, events) == pytest.approx(2 / 4, abs=1e-15)
+
+
+def test_matching_on_hand_example():
+    # tau 0: 2 and 9 coincide. tau 1: (2, 2), (5, 4), (9, 9); boundaries 6 and 10 stay unmatched. tau 2: still 3.
+    assert [int(M.matches(BOUNDARIES, EVENTS, tau=tau)[0]) for tau in (0, 1, 2)] == [2, 3, 3]
+    assert M.precision(2, 5) == pytest.approx(2 / 5) and M.recall(2, 3) == pytest.approx(2 / 3)
+    assert M.f1(2, 5, 3) == pytest.approx(1 / 2)  # 2 P R / (P + R) = (8 / 15) / (16 / 15)
+    assert M.f1(3, 5, 3) == pytest.approx(3 / 4)
+    # tau 1: HR = 1, OS = 5 / 3 - 1 = 2 / 3, r1 = 2 / 3, r2 = -(2 / 3) / sqrt(2), R = 1 - (2 / 3 + sqrt(2) / 3) / 2.
+    assert M.r_value(3, 5, 3) == pytest.approx(1 - (2 + math.sqrt(2)) / 6, rel=1e-14)
+    # tau 0: HR = 2 / 3, OS = 2 / 3, r1 = sqrt(5) / 3, r2 = -1 / sqrt(2).
+    assert M.r_value(2, 5, 3) == pytest.approx(1 - (math.sqrt(5) / 3 + 1 / math.sqrt(2)) / 2, rel=1e-14)
+
+
+def test_r_value_is_one_for_a_perfect_segmentation():
+    assert M.r_value(4, 4, 4) == pytest.approx(1.0)
+
+
+def test_matching_sweep_beats_greedy_by_distance():
+    # Boundaries 4, 5; events 5, 6; tau 1. Greedy by distance takes the exact pair (5, 5) first and leaves 4 and 6,
+    # two apart: 1 match. The sweep pairs (4, 5) and (5, 6): 2.
+    assert M.matches(_marks([4, 5]), _marks([5, 6]), tau=1)[0] == 2
+
+
+def test_matching_is_one_to_one():
+    # One boundary within tau of three events (and the reverse) matches once.
+    assert M.matches(_marks([3]), _marks([2, 3, 4]), tau=1)[0] == 1
+    assert M.matches(_marks([2, 3, 4]), _marks([3]), tau=1)[0] == 1
+    assert M.precision(1, 3) == pytest.approx(1 / 3)
+
+
+def test_matching_is_maximum_against_bipartite_matching():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        boundaries, events = rng.random((2, 1, 40)) < rng.uniform(0.05, 0.5, 2)[:, None, None]
+        tau = int(rng.integers(0, 4))
+        b, e = np.flatnonzero(boundaries[0, 1:]) + 1, np.flatnonzero(events[0, 1:]) + 1
+        graph = sparse.csr_matrix((np.abs(b[:, None] - e[None, :]) <= tau).astype(int).reshape(len(b), len(e)))
+        best = int((csgraph.maximum_bipartite_matching(graph, perm_type="column") >= 0).sum()) if len(b) else 0
+        assert M.matches(boundaries, events, tau=tau)[0] == best
+
+
+def test_matching_ignores_unscored_steps():
+    # The episode start (t = 0) is a boundary and an event but never scored.
+    assert M.matches(_marks([0]), _marks([0, 1]), tau=1)[0] == 0
+
+
+def test_auroc_on_hand_example():
+    # Events 0.9, 0.7 beat all 8 non-events; 0.5 beats 6 and ties 2 (half each): U = 8 + 8 + 7 = 23 of 3 * 8 pairs.
+    assert M.auroc(PROB, EVENTS) == pytest.approx(23 / 24, rel=1e-14)
+
+
+def test_auroc_with_ties_against_pair_count():
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, (3, 50)).astype(float)
+    events = rng.random((3, 50)) < 0.3 + 0.1 * score
+    valid = M.default_valid(score.shape)
+    pos, neg = score[events & valid], score[~events & valid]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert M.auroc(score, events) == pytest.approx(pairs / (len(pos) * len(neg)), rel=1e-13)
+
+
+def test_auprc_on_hand_example():
+    # Thresholds high to low: 0.9 -> TP 1, FP 0 (P = 1, R = 1/3); 0.7 -> TP 2 (P = 1, R = 2/3); 0.5 (one event, two
+    # non-events tied) -> TP 3, FP 2 (P = 3/5, R = 1). AP = 1/3 * 1 + 1/3 * 1 + 1/3 * 3/5 = 13/15.
+    assert M.auprc(PROB, EVENTS) == pytest.approx(13 / 15, rel=1e-14)
+
+
+def test_auroc_auprc_undefined_without_events_or_with_nan_scores():
+    assert math.isnan(M.auroc(PROB, _marks([])))
+    assert math.isnan(M.auprc(PROB, _marks([])))
+    assert math.isnan(M.auroc(PROB, _marks(range(12))))  # no non-events
+    assert M.auprc(PROB, _marks(range(12))) == pytest.approx(1.0)  # every step an event: precision 1 throughout
+    assert math.isnan(M.auroc(np.where(EVENTS, np.nan, PROB), EVENTS))
+
+
+def test_peth_on_hand_example():
+    lags = (-10, -2, -1, 0, 1, 2, 3, 10)
+    # Events at 2, 4, 9. Lag -2: t = 0 (unscored), 2, 7 -> 0.9, 0.1. Lag -1: t = 1, 3, 8 -> 0.1, 0.2, 0.5.
+    # Lag 0: 0.9, 0.5, 0.7. Lag 1: t = 3, 5, 10 -> 0.2, 0.5, 0.2. Lag 2: t = 4, 6, 11 -> 0.5, 0.3, 0.1.
+    # Lag 3: t = 5, 7 (12 is outside) -> 0.5, 0.1. Lags -10 and 10: nothing inside.
+    expected = [np.nan, 0.5, 0.8 / 3, 0.7, 0.3, 0.3, 0.3, np.nan]
+    np.testing.assert_allclose(M.peth(PROB, EVENTS, lags=lags), expected, rtol=1e-14)
+    # READ rate: boundaries at 2, 9 of (2, 4, 9) at lag 0; at lag 1, 5 and 10 of (3, 5, 10); at lag -2, 2 of (2, 7).
+    np.testing.assert_allclose(M.peth(BOUNDARIES, EVENTS, lags=(-2, 0, 1)), [1 / 2, 2 / 3, 2 / 3], rtol=1e-14)
+
+
+def test_frame_delta_and_events():
+    frames = np.zeros((1, 3, 1, 2, 3), np.uint8)
+    frames[0, 1] = [[[3, 6, 9], [0, 0, 0]]]
+    frames[0, 2] = [[[200, 6, 9], [0, 0, 0]]]  # 3 -> 200: a difference of 197 (no uint8 wrap-around)
+    np.testing.assert_allclose(M.frame_delta(frames), [[np.nan, 18 / 6, 197 / 6]])
+    # np.percentile of 1..10 at 90 is 9.1: only t = 10 is an event; at 50 (5.5): t = 6..10.
+    delta = np.array([[np.nan, *range(1, 11)]])
+    assert np.flatnonzero(M.frame_delta_events(delta, percentile=90)[0]).tolist() == [10]
+    assert np.flatnonzero(M.frame_delta_events(delta, percentile=50)[0]).tolist() == [6, 7, 8, 9, 10]
+    # Ties at the percentile are events (>=): np.percentile of 1 1 1 5 5 at 50 is 1, so every valid step.
+    assert M.frame_delta_events(np.array([[np.nan, 1, 1, 1, 5, 5]]), percentile=50)[0, 1:].all()
+
+
+def test_cohen_d_on_hand_example():
+    # At boundaries (2, 5, 6, 9, 10): 4 3 5 4 6, mean 22/5, squared deviations sum 5.2 = 26/5.
+    # Elsewhere (1, 3, 4, 7, 8, 11): 1 1 2 1 2 0, mean 7/6, squared deviations sum 102/36 = 17/6.
+    # Pooled variance (26/5 + 17/6) / 9 = 241/270; d = (22/5 - 7/6) / sqrt(241/270) = (97/30) / sqrt(241/270).
+    assert M.frame_delta_cohen_d(DELTA, BOUNDARIES) == pytest.approx((97 / 30) / math.sqrt(241 / 270), rel=1e-13)
+
+
+def test_segments_on_hand_example():
+    # Boundaries 2 5 6 9 10 -> lengths 3 1 3 1 (mean 2, median 2); pad events 2 4 9 -> gaps 2 5 (mean, median 3.5).
+    # ECDFs at 1 2 3 5: lengths 0.5 0.5 1 1, gaps 0 0.5 0.5 1 -> KS distance 0.5.
+    assert M.segment_stats(BOUNDARIES, EVENTS) == {"mean_length": 2.0, "median_length": 2.0,
+                                                   "pad_interval_mean": 3.5, "pad_interval_median": 3.5,
+                                                   "ks_distance": 0.5}
+    empty = M.segment_stats(_marks([3]), EVENTS)
+    assert math.isnan(empty["mean_length"]) and math.isnan(empty["ks_distance"])
+
+
+def test_ks_distance_matches_scipy():
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        a, b = rng.integers(1, 12, rng.integers(1, 40)), rng.integers(1, 15, rng.integers(1, 40))
+        assert M.ks_distance(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-15)
+
+
+def test_threshold_at_count():
+    score = np.array([[9.0, 1, 5, 5, 2], [9.0, 3, 0, 7, 7]])
+    # Per episode: 2 in episode 0 (5 and 5 at t = 2, 3; t = 0 is not eligible), 1 in episode 1 (tied 7s: t = 3 wins).
+    np.testing.assert_array_equal(M.threshold_at_count(score, np.array([2, 1])),
+                                  [[False, False, True, True, False], [False, False, False, True, False]])
+    # Pooled: the 3 highest valid scores 7 (1, 3), 7 (1, 4), 5 (0, 2).
+    np.testing.assert_array_equal(M.threshold_at_count(score, 3),
+                                  [[False, False, True, False, False], [False, False, False, True, True]])
+
+
+def test_hypergeom_p_matches_scipy():
+    cases = [(11, 3, 5, 2), (60, 10, 20, 0), (60, 10, 20, 11), (60, 10, 20, 21), (60, 60, 20, 20),
+             (1000, 300, 300, 300), (2000, 400, 1500, 400), (2000, 100, 1000, 100), (5000, 250, 250, 150),
+             (1270, 300, 300, 300), (1280, 300, 300, 300), (3000, 1500, 1500, 1230), (3000, 1500, 1500, 1240)]
+    for total in (40, 500, 3000):
+        for successes in (0, 1, total // 7, total // 2, total - 1):
+            for draws in (0, 1, total // 5, total // 2, total):
+                low, high = max(0, draws - (total - successes)), min(successes, draws)
+                cases += [(total, successes, draws, h) for h in {0, low, low + 1, (low + high) // 2, high, high + 1}]
+    tiny = 0
+    for total, successes, draws, hits in cases:
+        expected = stats.hypergeom.sf(hits - 1, total, successes, draws)
+        got = M.hypergeom_p(total, successes, draws, hits)
+        assert got == pytest.approx(expected, rel=1e-10, abs=0), (total, successes, draws, hits)
+        tiny += 0 < expected < 1e-290
+    assert tiny >= 4  # the grid reaches p ~ 1e-300
+    assert M.hypergeom_p(1000, 300, 300, 300) < 1e-250
+    assert M.hypergeom_p(60, 10, 20, 0) == 1.0 and M.hypergeom_p(60, 10, 20, 11) == 0.0
+
+
+def test_perm_p_value_converges_to_hypergeom_p():
+    rng = np.random.default_rng(5)
+    events = rng.random((1, 201)) < 0.2
+    boundaries = np.zeros((1, 201), bool)
+    boundaries[0, np.flatnonzero(events[0, 1:])[:9] + 1] = True  # 9 hits of 30 boundaries
+    boundaries[0, rng.choice(np.flatnonzero(~events[0, 1:]) + 1, 21, replace=False)] = True
+    valid = M.default_valid(events.shape)
+    exact = M.hypergeom_p(200, int((events & valid).sum()), 30, 9)
+    assert 0.05 < exact < 0.5
+    resamples = 20000
+    sampled = M.perm_p_value(boundaries, events, resamples=resamples, rng=1)
+    assert abs(sampled - exact) < 3 * math.sqrt(exact * (1 - exact) / resamples) + 1 / resamples
+
+
+def test_rolled_hits_on_hand_example_and_against_roll():
+    # Valid indices (t - 1): boundaries 1 4 5 8 9, events 1 3 8. Offset o hits event q from boundary p when
+    # o = (q - p) mod 11: counts over offsets 0..10 below (15 = 5 boundaries x 3 events in all).
+    b, e = BOUNDARIES[0, 1:], EVENTS[0, 1:]
+    assert M._rolled_hits(b, e).tolist() == [2, 0, 1, 2, 2, 1, 1, 2, 1, 1, 2]
+    rng = np.random.default_rng(2)
+    b, e = rng.random((2, 37)) < 0.3
+    assert M._rolled_hits(b, e).tolist() == [int((np.roll(b, o) & e).sum()) for o in range(37)]
+
+
+def test_circular_shift_p_converges_on_hand_example():
+    # 5 of the 11 offsets (0 3 4 7 10) reach the observed 2 hits.
+    resamples = 20000
+    p = M.circular_shift_p(BOUNDARIES, EVENTS, resamples=resamples, rng=0)
+    assert abs(p - 5 / 11) < 3 * math.sqrt((5 / 11) * (6 / 11) / resamples) + 1 / resamples
+
+
+def _clustered(rng, shape, rate, run):
+    """Stationary two-state Markov chain (E, T): on with probability `rate`, runs of mean length `run`."""
+    leave = 1 / run
+    enter = rate * leave / (1 - rate)
+    out = np.zeros(shape, bool)
+    out[:, 0] = rng.random(shape[0]) < rate
+    draws = rng.random(shape)
+    for t in range(1, shape[1]):
+        out[:, t] = np.where(out[:, t - 1], draws[:, t] >= leave, draws[:, t] < enter)
+    return out
+
+
+def test_circular_shift_is_calibrated_under_independence_and_rejects_dependence():
+    rng = np.random.default_rng(11)
+    datasets, shape = 200, (4, 200)
+    rejected = 0
+    for i in range(datasets):
+        events = _clustered(rng, shape, 0.2, 4)
+        boundaries = _clustered(rng, shape, 0.2, 3) if i % 2 else rng.random(shape) < 0.2
+        rejected += M.circular_shift_p(boundaries, events, resamples=199, rng=i) <= 0.05
+        if i < 20:
+            assert M.circular_shift_p(events, events, resamples=199, rng=i) < 0.01
+    low, high = stats.binom.ppf([0.0005, 0.9995], datasets, 0.05)
+    assert low <= rejected <= high, rejected
+
+
+def test_clustering_fools_the_uniform_null_but_not_the_circular_shift():
+    rng = np.random.default_rng(12)
+    datasets, shape = 200, (4, 200)
+    rejected = {"circular": 0, "uniform": 0}
+    for i in range(datasets):
+        events, boundaries = _clustered(rng, shape, 0.2, 8), _clustered(rng, shape, 0.2, 6)
+        rejected["circular"] += M.circular_shift_p(boundaries, events, resamples=199, rng=i) <= 0.05
+        rejected["uniform"] += M.perm_p_value(boundaries, events, resamples=199, rng=i) <= 0.05
+    low, high = stats.binom.ppf([0.0005, 0.9995], datasets, 0.05)
+    assert low <= rejected["circular"] <= high and rejected["uniform"] > high, rejected
+
+
+def test_bootstrap_weights_equal_resampled_episodes():
+    rng = np.random.default_rng(4)
+    shape = (5, 30)
+    boundaries, events = rng.random((2, *shape)) < [[[0.3]], [[0.25]]]
+    score, delta = rng.integers(0, 4, shape).astype(float), rng.random(shape)
+    valid = M.default_valid(shape)
+    weights = M.bootstrap_weights(5, 6, rng=0).astype(float)
+    for w in weights:
+        take = np.repeat(np.arange(5), w.astype(int))
+        pick = (boundaries[take], events[take], valid[take])
+        for metric in (M.event_at_boundary, M.lift_over_event_rate, M.periodic_best, M.periodic_baseline):
+            assert metric(*pick) == pytest.approx(metric(boundaries, events, valid, weights=w[None])[0], rel=1e-12)
+        for metric in (M.auroc, M.auprc):
+            assert metric(score[take], events[take], valid[take]) == pytest.approx(
+                metric(score, events, valid, weights=w[None])[0], rel=1e-12)
+        assert M.frame_delta_cohen_d(delta[take], boundaries[take], valid[take]) == pytest.approx(
+            M.frame_delta_cohen_d(delta, boundaries, valid, weights=w[None])[0], rel=1e-10)
+
+
+def test_bootstrap_interval_contains_estimate_and_is_deterministic():
+    rng = np.random.default_rng(6)
+    boundaries, events = rng.random((2, 20, 100)) < [[[0.3]], [[0.2]]]
+    point = M.event_at_boundary(boundaries, events)
+    intervals = []
+    for _ in range(2):
+        weights = M.bootstrap_weights(20, 200, rng=7).astype(float)
+        intervals.append(M.percentile_interval(M.event_at_boundary(boundaries, events, weights=weights)))
+    assert intervals[0] == intervals[1]
+    assert intervals[0][0] < point < intervals[0][1]
+    assert M.bootstrap_weights(20, 200, rng=7).sum(axis=1).tolist() == [20] * 200
+    assert M.percentile_interval([np.nan, np.nan]) is None
+
+
+def test_undefined_metrics_are_nan_not_zero():
+    none = _marks([])
+    assert M.boundary_count(none) == 0
+    for metric in (M.event_at_boundary, M.lift_over_event_rate, M.periodic_baseline, M.periodic_best):
+        assert math.isnan(metric(none, EVENTS))
+    assert math.isnan(M.precision(0, 0)) and M.recall(0, 3) == 0 and M.f1(0, 0, 3) == 0
+    assert math.isnan(M.f1(0, 0, 0)) and math.isnan(M.r_value(0, 5, 0))
+    assert math.isnan(M.frame_delta_cohen_d(DELTA, none))
+    assert math.isnan(M.lift_over_event_rate(BOUNDARIES, none))
+    assert M.hypergeom_p(11, 3, 0, 0) == 1.0
+    assert M.circular_shift_p(none, EVENTS, resamples=9) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _trace(rng, episodes=3, steps=60, rssm=False):
+    frames = rng.integers(0, 256, (episodes, steps, 8, 8, 3), dtype=np.uint8)
+    pad = rng.random((episodes, steps)) < 0.15
+    noise = rng.random((3, episodes, steps))
+    events = {"pad": pad, "reward": pad & (noise[0] < 0.3), "respawn": noise[1] < 0.02,
+              "pad_visual": pad | (noise[2] < 0.1)}
+    common = {"frames": frames, "reward": events["reward"].astype(np.float32), "events": events,
+              "action": np.zeros((episodes, steps), int), "kl_obs": rng.random((episodes, steps)).astype(np.float32)}
+    if rssm:
+        return Trace(**common)
+    prob = np.clip(0.2 + 0.6 * pad + 0.2 * rng.standard_normal((episodes, steps)), 0, 1)
+    read = rng.random((episodes, steps)) < prob
+    read[:, 0] = True
+    forced = np.zeros_like(read)
+    forced[:, 0] = True
+    forced[:, 20] = read[:, 20] = True
+    return Trace(**common, read=read, read_prob=prob, read_prior=rng.random((episodes, steps)) < 0.3,
+                 read_prob_prior=rng.random((episodes, steps)), forced=forced)
+
+
+BLOCK_KEYS = ("boundary_count", "boundary_rate", "event_rate", "event_at_boundary", "event_at_nonboundary",
+              "lift_over_event_rate", "periodic_baseline", "periodic_best", "frame_delta_cohen_d", "auroc", "auprc",
+              "base_rate")
+TOP_KEYS = ("source", "boundaries_from", "score", "episodes", "steps", "scored_steps", "boundary_count",
+            "forced_count", "free_count", "resamples", "bootstrap", "tolerances", "delta_percentile", "seed", "events",
+            "segments")
+
+
+def _check_block(block, tolerances, model):
+    for key in BLOCK_KEYS:
+        assert key in block and f"{key}_ci" in block
+    for key in ("hypergeom_p", "perm_p_value", "circular_shift_p"):
+        assert 0 < block[key] <= 1
+    assert sorted(block["tolerance"]) == sorted(str(t) for t in tolerances)
+    for entry in block["tolerance"].values():
+        assert set(entry) == {f"{k}{s}" for k in ("precision", "recall", "f1", "r_value") for s in ("", "_ci")}
+    if model:
+        assert block["auc_read_prob"] == block["auroc"]
+        assert block["peth"]["lags"] == list(range(-10, 11))
+        assert len(block["peth"]["read_prob"]) == len(block["peth"]["read_rate"]) == 21
+
+
+def test_evaluate_layout_json_and_determinism():
+    trace = _trace(np.random.default_rng(0))
+    surprise = np.random.default_rng(1).random(trace.shape)
+    result = M.evaluate(trace, resamples=99, bootstrap=20, seed=3, surprise=surprise)
+    json.dumps(result, allow_nan=False)
+    assert set(TOP_KEYS) <= set(result)
+    assert result["boundaries_from"] == "read" and result["score"] == "read_prob"
+    assert result["scored_steps"] == 3 * 59 and result["tolerances"] == [0, 1, 2]
+    assert result["boundary_count"] == int(trace.read[:, 1:].sum())
+    assert result["forced_count"] == 3 and result["free_count"] == result["boundary_count"] - 3
+    assert sorted(result["events"]) == sorted(["pad", "reward", "respawn", "pad_visual", "frame_delta"])
+    for event in result["events"].values():
+        _check_block(event["all"], (0, 1, 2), model=True)
+        _check_block(event["free"], (0, 1, 2), model=True)
+        assert event["free"]["boundary_count"] == result["free_count"]
+        assert sorted(event["baselines"]) == ["pixel_change", "rssm_surprise"]
+        for baseline in event["baselines"].values():
+            _check_block(baseline, (0, 1, 2), model=False)
+            assert baseline["boundary_count"] == result["boundary_count"]
+    pad = result["events"]["pad"]["all"]
+    assert pad["lift_over_event_rate"] > 1 and pad["circular_shift_p"] < 0.05
+    assert pad["boundary_count_ci"][0] <= pad["boundary_count"] <= pad["boundary_count_ci"][1]
+    assert set(result["segments"]) == {f"{k}{s}" for k in ("mean_length", "median_length", "pad_interval_mean",
+                                                           "pad_interval_median", "ks_distance") for s in ("", "_ci")}
+    assert result == M.evaluate(trace, resamples=99, bootstrap=20, seed=3, surprise=surprise)
+    other = M.evaluate(trace, resamples=99, bootstrap=20, seed=4, surprise=surprise)
+    assert other["events"]["pad"]["all"]["lift_over_event_rate"] == pad["lift_over_event_rate"]
+    assert other["events"]["pad"]["all"]["lift_over_event_rate_ci"] != pad["lift_over_event_rate_ci"]
+
+
+def test_evaluate_prior_source():
+    trace = _trace(np.random.default_rng(0))
+    result = M.evaluate(trace, source="prior", resamples=19, bootstrap=5)
+    assert result["score"] == "read_prob_prior" and result["boundaries_from"] == "read_prior"
+    assert result["boundary_count"] == int(trace.read_prior[:, 1:].sum())
+
+
+def test_evaluate_rssm_trace_scores_its_surprise():
+    trace = _trace(np.random.default_rng(0), rssm=True)
+    result = M.evaluate(trace, resamples=19, bootstrap=5, tolerances=(1,))
+    json.dumps(result, allow_nan=False)
+    assert result["boundaries_from"] == "rssm_surprise" and result["score"] == "kl_obs"
+    assert result["boundary_count"] == int(trace.events["pad"][:, 1:].sum()) and result["forced_count"] == 0
+    pad = result["events"]["pad"]["all"]
+    assert pad["auroc"] == M.auroc(trace.kl_obs, trace.events["pad"])
+    assert pad["peth"]["read_prob"] == [None] * 21 and pad["peth"]["read_rate"][10] is not None
+    assert list(pad["tolerance"]) == ["1"] and "rssm_surprise" not in result["events"]["pad"]["baselines"]
+
+
+def test_evaluate_edge_cases_give_none_not_zero():
+    rng = np.random.default_rng(0)
+    base = _trace(rng)
+    shape = base.shape
+    silent = dict(base.events, pad=np.zeros(shape, bool), reward=np.zeros(shape, bool))
+    trace = Trace(frames=base.frames, reward=base.reward, action=base.action, events=silent, kl_obs=base.kl_obs,
+                  read=np.zeros(shape, bool), read_prob=base.read_prob, read_prior=base.read_prior,
+                  read_prob_prior=base.read_prob_prior, forced=np.zeros(shape, bool))
+    result = M.evaluate(trace, resamples=19, bootstrap=5)
+    json.dumps(result, allow_nan=False)
+    pad = result["events"]["pad"]["all"]
+    assert result["boundary_count"] == 0 and pad["event_rate"] == 0
+    assert pad["event_at_boundary"] is None and pad["lift_over_event_rate"] is None and pad["auroc"] is None
+    assert pad["tolerance"]["1"]["precision"] is None and pad["tolerance"]["1"]["f1"] is None
+    visual = result["events"]["pad_visual"]["all"]
+    assert visual["tolerance"]["1"]["f1"] == 0 and visual["tolerance"]["1"]["recall"] == 0
+    assert result["segments"]["mean_length"] is None
+    everything = dict(base.events, pad=np.ones(shape, bool))
+    result = M.evaluate(Trace(frames=base.frames, reward=base.reward, action=base.action, events=everything,
+                              kl_obs=base.kl_obs, read=base.read, read_prob=base.read_prob), resamples=19, bootstrap=5)
+    json.dumps(result, allow_nan=False)
+    pad = result["events"]["pad"]["all"]
+    assert pad["event_rate"] == 1 and pad["auroc"] is None and pad["lift_over_event_rate"] == 1
+    assert pad["event_at_nonboundary"] == 1 and pad["hypergeom_p"] == 1
+
+
+def test_evaluate_is_fast_at_full_size():
+    import time
+
+    rng = np.random.default_rng(0)
+    trace = _trace(rng, episodes=20, steps=1000)
+    start = time.perf_counter()
+    M.evaluate(trace, surprise=rng.random(trace.shape))
+    assert time.perf_counter() - start < 15  # a few seconds; generous for a shared machine

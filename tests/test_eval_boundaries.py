@@ -1,0 +1,199 @@
+"""Boundary evaluation end to end: load tiny trained runs, collect, score, draw; the CLI, --logroot, errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import matplotlib.image
+import numpy as np
+import pytest
+
+import pinpad
+from conftest import REPO
+from dreamer_jax import config as cfg, run as run_lib
+from dreamer_jax.boundaries import analysis, metrics
+from dreamer_jax.boundaries.trace import EVENT_TYPES
+from experiments import eval_boundaries
+
+# Small evaluations; the notebook uses the same sizes, so its programs come from the compile cache.
+EVAL = ["--episodes", "4", "--length", "100", "--resamples", "99", "--bootstrap", "20", "--policy", "scripted"]
+FIGURES = ("boundary_grid.png", "boundary_internal.png", "boundary_fired.png", "boundary_peth.png")
+MAX_SEG_LEN = 6  # not the debug preset's 4: evaluation must rebuild the model from the saved configuration
+TASK = "pinpad_eight"  # the tiny runs share their programs (and so the compile cache) with test_vta_train's
+
+
+def _train(logdir, *flags):
+    config = cfg.parse(["--configs", "debug", "--steps", "128", "--eval_every", "0", "--task", TASK,
+                        "--logdir", str(logdir), *flags], tasks=pinpad.TASKS)
+    run_lib.train(config, pinpad.make(config.task, config.time_limit), progress=False)
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A log root with a VTA run (non-default max_seg_len) and an RSSM run, named as the sweep names them."""
+    root = tmp_path_factory.mktemp("runs")
+    _train(root / f"{TASK}_vta_len6_seed0", "--dynamics", "vta", "--vta_max_seg_len", str(MAX_SEG_LEN))
+    _train(root / f"{TASK}_rssm_seed0", "--dynamics", "rssm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vta_eval(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    code = eval_boundaries.main(["--logdir", str(root / f"{TASK}_vta_len6_seed0"), "--out", str(out), *EVAL])
+    assert code == 0
+    return out
+
+
+def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
+    result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
+    assert result["dynamics"] == "vta" and result["episodes"] == 4 and result["steps"] == 100
+    assert result["settings"]["policy"] == "scripted" and result["settings"]["step"] == 128
+    assert set(result["events"]) == set(EVENT_TYPES)
+    for event in EVENT_TYPES:
+        for part in ("all", "free"):
+            scored = result["events"][event][part]
+            for name in ("boundary_count", "boundary_rate", "event_rate", "event_at_boundary", "lift_over_event_rate",
+                         "perm_p_value", "hypergeom_p", "circular_shift_p", "periodic_baseline", "periodic_best",
+                         "auc_read_prob", "auroc", "auprc", "base_rate", "peth"):
+                assert name in scored, (event, part, name)
+        assert "pixel_change" in result["events"][event]["baselines"]
+    # The scripted solver visits pads, so pad events exist and p-values are proper probabilities.
+    pad = result["events"]["pad"]["all"]
+    assert result["events"]["pad"]["all"]["event_rate"] > 0 and 0 < pad["hypergeom_p"] <= 1
+    assert 1 / 100 <= pad["circular_shift_p"] <= 1
+    for name in FIGURES:
+        image = matplotlib.image.imread(vta_eval / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
+
+
+def _vta_trace(root, policy, constrain=False):
+    """(run, episodes, trace) of the tiny VTA run on four 100-step episodes."""
+    logdir = root / f"{TASK}_vta_len6_seed0"
+    env = pinpad.make(TASK, 100)
+    run = analysis.load_run(logdir, env)
+    data = analysis.collect(run, env, 4, jax.random.PRNGKey(0), policy)
+    return run, data, analysis.trace(run, data, jax.random.PRNGKey(1), constrain=constrain)
+
+
+def test_the_saved_configuration_rebuilds_the_model(root):
+    run, _, trace = _vta_trace(root, "random", constrain=True)
+    config = run.config
+    assert config.vta_max_seg_len == MAX_SEG_LEN and run.step == 128
+    # With constraints, the prior is forced at exactly the trained limits: READ after MAX_SEG_LEN steps in a
+    # segment, COPY after max_seg_num segments, and at every episode start.
+    expected = (trace.seg_len[:, :-1] >= MAX_SEG_LEN) | (trace.seg_num[:, :-1] >= config.vta_max_seg_num)
+    np.testing.assert_array_equal(trace.forced[:, 1:], expected)
+    assert trace.forced[:, 0].all() and trace.read[:, 0].all()
+    assert trace.forced[:, 1:].any()
+
+
+def test_trace_matches_the_episodes(root):
+    run, data, trace = _vta_trace(root, "agent")
+    assert trace.frames.shape == (4, 100, 64, 64, 3) and trace.frames.dtype == np.uint8
+    assert set(trace.events) == {"pad", "reward", "respawn", "pad_visual"}
+    np.testing.assert_array_equal(trace.frames[:, 0], data["image"][:, 0])
+    assert not trace.forced[:, 1:].any()  # no constraints unless asked for
+    np.testing.assert_array_equal(trace.seg_num[:, -1], trace.read.sum(1))
+    assert ((trace.read_prob > 0) & (trace.read_prob < 1)).all()
+    assert np.isfinite(trace.kl_obs).all() and (trace.kl_abstract[~trace.read] == 0).all()
+    again = analysis.trace(run, data, jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(again.read, trace.read)
+
+
+def test_an_rssm_run_is_scored_by_its_surprise_and_is_a_baseline_for_vta(root, tmp_path):
+    rssm = root / f"{TASK}_rssm_seed0"
+    assert eval_boundaries.main(["--logdir", str(rssm), "--out", str(tmp_path / "rssm"), *EVAL]) == 0
+    result = json.loads((tmp_path / "rssm" / eval_boundaries.RESULT).read_text())
+    assert result["dynamics"] == "rssm" and result["boundaries_from"] == "rssm_surprise"
+    vta = root / f"{TASK}_vta_len6_seed0"
+    assert eval_boundaries.main(["--logdir", str(vta), "--out", str(tmp_path / "vta"), "--baseline-logdir", str(rssm),
+                                 *EVAL]) == 0
+    result = json.loads((tmp_path / "vta" / eval_boundaries.RESULT).read_text())
+    baseline = result["events"]["pad"]["baselines"]["rssm_surprise"]
+    assert baseline["boundary_count"] == result["events"]["pad"]["all"]["boundary_count"]
+
+
+def test_logroot_gathers_a_table_and_lists_runs_it_skipped(root, tmp_path, capsys):
+    gathered = tmp_path / "root"
+    shutil.copytree(root, gathered)
+    broken = gathered / f"{TASK}_vta_broken_seed1"
+    broken.mkdir()
+    shutil.copy(root / f"{TASK}_vta_len6_seed0" / "config.json", broken / "config.json")
+    assert eval_boundaries.main(["--logroot", str(gathered), *EVAL]) == 0
+    rows = (gathered / "boundary_table.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("run,")
+    assert any(f"{TASK}_rssm_seed0" in row for row in rows) and any(f"{TASK}_vta_len6_seed0" in row for row in rows)
+    markdown = (gathered / "boundary_table.md").read_text()
+    assert f"{TASK}_vta_broken_seed1" in markdown and "no checkpoint" in markdown
+    for run in (f"{TASK}_rssm_seed0", f"{TASK}_vta_len6_seed0"):
+        assert (gathered / run / eval_boundaries.RESULT).exists()
+    # A second gathering reuses the stored results (same settings, same checkpoint).
+    stamp = (gathered / f"{TASK}_rssm_seed0" / eval_boundaries.RESULT).stat().st_mtime_ns
+    assert eval_boundaries.main(["--logroot", str(gathered), *EVAL]) == 0
+    assert (gathered / f"{TASK}_rssm_seed0" / eval_boundaries.RESULT).stat().st_mtime_ns == stamp
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.eval_boundaries", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["no_run", "no_checkpoint", "damaged_checkpoint", "not_a_folder"])
+def test_bad_run_directories_are_one_clear_error_and_nothing_is_written(root, tmp_path, case):
+    logdir = tmp_path / "run"
+    if case == "not_a_folder":
+        logdir = tmp_path / "file"
+        logdir.write_text("")
+    elif case == "no_run":
+        logdir.mkdir()
+    else:
+        shutil.copytree(root / f"{TASK}_rssm_seed0", logdir)
+        if case == "no_checkpoint":
+            shutil.rmtree(logdir / "checkpoints")
+        else:
+            for path in (logdir / "checkpoints").rglob("*"):
+                if path.is_file() and path.stat().st_size > 100:
+                    path.write_bytes(b"\0" * 16)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = _cli("--logdir", str(logdir), *EVAL)
+    message = {"no_run": "no config.json", "no_checkpoint": "no checkpoint", "damaged_checkpoint": "cannot be restored",
+               "not_a_folder": "not a directory"}[case]
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("flags, message", [(["--episodes", "0"], "--episodes"),
+                                            (["--delta_percentile", "100"], "--delta_percentile"),
+                                            (["--source", "prior"], "RSSM run")])
+def test_bad_values_are_refused(root, flags, message, capsys):
+    assert eval_boundaries.main(["--logdir", str(root / f"{TASK}_rssm_seed0"), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_metrics_of_a_trace_are_deterministic(root):
+    _, _, trace = _vta_trace(root, "random")
+    first = metrics.evaluate(trace, resamples=49, bootstrap=10, seed=3)
+    assert first == metrics.evaluate(trace, resamples=49, bootstrap=10, seed=3)
+
+
+def test_the_notebook_runs_on_a_tiny_run(root, tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+
+    notebook = nbformat.read(REPO / "examples" / "boundaries.ipynb", as_version=4)
+    env = {"DREAMER_JAX_RUN": str(root / f"{TASK}_vta_len6_seed0")}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.pop("DREAMER_JAX_RUN")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4

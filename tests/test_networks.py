@@ -1,0 +1,39 @@
+"""The CNN's fast paths equal their plain definitions: reshape max pooling, and upsampling convs by output phase."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dreamer_jax.networks import max_pool2, upsample_conv
+
+
+def test_max_pool2_equals_a_pooling_window():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 5))
+    np.testing.assert_array_equal(max_pool2(x), nnx.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)])
+def test_upsample_conv_equals_nearest_upsampling_then_the_conv(dtype, tol):
+    conv = nnx.Conv(6, 4, (5, 5), dtype=dtype, rngs=nnx.Rngs(0))
+    conv.bias[...] = jax.random.normal(jax.random.PRNGKey(2), (4,))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 7, 6))
+    reference = conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+    fast = upsample_conv(conv, x)
+    assert fast.shape == (2, 10, 14, 4) and fast.dtype == reference.dtype
+    np.testing.assert_allclose(np.asarray(fast, np.float32), np.asarray(reference, np.float32), atol=tol, rtol=tol)
+
+
+def test_upsample_conv_gradients_match():
+    conv = nnx.Conv(3, 2, (5, 5), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 4, 3))
+    graphdef, params = nnx.split(conv)
+
+    def loss(params, fast):
+        c = nnx.merge(graphdef, params)
+        y = upsample_conv(c, x) if fast else c(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        return jnp.sum(jnp.sin(y))
+
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, True)), jax.tree.leaves(jax.grad(loss)(params, False))):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

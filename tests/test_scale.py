@@ -1,0 +1,107 @@
+"""Scale: several seeds in one process (vmap) and data parallelism over devices (jax.sharding), on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_train_cli import lines, train
+
+TINY = ["--configs", "debug", "--steps", "96", "--eval_every", "64", "--log_every", "32"]
+RATES = {"env_steps_per_s", "updates_per_s"}
+
+
+def assert_same_metrics(a, b, rtol):
+    """Two metrics logs agree line by line: counts exactly, float metrics within `rtol`."""
+    assert [line["step"] for line in a] == [line["step"] for line in b]
+    for x, y in zip(a, b):
+        assert set(x) == set(y)
+        for key in set(x) - RATES:
+            if isinstance(x[key], float):
+                np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=1e-6, err_msg=f"{key} at {x['step']}")
+            else:
+                assert x[key] == y[key], (key, x["step"])
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    """Seeds 3 and 4 trained together in one process, and each alone."""
+    root = tmp_path_factory.mktemp("seeds")
+    together = train(*TINY, "--seed", "3", "--num_seeds", "2", "--logdir", str(root / "group_seed{seed}"))
+    for seed in (3, 4):
+        train(*TINY, "--seed", str(seed), "--logdir", str(root / f"alone_seed{seed}"))
+    return root, together
+
+
+def test_seeds_in_one_process_match_separate_runs(seeds):
+    root, together = seeds
+    for seed in (3, 4):
+        group, alone = root / f"group_seed{seed}", root / f"alone_seed{seed}"
+        assert f"metrics: {group / 'metrics.jsonl'}" in together.stdout
+        assert_same_metrics(lines(group), lines(alone), rtol=2e-2)
+        saved = {p: json.loads((p / "config.json").read_text()) for p in (group, alone)}
+        assert saved[group].pop("logdir") == str(group) and saved[alone].pop("logdir") == str(alone)
+        assert saved[group] == saved[alone] and saved[group]["seed"] == seed and saved[group]["num_seeds"] == 1
+        assert sorted(p.name for p in (group / "checkpoints").iterdir()) == ["96"]
+    # Different seeds are different agents.
+    assert lines(root / "group_seed3")[-1]["loss_rec"] != lines(root / "group_seed4")[-1]["loss_rec"]
+
+
+def test_a_seed_group_resumes_from_its_checkpoints(seeds, tmp_path):
+    root, _ = seeds
+    for seed in (3, 4):
+        subprocess.run(["cp", "-r", str(root / f"group_seed{seed}"), str(tmp_path / f"group_seed{seed}")], check=True)
+    train(*TINY[:2], "--steps", "128", "--eval_every", "64", "--log_every", "32", "--seed", "3", "--num_seeds", "2",
+          "--logdir", str(tmp_path / "group_seed{seed}"))
+    for seed in (3, 4):
+        log = lines(tmp_path / f"group_seed{seed}")
+        assert [line["step"] for line in log] == [32, 64, 96, 128] and log[-1]["updates"] == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num_seeds", "2", "--logdir", "{root}/group"], "must contain {seed}"),
+    (["--devices", "3", "--logdir", "{root}/run"], "must divide --batch_size=2"),
+    (["--devices", "2", "--logdir", "{root}/run"], "only 1 cpu device(s) are visible"),
+])
+def test_bad_scale_settings_are_clear_errors_before_any_work(tmp_path, args, message):
+    args = [a.replace("{root}", str(tmp_path)) for a in args]
+    result = train(*TINY, *args, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _with_devices(count: int) -> dict:
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}"}
+
+
+def test_four_devices_train_like_one(tmp_path):
+    args = [*TINY, "--batch_size", "4"]
+    train(*args, "--devices", "4", "--logdir", str(tmp_path / "four"), env=_with_devices(4))
+    train(*args, "--logdir", str(tmp_path / "one"), env=_with_devices(4))
+    assert_same_metrics(lines(tmp_path / "four"), lines(tmp_path / "one"), rtol=2e-2)
+
+
+SHARDED_UPDATE = """
+import jax, pinpad
+from dreamer_jax import config as cfg
+from dreamer_jax.run import make_mesh
+from dreamer_jax.train import Learner
+config = cfg.make("debug", batch_size=4, devices=4)
+learner, state = Learner.create(config, pinpad.make(config.task, config.time_limit), jax.random.PRNGKey(0),
+                                mesh=make_mesh(4))
+lowered = learner._single.lower(learner, state, True).as_text()
+print(len(jax.tree.leaves(state.params)[0].sharding.device_set), lowered.count("sharding_constraint"))
+"""
+
+
+def test_the_batch_is_split_over_the_devices_and_parameters_replicated():
+    result = subprocess.run([sys.executable, "-c", SHARDED_UPDATE], cwd=REPO, capture_output=True, text=True,
+                            timeout=600, env=_with_devices(4))
+    assert result.returncode == 0, result.stderr[-3000:]
+    devices, constraints = map(int, result.stdout.split()[-2:])
+    assert devices == 4 and constraints >= 1
