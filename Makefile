@@ -16,8 +16,9 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Two workers, one test file each at a time: the suite is mostly single-threaded XLA compiles.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The main job at CPU size: a strip of the scripted solver, a VTA agent trained for a few
 # minutes (running it again resumes the finished run, which only prints where it is), then
