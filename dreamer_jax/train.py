@@ -3,7 +3,7 @@
 `Learner.create(config, env, key)` builds the state; `learner.chunk(state, train)` runs many
 env steps (and the updates `train_ratio` asks for) in one dispatch. The env is any object
 with the functional API `reset(key)`, `step(state, action, key)` and `num_actions`.
-With `seeds=K` the state holds K independent agents on a leading axis, stepped with `vmap`;
+With `seeds=K` the state holds K independent agents on a leading axis, stepped together (`vmap`; unrolled on the CPU);
 with a `mesh` every training batch is split over its devices on the batch axis (parameters
 replicated, gradients averaged by XLA), which is data parallelism without `pmap`.
 """
@@ -120,8 +120,22 @@ class Learner:
         return learner, state
 
     def _per_seed(self, fn):
-        """`fn` over one agent's arguments, mapped over the stacked agents when there are several."""
-        return jax.vmap(fn) if self.seeds > 1 else fn
+        """`fn` over one agent's arguments, mapped over the stacked agents when there are several.
+
+        On accelerators the map is `jax.vmap`. On the CPU it is unrolled at trace time instead: vmap
+        turns each agent's own convolution kernels into one grouped convolution, which XLA:CPU runs
+        several times slower than the separate convolutions.
+        """
+        if self.seeds == 1:
+            return fn
+        if not _cpu_backend():
+            return jax.vmap(fn)
+
+        def unrolled(*args):
+            outs = [fn(*jax.tree.map(lambda x: x[i], args)) for i in range(self.seeds)]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        return unrolled
 
     def _split_batch(self, tree):
         """Lay a training batch out over the mesh's devices along its batch axis (no-op without a mesh)."""
