@@ -66,6 +66,7 @@ def test_a_seed_group_resumes_from_its_checkpoints(seeds, tmp_path):
     (["--num_seeds", "2", "--logdir", "{root}/group"], "must contain {seed}"),
     (["--devices", "3", "--logdir", "{root}/run"], "must divide --batch_size=2"),
     (["--devices", "2", "--logdir", "{root}/run"], "only 1 cpu device(s) are visible"),
+    (["--distributed", "True", "--logdir", "{root}/run"], "could not join a multi-host job"),
 ])
 def test_bad_scale_settings_are_clear_errors_before_any_work(tmp_path, args, message):
     args = [a.replace("{root}", str(tmp_path)) for a in args]
