@@ -285,5 +285,6 @@ class Learner:
             return (env_state, obs, carry, ret + obs["reward"]), None
 
         horizon = self.env.length
-        (_, _, _, ret), _ = jax.lax.scan(step, (env_state, obs, carry, jnp.zeros(episodes)), jax.random.split(key, horizon))
+        (_, _, _, ret), _ = jax.lax.scan(step, (env_state, obs, carry, jnp.zeros(episodes)),
+                                         jax.random.split(key, horizon))
         return ret.mean(), jnp.float32(horizon)

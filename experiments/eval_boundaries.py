@@ -153,9 +153,10 @@ def summary_line(result: dict) -> str:
     """The headline numbers of a result, for the terminal."""
     pad = result["events"]["pad"]["all"]
     show = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731
+    exact = show(pad["hypergeom_p"]) if pad["hypergeom_p"] != 0 else f"10^{pad['hypergeom_log10_p']:.1f}"
     return (f"{result['boundary_count']} boundaries ({result['forced_count']} forced); pad events: lift "
-            f"{show(pad['lift_over_event_rate'])}, hypergeom p {show(pad['hypergeom_p'])}, circular-shift p "
-            f"{show(pad['circular_shift_p'])}, F1@1 {show(pad['tolerance']['1']['f1'] if '1' in pad['tolerance'] else None)}")
+            f"{show(pad['lift_over_event_rate'])}, hypergeom p {exact}, circular-shift p "
+            f"{show(pad['circular_shift_p'])}, F1@1 {show(pad['tolerance'].get('1', {}).get('f1'))}")
 
 
 def runs_below(root: pathlib.Path) -> list[pathlib.Path]:

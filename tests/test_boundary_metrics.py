@@ -209,6 +209,15 @@ def test_hypergeom_p_matches_scipy():
     assert M.hypergeom_p(60, 10, 20, 0) == 1.0 and M.hypergeom_p(60, 10, 20, 11) == 0.0
 
 
+def test_hypergeom_log_p_stays_finite_where_the_p_value_underflows():
+    # All 900 boundaries on the 900 events among 3000 steps: P = 1 / C(3000, 900), about 10^-780.
+    exact = -(math.lgamma(3001) - math.lgamma(901) - math.lgamma(2101))
+    assert M.hypergeom_p(3000, 900, 900, 900) == 0.0
+    assert M.hypergeom_log_p(3000, 900, 900, 900) == pytest.approx(exact, rel=1e-9)
+    assert M.hypergeom_log_p(40, 10, 12, 5) == pytest.approx(math.log(M.hypergeom_p(40, 10, 12, 5)), rel=1e-12)
+    assert M.hypergeom_log_p(60, 10, 20, 11) == -math.inf
+
+
 def test_perm_p_value_converges_to_hypergeom_p():
     rng = np.random.default_rng(5)
     events = rng.random((1, 201)) < 0.2

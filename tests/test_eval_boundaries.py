@@ -58,8 +58,8 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
         for part in ("all", "free"):
             scored = result["events"][event][part]
             for name in ("boundary_count", "boundary_rate", "event_rate", "event_at_boundary", "lift_over_event_rate",
-                         "perm_p_value", "hypergeom_p", "circular_shift_p", "periodic_baseline", "periodic_best",
-                         "auc_read_prob", "auroc", "auprc", "base_rate", "peth"):
+                         "perm_p_value", "hypergeom_p", "hypergeom_log10_p", "circular_shift_p", "periodic_baseline",
+                         "periodic_best", "auc_read_prob", "auroc", "auprc", "base_rate", "peth"):
                 assert name in scored, (event, part, name)
         assert "pixel_change" in result["events"][event]["baselines"]
     # The scripted solver visits pads, so pad events exist and p-values are proper probabilities.

@@ -105,19 +105,25 @@ def _log_choose(n, k):
     return -np.log1p(n) - special.betaln(n - k + 1, k + 1)
 
 
+def hypergeom_log_p(total: int, successes: int, draws: int, hits: int) -> float:
+    """Natural log of the exact one-sided P(X >= hits), X ~ Hypergeometric(total, successes, draws): finite where
+    the p-value itself underflows (strong effects on long evaluations); -inf where hits cannot happen."""
+    low, high = max(0, draws - (total - successes)), min(successes, draws)
+    if hits <= low:
+        return 0.0
+    if hits > high:
+        return -math.inf
+    k = np.arange(hits, high + 1)
+    log_pmf = _log_choose(successes, k) + _log_choose(total - successes, draws - k) - _log_choose(total, draws)
+    return min(0.0, float(special.logsumexp(log_pmf)))
+
+
 def hypergeom_p(total: int, successes: int, draws: int, hits: int) -> float:
     """Exact one-sided P(X >= hits) for X ~ Hypergeometric(total, successes, draws): the uniform null in closed form.
 
     The upper tail is summed in log space, so tails down to ~1e-300 keep their relative precision.
     """
-    low, high = max(0, draws - (total - successes)), min(successes, draws)
-    if hits <= low:
-        return 1.0
-    if hits > high:
-        return 0.0
-    k = np.arange(hits, high + 1)
-    log_pmf = _log_choose(successes, k) + _log_choose(total - successes, draws - k) - _log_choose(total, draws)
-    return min(1.0, float(np.exp(special.logsumexp(log_pmf))))
+    return math.exp(hypergeom_log_p(total, successes, draws, hits))
 
 
 def _permutation_p(null: np.ndarray, observed) -> float:
@@ -458,8 +464,10 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
         "periodic_best": periodic_best(boundaries, events, valid, weights),
         "frame_delta_cohen_d": frame_delta_cohen_d(delta, boundaries, valid, weights),
     })
-    block["hypergeom_p"] = hypergeom_p(int(valid.sum()), int((events & valid).sum()),
-                                       int((boundaries & valid).sum()), int((boundaries & events & valid).sum()))
+    counts = (int(valid.sum()), int((events & valid).sum()), int((boundaries & valid).sum()),
+              int((boundaries & events & valid).sum()))
+    block["hypergeom_p"] = hypergeom_p(*counts)
+    block["hypergeom_log10_p"] = hypergeom_log_p(*counts) / math.log(10)
     block["perm_p_value"] = perm_p_value(boundaries, events, valid, resamples, rng)
     block["circular_shift_p"] = circular_shift_p(boundaries, events, valid, resamples, rng)
     block["tolerance"] = {}
