@@ -63,8 +63,11 @@ def trace_peth(trace: Trace, source: str = "posterior", lags: int = PETH_LAGS) -
 
 
 def frame_difference(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute pixel change from the previous frame, per step of one episode's frames (T, H, W, C); 0 at t = 0."""
-    return np.nan_to_num(metrics.frame_delta(frames[None])[0], nan=0.0)
+    """Mean absolute pixel change from the previous frame, per step of one episode's frames (T, H, W, C); 0 at t = 0,
+    which has no previous frame (frame_delta leaves it undefined)."""
+    delta = metrics.frame_delta(frames[None])[0]
+    delta[0] = 0.0
+    return delta
 
 
 def _window(trace: Trace, start: int, length: int | None) -> np.ndarray:
