@@ -191,6 +191,11 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> list
         return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary)
 
 
+def _stacked(keys: list[jax.Array]) -> jax.Array:
+    """One raw key per agent, stacked when there are several (the layout `Learner(seeds=K)` takes)."""
+    return keys[0] if len(keys) == 1 else jnp.stack(keys)
+
+
 def _agent(tree, i: int, seeds: int):
     """Agent i's part of a state or metrics tree (the tree itself for a single agent)."""
     return tree if seeds == 1 else jax.tree.map(lambda x: x[i], tree)
@@ -215,8 +220,8 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str,
     config, seeds = runs[0], len(runs)
     logdirs = [pathlib.Path(run.logdir) for run in runs]
     mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
-    keys = [jax.random.PRNGKey(run.seed) for run in runs]
-    learner, state = Learner.create(config, env, keys[0] if seeds == 1 else jnp.stack(keys), seeds, mesh)
+    learner, state = Learner.create(config, env, _stacked([jax.random.PRNGKey(run.seed) for run in runs]), seeds,
+                                    mesh)
     eval_learner = dataclasses.replace(learner, env=eval_env)
     state = _restore(mgrs, state, runs)
     env_steps, updates = int(np.max(state.env_steps)), int(np.max(state.updates))
@@ -242,9 +247,8 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str,
             lines = [{"step": env_steps, "updates": updates, **ep, **window.summary(env_steps, updates)}
                      for ep, window in zip(episodes, windows)]
             if evaluated:
-                keys = [jax.random.fold_in(jax.random.PRNGKey(run.seed + 1), env_steps) for run in runs]
-                ret, length = eval_learner.evaluate(state.params, config.eval_episodes,
-                                                    keys[0] if seeds == 1 else jnp.stack(keys))
+                keys = _stacked([jax.random.fold_in(jax.random.PRNGKey(run.seed + 1), env_steps) for run in runs])
+                ret, length = eval_learner.evaluate(state.params, config.eval_episodes, keys)
                 for line, r, n in zip(lines, np.atleast_1d(ret), np.atleast_1d(length)):
                     line.update(eval_return=float(r), eval_length=float(n))
             if primary:

@@ -112,12 +112,18 @@ class Learner:
     @staticmethod
     def create(config: Config, env, key: jax.Array, seeds: int = 1, mesh=None) -> tuple["Learner", TrainState]:
         """Build the learner and its initial state from a raw key, or from `seeds` stacked keys (seeds, 2)."""
-        abstract = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
-        learner = Learner(config, env, nnx.split(abstract)[0], nnx.split(abstract.critic)[0], seeds, mesh)
+        learner, _ = Learner.abstract(config, env, seeds, mesh)
         state = learner._per_seed(learner.init)(key)
         if mesh is not None:
             state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         return learner, state
+
+    @staticmethod
+    def abstract(config: Config, env, seeds: int = 1, mesh=None) -> tuple["Learner", Any]:
+        """The learner and its agent's parameters as shapes only (for restoring them), without building any state."""
+        agent = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
+        graphdef, params = nnx.split(agent)
+        return Learner(config, env, graphdef, nnx.split(agent.critic)[0], seeds, mesh), params
 
     def _per_seed(self, fn):
         """`fn` over one agent's arguments, mapped over the stacked agents when there are several.

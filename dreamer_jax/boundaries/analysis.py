@@ -80,9 +80,7 @@ def load_run(logdir: str | pathlib.Path, env, step: int | None = None) -> Run:
     """The run in `logdir` with the parameters of checkpoint `step` (default: the latest), for acting in `env`."""
     logdir = pathlib.Path(logdir)
     config = load_config(logdir)
-    abstract = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
-    graphdef, abstract_params = nnx.split(abstract)
-    learner = Learner(config, env, graphdef, nnx.split(abstract.critic)[0])
+    learner, abstract_params = Learner.abstract(config, env)
     with _quiet("absl"):  # orbax logs its own view of a damaged checkpoint; our error names the run and the fix
         restored, step = _restore_params(logdir, abstract_params, step)
     params = jax.tree.unflatten(jax.tree.structure(abstract_params), jax.tree.leaves(restored))
