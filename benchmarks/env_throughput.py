@@ -1,11 +1,12 @@
 """Pinpad env steps per second, images rendered: jit + vmap + scan against gymnasium one env at a time.
 
-    python -m benchmarks.env_throughput [--task pinpad_eight] [--seconds 3]
+    python -m benchmarks.env_throughput [--task pinpad_eight] [--seconds 3] [--batches 1 64 1024 4096]
 
 Every row runs in this process; ratios are to the first row (the gymnasium adapter
 stepped one env at a time from Python, the way a host loop drives an env). The scan
-rows fold each image into a checksum (the env's cost); the "trajectory stored" rows
-also write every observation out, as a rollout collector does.
+rows carry the latest observation, as the training loop's acting scan does (the env's
+own cost); the "trajectory stored" rows also write every observation into a
+preallocated buffer, as the training loop writes replay.
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ import numpy as np
 import pinpad
 
 BATCHES = (1, 64, 1024, 4096)
-STEPS_PER_CALL = 16_384  # env steps per jitted call (scan length x batch); 200 MB of images
+STEPS_PER_CALL = 16_384  # env steps per jitted call (scan length x batch): 200 MB of stored images
 
 
-def _timed(fn, seconds: float) -> float:
-    """Calls per second of `fn` over at least `seconds`, after one warm-up call."""
+def _timed(fn, seconds: float, repeats: int = 3) -> float:
+    """Calls per second of `fn`: the best of `repeats` blocks of `seconds / repeats`, after one
+    warm-up call (the best block is the one least disturbed by the rest of the machine)."""
     fn()
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        fn()
-        calls += 1
-    return calls / elapsed
+    rates = []
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds / repeats:
+            fn()
+            calls += 1
+        rates.append(calls / elapsed)
+    return max(rates)
 
 
 def gymnasium_single(task: str, seconds: float) -> float:
@@ -58,37 +63,45 @@ def gymnasium_vector(task: str, batch: int, seconds: float) -> float:
     return batch * _timed(lambda: envs.step(actions[next(counter) % 64]), seconds)
 
 
-def jax_scan(task: str, batch: int, seconds: float, store: bool) -> float:
-    """A jitted rollout of `batch` envs under vmap, scanned over time, random actions drawn inside.
+def scan_rollout(env: pinpad.Pinpad, batch: int, horizon: int, store: bool):
+    """A jitted rollout of `batch` envs under vmap, scanned over `horizon` steps, random actions
+    drawn inside, and its first carry; `rollout(carry, key) -> carry`, the carry donated.
 
-    With `store` the scan stacks every observation into a trajectory (T x B images);
-    without, each step's image and reward are folded into a checksum, so every image is
-    rendered but none is written out: the env's own cost.
+    The carry holds the env state and the latest observation, as an acting loop does (the
+    policy reads it next step), so every step's image is rendered and written to memory.
+    With `store` it also holds a preallocated trajectory (horizon x batch observations, as a
+    replay buffer is) that each step writes into.
     """
-    env = pinpad.make(task)
-    horizon = max(1, STEPS_PER_CALL // batch)
 
     def step(carry, key):
-        state, checksum = carry
+        state, _, trajectory, t = carry
         action_key, step_key = jax.random.split(key)
         actions = jax.random.randint(action_key, (batch,), 0, pinpad.NUM_ACTIONS)
         state, obs = jax.vmap(env.step)(state, actions, jax.random.split(step_key, batch))
         if store:
-            return (state, checksum), obs
-        checksum += obs["image"].sum(dtype=jnp.int32) + obs["reward"].sum().astype(jnp.int32)
-        return (state, checksum), None
+            trajectory = jax.tree.map(
+                lambda buffer, x: jax.lax.dynamic_update_index_in_dim(buffer, x, t, 0), trajectory, obs)
+        return (state, obs, trajectory, t + 1), None
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def rollout(state, key):
-        return jax.lax.scan(step, (state, jnp.int32(0)), jax.random.split(key, horizon))
+    def rollout(carry, key):
+        carry = carry[:3] + (jnp.int32(0),)
+        return jax.lax.scan(step, carry, jax.random.split(key, horizon))[0]
 
-    state, _ = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), batch))
+    state, obs = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), batch))
+    trajectory = jax.tree.map(lambda x: jnp.zeros((horizon,) + x.shape, x.dtype), obs) if store else ()
+    return rollout, (state, obs, trajectory, jnp.int32(0))
+
+
+def jax_scan(task: str, batch: int, seconds: float, store: bool) -> float:
+    """Env steps/s of `scan_rollout` calls of STEPS_PER_CALL steps each."""
+    horizon = max(1, STEPS_PER_CALL // batch)
+    rollout, carry = scan_rollout(pinpad.make(task), batch, horizon, store)
+    holder = [carry]
     keys = iter(jax.random.split(jax.random.key(1), 1 << 16))
-    holder = [state]
 
     def one_call():
-        (holder[0], checksum), trajectory = rollout(holder[0], next(keys))
-        jax.block_until_ready((checksum, trajectory))
+        holder[0] = jax.block_until_ready(rollout(holder[0], next(keys)))
 
     return batch * horizon * _timed(one_call, seconds)
 
@@ -96,14 +109,15 @@ def jax_scan(task: str, batch: int, seconds: float, store: bool) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pinpad_eight", choices=pinpad.TASKS)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row (best of three blocks)")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="env batch sizes of the scan rows")
     args = parser.parse_args(argv)
 
     rows = [("gymnasium adapter, one env at a time", 1, gymnasium_single(args.task, args.seconds))]
     rows.append(("gymnasium vector env (vmap)", 1024, gymnasium_vector(args.task, 1024, args.seconds)))
-    for batch in BATCHES:
+    for batch in args.batches:
         rows.append(("jit + vmap + scan", batch, jax_scan(args.task, batch, args.seconds, store=False)))
-    for batch in BATCHES:
+    for batch in args.batches:
         rows.append(("jit + vmap + scan, trajectory stored", batch, jax_scan(args.task, batch, args.seconds, store=True)))
 
     base = rows[0][2]
