@@ -69,12 +69,17 @@ def _lock(logdir: pathlib.Path):
         path.unlink(missing_ok=True)
 
 
+# Signals that ask a run to save and stop: ^C, kill, and the time-limit warning SLURM sends with
+# --signal=USR2@SECONDS (submitit's default), which reaches every process of a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
 @contextlib.contextmanager
-def stop_requests():
-    """Turn SIGINT and SIGTERM into a request to save and stop after the current chunk."""
+def stop_requests(signals=STOP_SIGNALS):
+    """Turn `signals` into a request to stop (the list of those received), instead of their default action."""
     requested: list[int] = []
     handler = lambda signum, frame: requested.append(signum)  # noqa: E731
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield requested
     finally:
@@ -165,8 +170,9 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> list
 
     With `num_seeds` K > 1, K agents (seed, seed + 1, ...) train side by side in this process, each
     writing its own run directory (`{seed}` in logdir) exactly as a single run would. `eval_env`
-    (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. SIGINT or SIGTERM
-    saves a checkpoint and returns; the next call resumes from it.
+    (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. A stop signal
+    (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
+    call resumes from it.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")

@@ -19,8 +19,9 @@ built here at the end. `submitit-local` does the same with submitit's local exec
 machine, all at once), to try the cluster path without SLURM. Stopping (SIGINT, SIGTERM): locally the signal goes
 to the running step, whose training saves a checkpoint; with jobs, the unfinished ones are cancelled (SLURM sends
 their training SIGTERM, which saves a checkpoint) and the sweep ends without waiting for them. Either way the
-sweep records `stopped` and exits 128+N. A job that fails (an error, its time limit, cancelled by hand) is recorded
-as failed with its error's last line; running the sweep again resumes its runs from their last checkpoint.
+sweep records `stopped` and exits 128+N. A job warned of its time limit or preempted (SLURM's SIGUSR2) has its
+training save a checkpoint and stop, and is requeued by submitit to resume from it. A job that fails (an error,
+cancelled by hand) is recorded as failed with its error's last line; running the sweep again resumes its runs.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ SLURM_FLAGS = (
     ("--slurm-gpus-per-node", "gpus_per_node", 0, "N", "GPUs of each job"),
     ("--slurm-cpus-per-task", "cpus_per_task", 1, "N", "CPU cores of each job"),
     ("--slurm-mem-gb", "mem_gb", 1, "GB", "memory of each job"),
+    ("--slurm-signal-delay", "signal_delay_s", 1, "SECONDS", "how long before its time limit a job is warned to "
+     "save and requeue (submitit's default 90; leave time for a training chunk and a save)"),
 )
 
 
@@ -298,8 +301,8 @@ def run_child(argv: tuple[str, ...], stdout, sink, stops: list[int], poll: Calla
     copier.start()
     forwarded = 0
     while (code := _wait(proc, every)) is None:
-        for signum in stops[forwarded:]:
-            proc.send_signal(signum)
+        for signum in stops[forwarded:]:  # a scheduler's warning reaches the child as SIGTERM, which stops it too
+            proc.send_signal(signum if signum in (signal.SIGINT, signal.SIGTERM) else signal.SIGTERM)
         forwarded = len(stops)
         poll()
     copier.join()
@@ -321,27 +324,52 @@ def _ending(code: int, last: str, stops: list[int], note: str) -> tuple[str, str
     return ("done", note) if code == 0 else ("failed", _failure(code, last))
 
 
-def run_job(train: tuple[str, ...], train_note: str, logdirs: tuple[str, ...], eval_args: tuple[str, ...]
-            ) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+def requeue_signal() -> signal.Signals:
+    """The signal by which submitit learns that its job is about to time out or is preempted (SIGUSR2 unless
+    SUBMITIT_PREEMPT_SIGNAL names another)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+class SweepJob:
     """A cluster job's work: train a group (`train` is its experiments.train argv; empty: trained before), then
-    evaluate each run that needs it; the training's (state, note) or None, and each evaluation's."""
-    with stop_requests() as stops:
-        trained = None
-        if train:
-            trained = _ending(*run_child((TRAIN, *train), None, sys.stderr, stops, every=JOB_POLL_S), stops,
-                              train_note)
-        evaluations = []
-        for logdir in logdirs:
-            skip = sweep.eval_skip_reason(logdir)
-            if stops:
-                evaluations.append(("pending", ""))
-            elif skip:
-                evaluations.append(("skipped", skip))
+    evaluate each run that needs it; the training's (state, note) or None, and each evaluation's.
+
+    Checkpointable in submitit's sense: at the scheduler's warning of the time limit, or at a preemption, the step
+    under way stops (training saves a checkpoint) and submitit requeues the job, which resumes that training from
+    its checkpoint; a training that had ended is not run again.
+    """
+
+    def __init__(self):
+        self.trained: tuple[str, str] | None = None  # how the training ended, kept across requeues
+
+    def __call__(self, train: tuple[str, ...], train_note: str, logdirs: tuple[str, ...], eval_args: tuple[str, ...]
+                 ) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+        warning = requeue_signal()
+        with stop_requests((signal.SIGINT, signal.SIGTERM, warning)) as stops:
+            if train and self.trained is None:
+                trained = _ending(*run_child((TRAIN, *train), None, sys.stderr, stops, every=JOB_POLL_S), stops,
+                                  train_note)
+                self.trained = None if stops else trained
             else:
-                code, last = run_child((EVAL, "--logdir", logdir, *eval_args), None, sys.stderr, stops,
-                                       every=JOB_POLL_S)
-                evaluations.append(_ending(code, last, stops, ""))
-    return trained, evaluations
+                trained = self.trained
+            evaluations = []
+            for logdir in logdirs:
+                skip = sweep.eval_skip_reason(logdir)
+                if stops:
+                    evaluations.append(("pending", ""))
+                elif skip:
+                    evaluations.append(("skipped", skip))
+                else:
+                    code, last = run_child((EVAL, "--logdir", logdir, *eval_args), None, sys.stderr, stops,
+                                           every=JOB_POLL_S)
+                    evaluations.append(_ending(code, last, stops, ""))
+        if warning in stops and callable(signal.getsignal(warning)):
+            signal.raise_signal(warning)  # to submitit's handler, now back: it calls `checkpoint` and requeues
+        return trained, evaluations
+
+    def checkpoint(self, *args) -> Any:
+        """What submitit requeues: this job (with how its training ended) and the same arguments."""
+        return importlib.import_module("submitit").helpers.DelayedSubmission(self, *args)
 
 
 def _head(runs: tuple[sweep.Run, ...], total: int) -> str:
@@ -566,7 +594,7 @@ class ClusterSweeper(Sweeper):
         super().__init__(options, runs, groups, stops)
         self.executor = executor
         # By its importable name, so that submitit pickles a reference to the job's code rather than this script's.
-        self.work = importlib.import_module("experiments.sweep").run_job
+        self.work = importlib.import_module("experiments.sweep").SweepJob
 
     def launch(self) -> None:
         jobs = {}
@@ -602,7 +630,7 @@ class ClusterSweeper(Sweeper):
         resumed = f"resumed from step {first}" if first is not None and not trained else ""
         self.executor.update_parameters(name=runs[0].name)
         try:
-            job = self.executor.submit(self.work, () if trained else group.argv, resumed,
+            job = self.executor.submit(self.work(), () if trained else group.argv, resumed,
                                        tuple(str(run.logdir) for run in runs), self.options.eval_args)
         except Exception as error:  # refused by the scheduler (e.g. an unknown partition): its runs fail, not the sweep
             self.failed(group, f"not submitted: {_job_error(error)}")

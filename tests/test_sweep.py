@@ -267,6 +267,8 @@ def test_finished_means_a_checkpoint_at_the_steps_the_command_trains_to(tmp_path
     (["--slurm-partition", "gpu"], {}, "--slurm-partition is a setting of cluster jobs; add --launcher slurm"),
     (["--launcher", "slurm"], {}, "--launcher slurm needs --slurm-time MINUTES"),
     (["--launcher", "slurm", "--slurm-time", "1h"], {}, "--slurm-time 1h: give a whole number"),
+    (["--launcher", "submitit-local", "--slurm-time", "5", "--slurm-signal-delay", "0"], {},
+     "--slurm-signal-delay 0: give a whole number, 1 or more"),
     (["--launcher", "slurm", "--slurm-time", "60"], {"PATH": "{top}"}, "--launcher slurm: no sbatch or srun on PATH"),
     (["--launcher", "submitit-local", "--slurm-time", "5", "--slurm-param", "account"], {},
      "--slurm-param 'account' is not KEY=VALUE"),
@@ -283,6 +285,12 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, args,
     err = capsys.readouterr().err
     assert code == 2 and message.format(top=top) in err and err.count("\n") == 1, err
     assert {p: p.read_bytes() for p in top.iterdir()} == before
+
+
+def test_slurm_flags_become_the_jobs_submitit_parameters(tmp_path):
+    options = sweep_cli.parse_options(["--logroot", str(tmp_path), "--launcher", "submitit-local", "--slurm-time",
+                                       "30", "--slurm-signal-delay", "120", "--slurm-mem-gb", "8"], env={})
+    assert options.slurm == {"timeout_min": 30, "signal_delay_s": 120, "mem_gb": 8}
 
 
 def test_a_status_file_of_a_live_sweep_is_not_taken_over(tmp_path, capsys):
@@ -483,3 +491,32 @@ def test_slurm_flags_reach_the_jobs_sbatch_script(tmp_path, monkeypatch):
                  "--account=myproject", f"--output={tmp_path / 'runs' / sweep_cli.JOBS_DIR}/%j_0_log.out"):
         assert f"#SBATCH {line}\n" in script
     assert "\nsource .venv/bin/activate\n" in script
+
+
+def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_resume_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    logdir = tmp_path / "run"
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
+    executor.update_parameters(timeout_min=15)
+    argv = ("--configs", "debug", "--steps", "512", "--prefill", "32", "--train_ratio", "2", "--logdir", str(logdir))
+    job = executor.submit(sweep_cli.SweepJob(), argv, "", (), ())
+    deadline = time.monotonic() + 600
+    while sweep.read_progress(logdir) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # SLURM's warning reaches every process of the job: the job's own and its training's.
+    training = int((logdir / ".lock").read_text())
+    with open(f"/proc/{training}/stat") as stat:
+        worker = int(stat.read().rsplit(")", 1)[1].split()[1])
+    for pid in (training, worker):
+        os.kill(pid, signal.SIGUSR2)
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.result() == (("done", ""), [])
+    out, err = job.paths.stdout.read_text(), job.paths.stderr.read_text()
+    stopped = [line for line in out.splitlines() if line.startswith("stopped by signal")]
+    assert len(stopped) == 1 and stopped[0].startswith(f"stopped by signal {int(signal.SIGUSR2)} at step ")
+    at = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert 0 < at < 512 and err.count("$ python -m experiments.train ") == 2  # the requeued job trained again
+    steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 512 and at in steps  # resumed from `at`, not from 0
+    assert sweep.read_progress(logdir)["step"] == 512
