@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ class Panel:
         self.every = every
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.shown: list[str] = []
-        self.last_print = 0.0
+        self.last_print = -math.inf  # the first show prints
 
     def show(self, lines: list[str], force: bool = False) -> None:
         """Redraw `lines` on a terminal; elsewhere print them when `every` seconds have passed, or when `force`."""

@@ -194,10 +194,11 @@ class RSSM(nnx.Module):
         prior = self.prior_logits(deter)
         return RSSMState(deter, dists.sample_onehot_st(key, prior), prior)
 
-    def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0):
+    def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0,
+                constrain=None):
         """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, prior logits).
 
-        `reward`, `training` and `update` are part of the shared interface; the RSSM needs none of them.
+        `reward`, `training`, `update` and `constrain` are part of the shared interface; the RSSM needs none of them.
         """
         keys = jax.random.split(key, embed.shape[1])
         swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731

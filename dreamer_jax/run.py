@@ -51,17 +51,11 @@ def _lock(logdir: pathlib.Path):
     """Hold `logdir/.lock` with our pid; a lock left by a dead process is taken over."""
     path = logdir / ".lock"
     if path.exists():
-        try:
-            pid = int(path.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            raise RunDirInUse(f"{logdir} is in use by process {path.read_text().strip()}")
-        else:
-            if pid != os.getpid():
-                raise RunDirInUse(f"{logdir} is in use by process {pid}; wait for it or stop it, "
-                                  "or train in another --logdir")
+        text = path.read_text().strip()
+        pid = int(text) if text.isdigit() else 0
+        if pid != os.getpid() and status.pid_alive(pid):
+            raise RunDirInUse(f"{logdir} is in use by process {pid}; wait for it or stop it, "
+                              "or train in another --logdir")
     path.write_text(str(os.getpid()))
     try:
         yield
@@ -104,7 +98,7 @@ class _Window:
         self.start = (time.monotonic(), env_steps, updates)
 
     def add(self, metrics: dict) -> None:
-        metrics = jax.device_get(metrics)
+        """Fold in one chunk's per-update metrics (host arrays)."""
         for k, v in metrics.items():
             if k in TOTALS:
                 self.latest[k] = float(v[-1])
@@ -244,6 +238,7 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str,
     while env_steps < config.steps and not stops:
         iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
         state, metrics = learner.chunk(state, iterations, env_steps >= train_from)
+        metrics = jax.device_get(metrics)  # one transfer; the agents' parts are sliced on the host
         for i, window in enumerate(windows):
             window.add(_agent(metrics, i, seeds))
         before, env_steps, updates = env_steps, int(np.max(state.env_steps)), int(np.max(state.updates))

@@ -34,6 +34,19 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one of another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def format_status(values: Mapping[str, Any]) -> str:
     """The status file's text: `KEY=VALUE` lines in the given order, values as `str(value)`, quoted and escaped."""
     bad = [key for key in values if not _KEY.match(key)]

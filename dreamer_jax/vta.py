@@ -251,7 +251,7 @@ class VTA(nnx.Module):
 
     def diagnostics(self, post: VTAState, prior: VTAPrior, key) -> dict:
         """Per-step (B, T) quantities for analysis: both boundaries (the prior's sampled here), forcing, KLs."""
-        read_prior = jax.random.logistic(key, prior.read_logit.shape, jnp.float32) + prior.read_logit > 0
+        read_prior = self.sample_read(prior.read_logit, key, 1.0) > 0.5
         read = post.read > 0.5
         return {
             "read": read, "read_prob": jax.nn.sigmoid(post.read_logit), "read_prior": read_prior,

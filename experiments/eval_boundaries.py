@@ -20,7 +20,7 @@ import sys
 import jax
 
 import pinpad
-from dreamer_jax import config as cfg
+from dreamer_jax import config as cfg, sweep
 from dreamer_jax.boundaries import analysis, figures, metrics, table
 from dreamer_jax.status import write_atomic
 
@@ -171,10 +171,10 @@ def stored(logdir: pathlib.Path, args: argparse.Namespace) -> dict | None:
         return None
     try:
         result = json.loads(path.read_text())
-        steps = [int(p.name) for p in (logdir / "checkpoints").iterdir() if p.name.isdigit()]
     except (OSError, ValueError):
         return None
-    return result if result.get("settings") == settings(args, max(steps, default=-1)) else None
+    step = sweep.latest_checkpoint(logdir)
+    return result if result.get("settings") == settings(args, -1 if step is None else step) else None
 
 
 def gather(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ import pinpad
 from dreamer_jax import config as cfg, sweep
 from dreamer_jax.progress import Panel
 from dreamer_jax.run import stop_requests
-from dreamer_jax.status import StatusError, read_status, write_status
+from dreamer_jax.status import StatusError, pid_alive, read_status, write_status
 
 POLL_S = 1.0  # how often the status file and the bars are refreshed while a step runs
 JOB_POLL_S = 0.1  # how soon a job passes a stop on (submitit's local executor kills it a second after signalling)
@@ -89,7 +89,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="python -m experiments.sweep", allow_abbrev=False,
         usage="%(prog)s [-h] [--logroot DIR] [--task NAME] [--seeds N [N ...]] [--conditions FILE]\n"
               "       [--skip-rssm] [--configs PRESET [PRESET ...]] [--seeds-per-process K] [--run-log FILE]\n"
-              "       [--status-file FILE] [--eval-args FLAGS] [--dry-run] [--launcher {local,slurm}]\n"
+              f"       [--status-file FILE] [--eval-args FLAGS] [--dry-run] [--launcher {{{','.join(LAUNCHERS)}}}]\n"
               "       [--slurm-* VALUE ...] [--TRAINING_FLAG VALUE ...]",
         description="Train every condition with every seed, evaluate each run's boundaries and gather the "
         "conditions x seeds table. Any other --flag is passed to every training run (python -m experiments.train "
@@ -253,22 +253,9 @@ def _check_paths(options: Options) -> None:
         raise sweep.SweepError(f"--status-file {options.status_file} exists and is not a sweep status file; pass "
                                "another --status-file, or delete it")
     pid = int(previous.get("SWEEP_PID") or 0)
-    if previous["SWEEP_STATE"] == "running" and pid != os.getpid() and _alive(pid):
+    if previous["SWEEP_STATE"] == "running" and pid != os.getpid() and pid_alive(pid):
         raise sweep.SweepError(f"another sweep (process {pid}) is running with {options.status_file}; wait for it "
                                "or stop it, or pass another --status-file")
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id exists."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    return True
 
 
 def _wait(proc: subprocess.Popen, seconds: float) -> int | None:
@@ -461,8 +448,9 @@ class Sweeper:
     def track(self, runs: tuple[sweep.Run, ...], since: float) -> None:
         """Take each training run's step and rate from its own progress.json (written since `since`)."""
         for run in runs:
-            progress, current = sweep.read_progress(run.logdir, since), self.currents.get(run.index)
-            if progress and current and current.phase == "train":
+            current = self.currents.get(run.index)
+            progress = sweep.read_progress(run.logdir, since) if current and current.phase == "train" else None
+            if progress:
                 outcome = self.outcome(run)
                 current.step = outcome.step = progress["step"]
                 current.total = outcome.total = progress["total"]
@@ -508,14 +496,15 @@ class Sweeper:
         with self.options.run_log.open("a") as sink:
             return run_child(argv, self.log, sink, self.stops, poll)
 
-    def refresh(self) -> None:
-        """Write the status file and redraw the bars."""
+    def refresh(self, force: bool = False) -> dict[str, Any]:
+        """Write the status file and redraw the bars (in the log too when `force`); returns the status fields."""
         self.ledger.current = sweep.leading(self.currents.values())
         fields = self.ledger.fields()
         write_status(self.options.status_file, fields)
         lines = sweep.render(fields)
-        self.terminal.show(lines)
-        self.log_panel.show(lines)
+        self.terminal.show(lines, force=force)
+        self.log_panel.show(lines, force=force)
+        return fields
 
     def event(self, text: str) -> None:
         """Say what happened, on the terminal and in the run log, and update the status."""
@@ -528,16 +517,12 @@ class Sweeper:
         """Record how the sweep ended, then print each run's outcome."""
         ledger = self.ledger
         self.currents.clear()
-        ledger.current, ledger.ended = None, time.time()
+        ledger.ended = time.time()
         if ledger.state == "running":
             ledger.state = "stopped" if self.stops else "done"
             ledger.error = f"stopped by signal {self.stops[0]}; run the same command to resume" if self.stops else ""
-        fields = ledger.fields()
-        write_status(self.options.status_file, fields)
-        lines = sweep.render(fields)
-        self.terminal.show(lines, force=True)
+        fields = self.refresh(force=True)
         self.terminal.close()
-        self.log_panel.show(lines, force=True)
         report = "\n".join(sweep.summary(fields)) + f"\nstatus: {self.options.status_file}\nlog: {self.options.run_log}"
         print(report, flush=True)
         self.log.write(report + "\n")
@@ -621,9 +606,10 @@ class ClusterSweeper(Sweeper):
     def submit(self, group: sweep.Group):
         """Submit the group's job (training unless finished, then evaluations); None when it has nothing to do."""
         runs, trained = group.runs, self.skip_trained(group)
-        if trained and all(sweep.eval_skip_reason(run.logdir) for run in runs):
-            for run in runs:
-                self.evaluated(run, "skipped", sweep.eval_skip_reason(run.logdir))
+        skips = [sweep.eval_skip_reason(run.logdir) for run in runs] if trained else []
+        if trained and all(skips):
+            for run, skip in zip(runs, skips):
+                self.evaluated(run, "skipped", skip)
                 self.outcome(run).ended = time.time()
             return None
         first = sweep.latest_checkpoint(runs[0].logdir)

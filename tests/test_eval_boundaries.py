@@ -98,7 +98,6 @@ def test_trace_matches_the_episodes(root):
     assert set(trace.events) == {"pad", "reward", "respawn", "pad_visual"}
     np.testing.assert_array_equal(trace.frames[:, 0], data["image"][:, 0])
     assert not trace.forced[:, 1:].any()  # no constraints unless asked for
-    np.testing.assert_array_equal(trace.seg_num[:, -1], trace.read.sum(1))
     assert ((trace.read_prob > 0) & (trace.read_prob < 1)).all()
     assert np.isfinite(trace.kl_obs).all() and (trace.kl_abstract[~trace.read] == 0).all()
     again = analysis.trace(run, data, jax.random.PRNGKey(1))

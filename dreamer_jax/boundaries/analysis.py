@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from dreamer_jax import checkpoint, config as cfg
-from dreamer_jax.agent import Agent
 from dreamer_jax.boundaries.trace import Trace
 from dreamer_jax.train import Learner
 
@@ -43,10 +42,6 @@ class Run:
     step: int
     learner: Learner
     params: Any
-
-    @property
-    def agent(self) -> Agent:
-        return nnx.merge(self.learner.graphdef, self.params)
 
 
 def load_config(logdir: str | pathlib.Path) -> cfg.Config:
@@ -160,9 +155,9 @@ def _filter(learner: Learner, params, data: dict, key, constrain: bool) -> dict:
         observe_key, sample_key = jax.random.split(key)
         embed = agent.encoder(data["image"])
         action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
-        extra = {"constrain": True, "update": learner.config.vta_schedule_steps} if constrain else {}
         _, post, prior = dynamics.observe(dynamics.initial(embed.shape[0]), embed, action, data["is_first"],
-                                          observe_key, reward=data["reward"], **extra)
+                                          observe_key, reward=data["reward"], update=learner.config.vta_schedule_steps,
+                                          constrain=constrain)
         return dynamics.diagnostics(post, prior, sample_key)
 
     episodes = data["reward"].shape[0]
