@@ -1,6 +1,6 @@
 """Pinpad (Visual Pin Pad) as a pure-JAX environment, plus a scripted solver and gymnasium ids."""
 
-from pinpad.env import DEFAULT_LENGTH, EVENTS, IMAGE_SHAPE, NUM_ACTIONS, Pinpad, PinpadState, make
+from pinpad.env import DEFAULT_LENGTH, DEFAULT_SIZE, EVENTS, NUM_ACTIONS, SIZES, Pinpad, PinpadState, make
 from pinpad.layouts import TASKS
 from pinpad.solver import next_pad, scripted_action, scripted_rollout
 from pinpad import gymnasium_env as _gymnasium_env  # registers the gymnasium ids
@@ -9,12 +9,13 @@ GYM_IDS = _gymnasium_env.GYM_IDS
 
 __all__ = [
     "DEFAULT_LENGTH",
+    "DEFAULT_SIZE",
     "EVENTS",
     "GYM_IDS",
-    "IMAGE_SHAPE",
     "NUM_ACTIONS",
     "Pinpad",
     "PinpadState",
+    "SIZES",
     "TASKS",
     "make",
     "next_pad",

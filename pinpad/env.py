@@ -21,8 +21,9 @@ NUM_ACTIONS = 5
 REWARD = 10.0
 COUNTDOWN = 10  # steps after a reward during which no reward can be earned
 WIDTH, HEIGHT = 16, 14  # layout cells; the image adds two status-bar rows
-CELL = 4  # pixels per cell side
-IMAGE_SHAPE = (64, 64, 3)
+GRID = 16  # the image is GRID x GRID cells, each a block of one colour
+SIZES = (16, 32, 64)  # image sides: 1, 2 or 4 pixels per cell, the same information
+DEFAULT_SIZE = 64  # the reference's 64x64
 # (dx, dy) of actions 0 no-op, 1 down, 2 up, 3 right, 4 left.
 MOVES = np.array([(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)], np.int32)
 EVENTS = ("event_pad", "event_reward", "event_respawn", "event_pad_visual")
@@ -41,7 +42,7 @@ class PinpadState(NamedTuple):
 class _Tables(NamedTuple):
     grid: np.ndarray  # (14, 16) cell codes [y, x]
     spawns: np.ndarray  # (168, 2) non-wall cells (x, y)
-    cells: np.ndarray  # (2, N + 1, 16, 16, 3) cell colours by countdown > 0 and active pad
+    cells: np.ndarray  # (2, N + 1, GRID, GRID, 3) cell colours by countdown > 0 and active pad
     status: np.ndarray  # (N + 1, 3) status-bar colour of a history entry (0: empty slot)
 
 
@@ -52,7 +53,7 @@ def _tables(task: str) -> _Tables:
     num_pads = int(grid.max())
     ys, xs = np.nonzero(grid != layouts.WALL)
     spawns = np.stack([xs, ys], axis=1).astype(np.int32)
-    cells = np.zeros((2, num_pads + 1, 16, 16, 3), np.uint8)
+    cells = np.zeros((2, num_pads + 1, GRID, GRID, 3), np.uint8)
     for ticking, background in enumerate((layouts.WHITE, layouts.LIGHT_GREEN)):
         for active in range(num_pads + 1):
             canvas = cells[ticking, active]
@@ -74,10 +75,13 @@ class Pinpad:
     `reset(key)` and `step(state, action, key)` return `(state, obs)`. The step after an
     `is_last` observation is a reset step: its action is ignored and `is_first` is true.
     Actions are integers in [0, 5); JAX indexing clamps others, so check them on the host.
+    `size` is the image side: 64 as the reference draws it, or 32 and 16, the same cells at
+    2 and 1 pixels each (exactly the 64x64 image taken every 2nd or 4th pixel).
     """
 
     task: str
     length: int = DEFAULT_LENGTH
+    size: int = DEFAULT_SIZE
 
     def __post_init__(self):
         if self.task not in layouts.LAYOUTS:
@@ -86,6 +90,8 @@ class Pinpad:
             )
         if not isinstance(self.length, (int, np.integer)) or self.length < 1:
             raise ValueError(f"episode length must be a positive integer, got {self.length!r}")
+        if self.size not in SIZES:
+            raise ValueError(f"image size {self.size!r} is not supported; use one of {', '.join(map(str, SIZES))}")
 
     @property
     def num_pads(self) -> int:
@@ -114,18 +120,23 @@ class Pinpad:
         events = {k: jnp.where(ended, False, v) for k, v in events.items()}
         return state, self._observe(state, reward, ended, events)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 3)
+
     def render(self, state: PinpadState) -> jax.Array:
-        """The (64, 64, 3) uint8 image of a state."""
+        """The (size, size, 3) uint8 image of a state."""
         tables = _tables(self.task)
         x, y = state.pos[0], state.pos[1]
         cells = jnp.asarray(tables.cells)[(state.countdown > 0).astype(jnp.int32), self._pad_at(state.pos)]
-        rows, cols = jnp.arange(16)[:, None], jnp.arange(16)[None, :]
+        rows, cols = jnp.arange(GRID)[:, None], jnp.arange(GRID)[None, :]
         cells = jnp.where(((rows == y) & (cols == x))[..., None], jnp.uint8(0), cells)
         slots = jnp.arange(self.num_pads)
         entries = jnp.where(slots < state.history_len, state.history, 0)
         status_row = cells[HEIGHT].at[2 * slots + 1].set(jnp.asarray(tables.status)[entries])
         cells = cells.at[HEIGHT].set(status_row)
-        return jnp.repeat(jnp.repeat(cells, CELL, axis=0), CELL, axis=1)
+        cell = self.size // GRID
+        return jnp.repeat(jnp.repeat(cells, cell, axis=0), cell, axis=1)
 
     def state_from(
         self,
@@ -183,7 +194,9 @@ class Pinpad:
         target = jnp.clip(pos + jnp.asarray(MOVES)[action], 0, jnp.array([WIDTH - 1, HEIGHT - 1]))
         pos = jnp.where(grid[target[1], target[0]] == layouts.WALL, pos, target)
 
-        pad = self._pad_at(pos)
+        # The history reads the tile of the move's target, not of the cell the agent ends on: a move
+        # into a wall appends nothing, even from a pad (spawns include pads, with an empty history).
+        pad = self._pad_at(target)
         newest = jnp.where(history_len > 0, history[jnp.maximum(history_len - 1, 0)], 0)
         append = (pad > 0) & (pad != newest)
         slots = jnp.arange(num_pads)
@@ -200,7 +213,7 @@ class Pinpad:
             "event_pad": append,
             "event_reward": rewarded,
             "event_respawn": respawn,
-            "event_pad_visual": pad != self._pad_at(state.pos),
+            "event_pad_visual": self._pad_at(pos) != self._pad_at(state.pos),
         }
         new = PinpadState(pos, history, history_len, countdown, state.steps + 1)
         return new, jnp.where(rewarded, REWARD, 0.0), events
@@ -222,6 +235,6 @@ def _no_events() -> dict:
     return {k: jnp.bool_(False) for k in EVENTS}
 
 
-def make(task: str, length: int = DEFAULT_LENGTH) -> Pinpad:
-    """The environment of `task` (one of `pinpad.TASKS`) with episodes of `length` steps."""
-    return Pinpad(task, length)
+def make(task: str, length: int = DEFAULT_LENGTH, size: int = DEFAULT_SIZE) -> Pinpad:
+    """The environment of `task` (one of `pinpad.TASKS`) with episodes of `length` steps and size x size images."""
+    return Pinpad(task, length, size)

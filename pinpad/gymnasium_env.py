@@ -1,7 +1,7 @@
 """Gymnasium adapters for pinpad: a single env and a `vmap`-backed vector env.
 
-Observations are the (64, 64, 3) uint8 image; reward, `terminated` (never true) and
-`truncated` (the episode length reached) come from the JAX env; the ground-truth events,
+Observations are the (size, size, 3) uint8 image (size 64 unless 32 or 16 is asked for); reward,
+`terminated` (never true) and `truncated` (the episode length reached) come from the JAX env; the ground-truth events,
 the pad under the agent and the history length are in `info`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from pinpad.env import DEFAULT_LENGTH, EVENTS, IMAGE_SHAPE, NUM_ACTIONS, make
+from pinpad.env import DEFAULT_LENGTH, DEFAULT_SIZE, EVENTS, NUM_ACTIONS, make
 from pinpad.layouts import TASKS
 
 GYM_IDS = {task: "Pinpad" + task.removeprefix("pinpad_").capitalize() + "-v0" for task in TASKS}
@@ -66,12 +66,13 @@ class PinpadGymEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, task: str = "pinpad_eight", length: int = DEFAULT_LENGTH, render_mode=None):
-        self.env = make(task, length)
+    def __init__(self, task: str = "pinpad_eight", length: int = DEFAULT_LENGTH, render_mode=None,
+                 size: int = DEFAULT_SIZE):
+        self.env = make(task, length, size)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, IMAGE_SHAPE, np.uint8)
+        self.observation_space = spaces.Box(0, 255, self.env.image_shape, np.uint8)
         self.action_space = spaces.Discrete(NUM_ACTIONS)
         self._reset_fn, self._step_fn = _jitted(self.env)
         self._state = self._key = self._image = None
@@ -102,15 +103,16 @@ class PinpadVectorEnv(VectorEnv):
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int, task: str = "pinpad_eight", length: int = DEFAULT_LENGTH, render_mode=None):
+    def __init__(self, num_envs: int, task: str = "pinpad_eight", length: int = DEFAULT_LENGTH, render_mode=None,
+                 size: int = DEFAULT_SIZE):
         if num_envs < 1:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
-        self.env = make(task, length)
+        self.env = make(task, length, size)
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.single_observation_space = spaces.Box(0, 255, IMAGE_SHAPE, np.uint8)
+        self.single_observation_space = spaces.Box(0, 255, self.env.image_shape, np.uint8)
         self.single_action_space = spaces.Discrete(NUM_ACTIONS)
-        self.observation_space = spaces.Box(0, 255, (num_envs,) + IMAGE_SHAPE, np.uint8)
+        self.observation_space = spaces.Box(0, 255, (num_envs,) + self.env.image_shape, np.uint8)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, NUM_ACTIONS))
         self._reset_fn, self._step_fn = _jitted(self.env, num_envs)
         self._state = self._key = self._images = None

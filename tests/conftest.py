@@ -1,25 +1,16 @@
-"""Shared test fixtures: where the reference fixtures live."""
+"""Shared test settings: where the reference recordings live, one compilation cache for the session."""
 
 import os
 import pathlib
 
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES_ENV = "DREAMER_JAX_FIXTURES"
 
 
 def fixtures_root() -> pathlib.Path:
-    """The reference fixtures folder: $DREAMER_JAX_FIXTURES, else ../shared/fixtures beside the repo."""
-    return pathlib.Path(os.environ.get(FIXTURES_ENV, REPO.parent / "shared" / "fixtures"))
-
-
-@pytest.fixture(scope="session")
-def pinpad_reference() -> pathlib.Path:
-    folder = fixtures_root() / "pinpad_reference"
-    if not (folder / "index.json").exists():
-        pytest.skip(f"pinpad reference fixtures not found at {folder}; set {FIXTURES_ENV} to the fixtures folder")
-    return folder
+    """The reference fixtures folder: $DREAMER_JAX_FIXTURES, else the recordings shipped in tests/data."""
+    return pathlib.Path(os.environ.get(FIXTURES_ENV, REPO / "tests" / "data"))
 
 
 # One persistent compilation cache for the whole test session, shared with the CLI runs the

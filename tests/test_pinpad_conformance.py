@@ -9,7 +9,22 @@ import pytest
 import pinpad
 from pinpad import layouts
 
+from conftest import FIXTURES_ENV, fixtures_root
+
 KINDS = ("scripted", "short")
+FOLDER = fixtures_root() / "pinpad_reference"
+
+
+def _index() -> list[dict]:
+    """The recordings that index.json lists; a clear failure when the folder is missing."""
+    path = FOLDER / "index.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no pinpad reference recordings at {FOLDER}; they ship in tests/data, or set "
+                                f"{FIXTURES_ENV} to a folder holding pinpad_reference/")
+    return json.loads(path.read_text())
+
+
+ENTRIES = _index()
 
 
 def _state(env, rec, t, when):
@@ -26,24 +41,18 @@ def _stack(states):
     return jax.tree.map(lambda *xs: np.stack(xs), *states)
 
 
-def _load(folder, task, kind):
-    entries = {e["file"]: e for e in json.loads((folder / "index.json").read_text())}
-    name = f"{task}_{kind}.npz"
-    rec = dict(np.load(folder / name))
-    return entries[name], rec
+def test_index_lists_every_file_and_covers_every_task_and_kind():
+    files = [e["file"] for e in ENTRIES]
+    assert len(files) == len(set(files))
+    assert set(files) == {p.name for p in FOLDER.glob("*.npz")}
+    covered = {(e["task"], kind) for e in ENTRIES for kind in KINDS if e["file"].startswith(f"{e['task']}_{kind}")}
+    assert covered == {(t, k) for t in pinpad.TASKS for k in KINDS}
 
 
-def test_index_lists_every_task_and_kind(pinpad_reference):
-    files = {e["file"] for e in json.loads((pinpad_reference / "index.json").read_text())}
-    expected = {f"{t}_{k}.npz" for t in pinpad.TASKS for k in KINDS}
-    assert files == expected
-    assert expected == {p.name for p in pinpad_reference.glob("*.npz")}
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("task", pinpad.TASKS)
-def test_replay_matches_reference(pinpad_reference, task, kind):
-    entry, rec = _load(pinpad_reference, task, kind)
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"].removesuffix(".npz") for e in ENTRIES])
+def test_replay_matches_reference(entry):
+    rec = dict(np.load(FOLDER / entry["file"]))
+    task = entry["task"]
     env = pinpad.make(task, length=entry["length"])
     steps = len(rec["action"])
     assert steps == entry["steps"]

@@ -104,6 +104,42 @@ def test_pad_events_history_and_reward(env, step):
     assert list(np.asarray(state.history)) == [2, 3, 1] and obs["event_pad"] and float(obs["reward"]) == 0
 
 
+def test_history_reads_the_move_target_not_the_cell_reached():
+    """The reference's rule: a pad joins the history from the tile the move targets (pinpad.md, step 3)."""
+    env = pinpad.make("pinpad_seven", length=50)
+    step, key = jax.jit(env.step), jax.random.key(0)
+    # The recorded case: on pad 1 at (1, 3) with an empty history (as after a spawn), moving left into the wall.
+    state, obs = step(env.state_from((1, 3)), LEFT, key)
+    assert int(state.history_len) == 0 and not obs["event_pad"] and not obs["event_pad_visual"]
+    assert tuple(np.asarray(state.pos)) == (1, 3) and int(obs["pad"]) == 1
+    assert (np.asarray(obs["image"])[56:60, 4:8] == layouts.GREY).all()  # no history mark drawn
+    # At the grid's corner every move but two targets a wall (clipped or not): none appends.
+    for action in (UP, LEFT):
+        state, obs = step(env.state_from((1, 1)), action, key)
+        assert int(state.history_len) == 0 and not obs["event_pad"], action
+    # A no-op on a pad targets that pad: appended unless the history already ends with it.
+    state, obs = step(env.state_from((1, 3)), 0, key)
+    assert list(np.asarray(state.history)[:1]) == [1] and obs["event_pad"] and not obs["event_pad_visual"]
+    state, obs = step(env.state_from((1, 3), [2, 1]), 0, key)
+    assert int(state.history_len) == 2 and not obs["event_pad"]
+    state, obs = step(env.state_from((1, 3), [1, 2]), 0, key)
+    assert list(np.asarray(state.history)[:3]) == [1, 2, 1] and obs["event_pad"]
+    # A move inside the pad targets the pad: the same rule.
+    state, obs = step(env.state_from((1, 3), [2]), RIGHT, key)
+    assert list(np.asarray(state.history)[:2]) == [2, 1] and obs["event_pad"]
+    # A move from a pad to the floor targets the floor: nothing appended, the pixels change.
+    state, obs = step(env.state_from((2, 3)), RIGHT, key)
+    assert int(state.history_len) == 0 and not obs["event_pad"] and obs["event_pad_visual"]
+
+
+def test_no_layout_has_touching_pads():
+    """So a single move never goes from one pad onto another: that case of the history rule cannot arise."""
+    for task in pinpad.TASKS:
+        grid = layouts.grid(task)
+        for a, b in ((grid[:, :-1], grid[:, 1:]), (grid[:-1], grid[1:])):
+            assert not ((a > 0) & (b > 0) & (a != b)).any(), task
+
+
 def test_countdown_blocks_reward_then_respawns(env, step):
     state = env.state_from((11, 5), [1, 2], steps=3)
     state, obs = step(state, UP, jax.random.key(0))
@@ -166,3 +202,35 @@ def test_jit_vmap_scan_agree_with_python_loop(env):
                 for name, value in obs.items():
                     np.testing.assert_array_equal(scanned[name][b, t], value, err_msg=f"{name} b={b} t={t}")
     assert np.asarray(scanned["is_first"]).sum() == batch  # one reset step each after step 50
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_small_images_are_the_64_image_subsampled(size):
+    """Cells are blocks of one colour: the size x size image is the 64x64 one taken every (64 / size)-th pixel."""
+    big, small = pinpad.make("pinpad_three", 60), pinpad.make("pinpad_three", 60, size=size)
+    step = 64 // size
+    actions = jax.random.randint(jax.random.key(1), (150,), 0, 5)
+
+    def rollout(env):
+        state, obs = env.reset(jax.random.key(0))
+
+        def body(state, inputs):
+            action, key = inputs
+            state, obs = env.step(state, action, key)
+            return state, obs["image"]
+
+        _, images = jax.lax.scan(body, state, (actions, jax.random.split(jax.random.key(2), len(actions))))
+        return jnp.concatenate([obs["image"][None], images])
+
+    images64, images = jax.jit(rollout, static_argnums=0)(big), jax.jit(rollout, static_argnums=0)(small)
+    assert images.shape == (151, size, size, 3) and images.dtype == jnp.uint8
+    np.testing.assert_array_equal(images, images64[:, ::step, ::step])
+    # A rewarding step: the countdown's green background and a full history in the status bar.
+    rewarded = [env.step(env.state_from((11, 5), [1, 2]), UP, jax.random.key(0))[1] for env in (big, small)]
+    assert float(rewarded[0]["reward"]) == 10
+    np.testing.assert_array_equal(rewarded[1]["image"], np.asarray(rewarded[0]["image"])[::step, ::step])
+
+
+def test_unsupported_size_is_refused():
+    with pytest.raises(ValueError, match="image size 48 is not supported; use one of 16, 32, 64"):
+        pinpad.make("pinpad_three", size=48)
