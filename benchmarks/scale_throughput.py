@@ -43,13 +43,13 @@ def steps_per_second(config, seeds: int, devices: int, seconds: float) -> tuple[
     import jax
     import jax.numpy as jnp
 
-    import pinpad
     from dreamer_jax import config as config_lib
     from dreamer_jax.run import make_mesh
     from dreamer_jax.train import Learner, steps_per_iteration
+    from experiments.envs import make_env
 
     config = config_lib.make(base=config, devices=devices)
-    env = pinpad.make(config.task, config.time_limit)
+    env = make_env(config)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]) if seeds > 1 else jax.random.PRNGKey(0)
     learner, state = Learner.create(config, env, keys, seeds, make_mesh(devices))
     state, _ = learner.chunk(state, 2 * config.batch_length, False)

@@ -1,7 +1,7 @@
 """Gradient updates per second, compile time and memory of the DreamerV3 learner, per model size and batch.
 
     python -m benchmarks.train_throughput [--presets debug size1m size12m] [--batches 16x64 12x40]
-                                          [--precision fp32] [--updates 5] [--json PATH]
+                                          [--sizes 16 32 64] [--precision fp32] [--updates 5] [--json PATH]
                                           [--fused_presets debug] [--fused_ratios 32 320] [--fused_seconds 5]
 
 Every row runs in this process, in the order asked for. For each preset and batch:
@@ -51,8 +51,7 @@ import jax
 
 from dreamer_jax import config as config_lib
 from dreamer_jax.train import Learner, steps_per_iteration
-
-import pinpad
+from experiments.envs import make_env
 
 PRESETS = ("debug", "size1m", "size12m")
 BATCHES = ("16x64", "12x40")
@@ -72,16 +71,19 @@ def _parse_batch(text: str) -> tuple[int, int]:
     return size, length
 
 
-def _config(preset: str, batch: tuple[int, int], precision: str, train_ratio: float = 32.0):
-    """The preset at this batch and precision, with one env and a replay of two sequences per env."""
+def _config(preset: str, batch: tuple[int, int], precision: str, train_ratio: float = 32.0,
+            image: int | None = None):
+    """The preset at this batch, precision and image size (default: the preset's), with one env and a replay of
+    two sequences per env."""
     size, length = batch
+    image = {} if image is None else {"size": image}
     return config_lib.make(preset, precision=precision, batch_size=size, batch_length=length, envs=1,
-                           replay_size=2 * length, train_ratio=train_ratio, compile=True)
+                           replay_size=2 * length, train_ratio=train_ratio, compile=True, **image)
 
 
 def _prefilled(config, seed: int):
     """A learner and a state whose replay holds at least batch_length steps per env."""
-    env = pinpad.make(config.task, config.time_limit)
+    env = make_env(config)
     learner, state = Learner.create(config, env, jax.random.PRNGKey(seed))
     env_steps, _ = steps_per_iteration(config)
     state, _ = learner.chunk(state, math.ceil(config.batch_length / env_steps), False)
@@ -121,10 +123,12 @@ def _compile_update(learner: Learner, state):
     return compiled, t1 - t0, time.perf_counter() - t1
 
 
-def update_row(preset: str, batch: tuple[int, int], precision: str, updates: int, seed: int):
-    """Compile time, seconds per update and memory of one preset at one batch; also the compiled update."""
+def update_row(preset: str, batch: tuple[int, int], precision: str, updates: int, seed: int,
+               image: int | None = None):
+    """Compile time, seconds per update and memory of one preset at one batch and image size; also the compiled
+    update."""
     start = time.perf_counter()
-    config = _config(preset, batch, precision)
+    config = _config(preset, batch, precision, image=image)
     learner, state = _prefilled(config, seed)
     params = sum(x.size for x in jax.tree.leaves(state.params))
     compiled, lower_s, compile_s = _compile_update(learner, state)
@@ -139,9 +143,10 @@ def update_row(preset: str, batch: tuple[int, int], precision: str, updates: int
 
     seconds = statistics.median(times)
     size, length = batch
-    reference = REFERENCE.get((preset, size, length, precision))
+    reference = REFERENCE.get((preset, size, length, precision)) if config.size == 64 else None
     row = dict(
-        preset=preset, batch_size=size, batch_length=length, precision=precision, params=int(params),
+        preset=preset, image=config.size, batch_size=size, batch_length=length, precision=precision,
+        params=int(params),
         lower_s=lower_s, compile_s=compile_s, lower_compile_s=lower_s + compile_s,
         update_times_s=times, update_cpu_times_s=cpu_times, seconds_per_update=seconds,
         cpu_seconds_per_update=statistics.median(cpu_times), cores_busy=sum(cpu_times) / sum(times),
@@ -211,6 +216,8 @@ def main(argv=None) -> None:
                         help="model presets, in order")
     parser.add_argument("--batches", nargs="+", type=_parse_batch, default=[_parse_batch(b) for b in BATCHES],
                         metavar="BxT", help="batch size x batch length, e.g. 16x64 12x40")
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, choices=(16, 32, 64),
+                        help="image sizes of the update rows (default: each preset's own)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--updates", type=int, default=5, help="timed updates per row (after one warm-up)")
     parser.add_argument("--fused_presets", "--fused-presets", nargs="*", default=["debug"],
@@ -233,12 +240,14 @@ def main(argv=None) -> None:
 
     rows, kept = [], {}
     for preset in args.presets:
-        for batch in args.batches:
-            print(f"update: {preset} {batch[0]}x{batch[1]} {args.precision} ...", file=sys.stderr, flush=True)
-            row, compiled = update_row(preset, batch, args.precision, args.updates, args.seed)
-            rows.append(row)
-            if preset in args.fused_presets:
-                kept[preset, batch] = compiled
+        for image in args.sizes or [None]:
+            for batch in args.batches:
+                print(f"update: {preset} {image or ''} {batch[0]}x{batch[1]} {args.precision} ...", file=sys.stderr,
+                      flush=True)
+                row, compiled = update_row(preset, batch, args.precision, args.updates, args.seed, image)
+                rows.append(row)
+                if preset in args.fused_presets and image is None:
+                    kept[preset, batch] = compiled
             print(f"  {rows[-1]['seconds_per_update']:.4f} s/update, compile {rows[-1]['lower_compile_s']:.1f} s, "
                   f"row {rows[-1]['row_wall_s']:.0f} s", file=sys.stderr, flush=True)
 
@@ -255,14 +264,14 @@ def main(argv=None) -> None:
     print(f"Training throughput, {args.precision}; {machine['platform']} ({machine['device']}), "
           f"{machine['processor']}, {machine['cpus']} cpus, jax {machine['jax']}; one env, replay 2 x batch_length")
     print()
-    print("| preset | batch | params | compile s | s / update | CPU s / update | cores busy | updates/s "
+    print("| preset | image | batch | params | compile s | s / update | CPU s / update | cores busy | updates/s "
           "| env steps/s @32 | env steps/s @320 | reference s / update | reference / ours | max RSS MiB "
           "| XLA temp MiB | device peak MiB | load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         steps = r["env_steps_per_s"]
         ratio = _fmt(r["reference_ratio"], ",.2f")
-        print(f"| {r['preset']} | {r['batch_size']}x{r['batch_length']} | {r['params']:,} | "
+        print(f"| {r['preset']} | {r['image']} | {r['batch_size']}x{r['batch_length']} | {r['params']:,} | "
               f"{r['lower_compile_s']:,.1f} | {r['seconds_per_update']:,.3f} | {r['cpu_seconds_per_update']:,.2f} | "
               f"{r['cores_busy']:.2f} | {_rate(r['updates_per_s'])} | {_rate(steps['32'])} | {_rate(steps['320'])} | "
               f"{_fmt(r['reference_seconds_per_update'])} | {ratio}{'x' if r['reference_ratio'] else ''} | "

@@ -1,8 +1,10 @@
 """The DreamerV3 agent: world model, actor and critic as one NNX module, and their losses.
 
-The losses are pure functions of the merged module, a batch and a key; `dreamer_jax.train`
-differentiates their sum with one optimiser. The dynamics (RSSM or VTA) is used only
-through its interface, so nothing here branches on which one it is.
+The losses read as the algorithm does: the world-model loss on a replayed batch, the imagination
+loss (actor and critic on trajectories imagined from every posterior state) and the replay loss
+(the critic on the replayed states themselves). They are pure functions of the merged module, a
+batch and a key; `dreamer_jax.train` differentiates their sum with one optimiser. The dynamics
+(RSSM or VTA) is used only through its interface, so nothing here branches on which one it is.
 """
 
 from __future__ import annotations
@@ -44,29 +46,35 @@ class Agent(nnx.Module):
     def __init__(self, config: Config, action_dim: int, rngs: nnx.Rngs):
         dtype = compute_dtype(config)
         self.action_dim = action_dim
-        self.encoder = Encoder(config.depth, dtype=dtype, rngs=rngs)
+        self.encoder = Encoder(config.depth, config.size, dtype=dtype, rngs=rngs)
         self.dynamics = make_dynamics(config, action_dim, self.encoder.out_dim, rngs)
         deter_dim, stoch_dim = self.dynamics.decoder_dims
-        self.decoder = Decoder(deter_dim, stoch_dim, config.depth, config.units, config.blocks, dtype=dtype, rngs=rngs)
+        self.decoder = Decoder(deter_dim, stoch_dim, config.depth, config.units, config.blocks, config.size,
+                               dtype=dtype, rngs=rngs)
         feat = self.dynamics.feature_dim
-        self.reward = Head(feat, config.bins, config.units, config.head_layers, dtype=dtype, rngs=rngs, zero_init=True)
-        self.cont = Head(feat, 1, config.units, config.head_layers, dtype=dtype, rngs=rngs)
-        self.actor = Head(feat, action_dim, config.units, config.mlp_layers, dtype=dtype, rngs=rngs,
-                          out_scale=config.actor_outscale)
-        self.critic = Head(feat, config.bins, config.units, config.mlp_layers, dtype=dtype, rngs=rngs, zero_init=True)
-        self.num_bins, self.unimix = config.bins, config.unimix
+        head = dict(dtype=dtype, rngs=rngs)
+        self.reward = Head(feat, config.bins, config.units, config.head_layers, outscale=0.0, **head)
+        self.cont = Head(feat, 1, config.units, config.head_layers, **head)
+        self.actor = Head(feat, action_dim, config.units, config.mlp_layers, outscale=config.actor_outscale, **head)
+        self.critic = Head(feat, config.bins, config.units, config.mlp_layers, outscale=0.0, **head)
+        self.num_bins, self.actor_unimix = config.bins, config.actor_unimix
 
     def twohot(self, logits) -> dists.TwoHot:
         """A two-hot distribution over the configured bins (reward head, critic)."""
         return dists.TwoHot(logits=logits, bins=dists.twohot_bins(self.num_bins))
 
     def policy_logits(self, feat):
-        return dists.unimix_logits(self.actor(feat), self.unimix)
+        """Normalised log-probabilities of the categorical policy (a uniform mixture only if actor_unimix > 0)."""
+        return dists.unimix_logits(self.actor(feat), self.actor_unimix)
 
     def sample_action(self, feat, key):
         """One-hot action sampled from the policy (no gradient: REINFORCE uses log-probabilities)."""
         logits = self.policy_logits(feat)
         return jax.nn.one_hot(jax.random.categorical(key, logits), self.action_dim, dtype=jnp.float32)
+
+    def value(self, critic: Head, feat):
+        """The expected return a critic (this one or the slow one) predicts from features."""
+        return self.twohot(critic(feat)).mean()
 
 
 class WorldModelOut(NamedTuple):
@@ -89,8 +97,7 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     recon = agent.decoder(deter, stoch)
     rec = jnp.square(recon - data["image"].astype(jnp.float32) / 255.0).sum((-3, -2, -1))
     rew = -agent.twohot(agent.reward(feat)).log_prob(data["reward"])
-    cont_target = (1.0 - data["is_terminal"].astype(jnp.float32)) * (1.0 - 1.0 / config.discount_horizon)
-    cont = -dists.bernoulli_log_prob(agent.cont(feat)[..., 0], cont_target)
+    cont = -dists.bernoulli_log_prob(agent.cont(feat)[..., 0], continue_target(data["is_terminal"], config))
     dyn_loss, metrics = agent.dynamics.loss(post, prior)
     terms = {"rec": (rec, config.rec_scale), "rew": (rew, config.rew_scale), "con": (cont, config.con_scale)}
     loss = dyn_loss + sum(scale * value.mean() for value, scale in terms.values())
@@ -98,55 +105,82 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     return loss, WorldModelOut(post, carry, metrics)
 
 
-def actor_critic_loss(agent: Agent, slow_critic: Head, config: Config, post, data: dict,
-                      retnorm: PercentileState, key):
-    """Imagination from every posterior state, REINFORCE actor, two-hot critic with slow regulariser, replay value.
+def continue_target(is_terminal, config: Config):
+    """(1 - is_terminal) * (1 - 1 / H): the continue probability with the discount folded in."""
+    return (1.0 - is_terminal.astype(jnp.float32)) * (1.0 - 1.0 / config.discount_horizon)
 
-    Returns (loss, (new return-normaliser state, metrics)).
+
+def last_steps(tree, config: Config):
+    """The last `imag_last` steps of every replayed sequence (B, T, ...) -> (B, K, ...); all T when it is 0."""
+    k = config.imag_last or config.batch_length
+    return jax.tree.map(lambda x: x[:, -k:], tree)
+
+
+def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_terminal,
+                     retnorm: PercentileState, key):
+    """Imagine `horizon` steps from the posterior states (the last `imag_last` of each sequence, or all); REINFORCE
+    actor and two-hot critic on lambda-returns.
+
+    Returns (loss, (return-normaliser state, imagined returns (N, H) for the replay loss, metrics)).
+    Returns and the advantage baseline read the online critic (or the slow one with `slow_target`);
+    the critic is also regularised towards the slow critic's prediction.
     """
-    batch, length = data["reward"].shape
-    start = jax.tree.map(lambda x: sg(x.reshape((batch * length,) + x.shape[2:])), post)
+    post, is_terminal = last_steps((post, is_terminal), config)
+    start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
     states, actions = agent.dynamics.imagine(start, agent.sample_action, config.horizon, key)
     states, actions = sg(states), sg(actions)
     feat = agent.dynamics.features(states)  # (N, H + 1, F)
     disc = 1.0 - 1.0 / config.discount_horizon
-    reward = agent.twohot(agent.reward(feat)).mean()
+    reward = sg(agent.twohot(agent.reward(feat)).mean())
     cont = jax.nn.sigmoid(agent.cont(feat)[..., 0])
-    start_cont = (1.0 - data["is_terminal"].reshape(-1).astype(jnp.float32)) * disc
-    cont = sg(cont.at[:, 0].set(start_cont))
-    value_logits = agent.critic(feat)[:, :-1]
-    target_value = sg(agent.twohot(slow_critic(feat)).mean())
-    tm = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  batch-major <-> time-major
-    ret = tm(lambda_returns(tm(sg(reward)), tm(cont), tm(target_value), config.return_lambda))  # (N, H)
+    cont = sg(cont.at[:, 0].set(continue_target(is_terminal.reshape(-1), config)))
+    critic_logits = agent.critic(feat)
+    slow_value = sg(agent.value(slow_critic, feat))
+    target_value = slow_value if config.slow_target else sg(agent.twohot(critic_logits).mean())
+    ret = batch_major(lambda_returns, reward, cont, target_value, config.return_lambda)  # (N, H)
     weight = sg(jnp.cumprod(cont, axis=1) / disc)[:, :-1]
 
     retnorm = percentile_update(retnorm, ret, config.retnorm_rate, config.retnorm_low, config.retnorm_high)
     scale = percentile_scale(retnorm)
     adv = sg((ret - target_value[:, :-1]) / scale)
     logits = agent.policy_logits(feat[:, :-1])
-    logpi = jnp.sum(jax.nn.log_softmax(logits) * actions[:, :-1], -1)
+    logpi = jnp.sum(logits * actions[:, :-1], -1)
     entropy = dists.categorical_entropy(logits)
     actor = -(weight * (logpi * adv + config.actor_entropy * entropy)).mean()
 
-    value = agent.twohot(value_logits)
-    critic = -(weight * (value.log_prob(sg(ret)) + config.slow_critic_reg * value.log_prob(target_value[:, :-1])))
-    critic = critic.mean()
-
-    # Replay value loss: the critic on replayed posterior states, lambda-returns over real rewards
-    # and terminals, bootstrapped from the imagined return at each state.
-    rep_feat = sg(agent.dynamics.features(post))
-    rep_value = agent.twohot(agent.critic(rep_feat)[:, :-1])
-    boot = ret[:, 0].reshape(batch, length)
-    live = (1.0 - data["is_terminal"].astype(jnp.float32)) * disc
-    lam = config.return_lambda * (1.0 - data["is_last"].astype(jnp.float32))
-    rep_ret = tm(lambda_returns(tm(data["reward"].astype(jnp.float32)), tm(live), tm(sg(boot)), tm(lam)))
-    rep_slow = sg(agent.twohot(slow_critic(rep_feat)).mean())[:, :-1]
-    repval = -(rep_value.log_prob(rep_ret) + config.slow_critic_reg * rep_value.log_prob(rep_slow)).mean()
-
-    loss = config.actor_scale * actor + config.critic_scale * critic + config.repval_scale * repval
+    value = agent.twohot(critic_logits[:, :-1])
+    critic = -(weight * (value.log_prob(sg(ret)) + config.slow_critic_reg * value.log_prob(slow_value[:, :-1])))
+    loss = config.actor_scale * actor + config.critic_scale * critic.mean()
     metrics = {
-        "loss_actor": actor, "loss_critic": critic, "loss_repval": repval,
-        "policy_entropy": entropy.mean(), "return_scale": scale, "imag_return": ret.mean(),
-        "imag_value": value.mean().mean(), "adv_abs": jnp.abs(adv).mean(),
+        "loss_actor": actor, "loss_critic": critic.mean(), "policy_entropy": entropy.mean(), "return_scale": scale,
+        "imag_return": ret.mean(), "imag_value": value.mean().mean(), "imag_reward": reward.mean(),
+        "adv_abs": jnp.abs(adv).mean(),
     }
-    return loss, (retnorm, metrics)
+    return loss, (retnorm, ret, metrics)
+
+
+def replay_loss(agent: Agent, slow_critic: Head, config: Config, post, data: dict, imagined_return):
+    """The critic on the replayed posterior states (those imagination started from): lambda-returns over the real
+    rewards and terminals, bootstrapped from the imagined return at each state, weighted by 1 - is_last.
+
+    With `repval_grad` (official) the loss trains the world model through the features too.
+    """
+    post, data = last_steps((post, data), config)
+    feat = agent.dynamics.features(post)
+    feat = feat if config.repval_grad else sg(feat)
+    batch, length = data["reward"].shape
+    boot = sg(imagined_return[:, 0].reshape(batch, length))
+    live = continue_target(data["is_terminal"], config)
+    lam = config.return_lambda * (1.0 - data["is_last"].astype(jnp.float32))
+    ret = batch_major(lambda_returns, data["reward"].astype(jnp.float32), live, boot, lam)  # (B, T - 1)
+    value = agent.twohot(agent.critic(feat)[:, :-1])
+    slow_value = sg(agent.value(slow_critic, feat))[:, :-1]
+    weight = 1.0 - data["is_last"][:, :-1].astype(jnp.float32)
+    repval = -(weight * (value.log_prob(ret) + config.slow_critic_reg * value.log_prob(slow_value))).mean()
+    return config.repval_scale * repval, {"loss_repval": repval}
+
+
+def batch_major(fn, *args):
+    """`fn` on time-major copies of batch-major (B, T, ...) arguments (scalars pass through), batch-major out."""
+    swap = lambda x: jnp.swapaxes(x, 0, 1) if jnp.ndim(x) >= 2 else x  # noqa: E731
+    return swap(fn(*map(swap, args)))

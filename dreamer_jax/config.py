@@ -34,7 +34,7 @@ _UNIT = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
 _PERCENT = (lambda v: 0 <= v <= 100, "must be a percentile in [0, 100]")
 _SEQUENCE = (lambda v: v >= 2, "must be at least 2 (sequence models learn from transitions between steps)")
 _ODD = (lambda v: v >= 3 and v % 2 == 1, "must be odd and at least 3 (bins mirror around a centre bin at 0)")
-_IMAGE_64 = (lambda v: v == 64, "must be 64 because pinpad renders 64x64 images")
+_IMAGE_SIZE = (lambda v: v in (16, 32, 64), "must be 16, 32 or 64 (pinpad draws 16 x 16 cells of 1, 2 or 4 pixels)")
 _REPEAT_1 = (lambda v: v == 1, "must be 1 (action repeat is not supported; pinpad moves one cell per action)")
 
 _GROUPS = {
@@ -88,11 +88,14 @@ class Config:
     # environment and replay
     time_limit: int = _field(2000, "data", "episode length in env steps (pinpad's default length is 2000)", _POSITIVE)
     action_repeat: int = _field(1, "data", "env steps per agent action; only 1 is supported", _REPEAT_1)
-    size: int = _field(64, "data", "image height and width; pinpad renders 64x64", _IMAGE_64)
+    size: int = _field(64, "data", "image height and width: 64 (the reference's), or 32 and 16, the same cells at 2 "
+                       "and 1 pixels each; the CNNs halve down to 4 x 4", _IMAGE_SIZE)
     batch_size: int = _field(16, "data", "sequences per training batch", _POSITIVE)
     batch_length: int = _field(64, "data", "steps per training sequence", _SEQUENCE)
     replay_size: int = _field(1_000_000, "data", "replay capacity in env steps (uint8 images on the device)",
                               _POSITIVE)
+    replay_online: bool = _field(True, "data", "train on each newly completed sequence of every env once, soon "
+                                 "after it arrives (an online queue), and fill the rest of each batch uniformly")
 
     # model
     dynamics: str = _field("rssm", "model", "dynamics model: rssm, or vta (learned temporal abstraction)",
@@ -110,7 +113,7 @@ class Config:
                        choices=("blockgru", "gru2023"))
     initial: str = _field("zeros", "model", "initial deterministic state: zeros (2024) or learned (2023)",
                           choices=("zeros", "learned"))
-    unimix: float = _field(0.01, "model", "uniform mixture in every categorical (latents, policy)", _FRACTION)
+    unimix: float = _field(0.01, "model", "uniform mixture in the categorical latents", _FRACTION)
     free_nats: float = _field(1.0, "model", "KL free nats, applied after summing over latents", _NONNEG)
     bins: int = _field(255, "model", "two-hot bins of the reward head and critic", _ODD)
 
@@ -124,14 +127,24 @@ class Config:
     critic_scale: float = _field(1.0, "loss", "critic loss scale on imagined returns", _NONNEG)
     repval_scale: float = _field(0.3, "loss", "replay value loss scale (critic on replayed posterior states)",
                                  _NONNEG)
+    repval_grad: bool = _field(True, "loss", "the replay value loss trains the world model through the posterior "
+                               "features (official); False stops its gradient there")
 
     # actor-critic
-    horizon: int = _field(15, "ac", "imagination steps from every posterior state", _POSITIVE)
+    horizon: int = _field(15, "ac", "imagination steps from each start state", _POSITIVE)
+    imag_last: int = _field(0, "ac", "imagine from (and train the replay value on) the last K steps of each "
+                            "replayed sequence; 0 takes all of them (official)", _NONNEG)
     discount_horizon: int = _field(333, "ac", "discount horizon H: continue target (1 - is_terminal) * (1 - 1/H)",
                                    _POSITIVE)
     return_lambda: float = _field(0.95, "ac", "lambda of the lambda-returns", _UNIT)
     actor_entropy: float = _field(3e-4, "ac", "policy entropy bonus", _NONNEG)
-    actor_outscale: float = _field(0.01, "ac", "initial scale of the policy output layer", _NONNEG)
+    actor_outscale: float = _field(0.01, "ac", "scale of the policy output layer's initial weights (of their std)",
+                                   _NONNEG)
+    actor_unimix: float = _field(0.0, "ac", "uniform mixture in the categorical policy (0 as the official; 0.01 in "
+                                 "2023)", _FRACTION)
+    slow_target: bool = _field(False, "ac", "returns and the advantage baseline from the slow critic instead of the "
+                               "online one (the official reads the online critic; the slow one is the "
+                               "regulariser's target either way)")
     slow_critic_rate: float = _field(0.02, "ac", "EMA rate of the slow critic per update", _RATE)
     slow_critic_reg: float = _field(1.0, "ac", "weight of the critic's regulariser towards the slow critic",
                                     _NONNEG)
@@ -282,6 +295,9 @@ def _check_combinations(c: Config) -> None:
     if c.num_seeds > 1 and c.logdir and "{seed}" not in c.logdir:
         raise _invalid("logdir", c.logdir, f"must contain {{seed}} with --num_seeds={c.num_seeds} (each seed writes "
                        "its own run directory)", f"pass e.g. --logdir {c.logdir}_seed{{seed}}")
+    if c.imag_last > c.batch_length:
+        raise _invalid("imag_last", c.imag_last, f"must be at most --batch_length={c.batch_length} (it counts steps "
+                       "of each replayed sequence)", "pass 0 to imagine from every step")
     if c.replay_size < c.batch_length:
         raise _invalid("replay_size", c.replay_size, f"must hold at least one sequence of --batch_length="
                        f"{c.batch_length} steps", f"pass --replay_size {c.batch_length} or more")
@@ -312,10 +328,10 @@ _SIZES = {  # name: (deter, hidden, classes, depth, units), all with 32 latents 
 }
 
 _PRESETS: dict[str, dict[str, Any]] = {
-    # The smallest model that runs every code path, for CPU tests: 8 GRU blocks of 8, 4x4 latents, short
-    # sequences and episodes (so resets and VTA's forced READ and COPY all happen), a higher lr to see learning.
+    # The smallest model that runs every code path, for CPU tests: 8 GRU blocks of 8, 4x4 latents, 16x16 images,
+    # short sequences and episodes (so resets and VTA's forced READ and COPY all happen), a higher lr.
     "debug": dict(
-        deter=64, hidden=32, stoch=4, classes=4, blocks=8, depth=4, units=32, mlp_layers=2,
+        size=16, deter=64, hidden=32, stoch=4, classes=4, blocks=8, depth=4, units=32, mlp_layers=2,
         envs=2, steps=256, prefill=64, batch_size=2, batch_length=8, train_ratio=8.0, horizon=4,
         time_limit=50, replay_size=1024, eval_every=128, eval_episodes=1, log_every=64, save_every=128,
         lr=3e-4, warmup=8, vta_max_seg_len=4, vta_max_seg_num=3,
@@ -331,7 +347,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         replay_size=40_000,  # the whole run stays in replay (about 0.5 GB of images)
     ),
     # The 2023 (arXiv) DreamerV3 where it differs from the 2024 defaults.
-    "dreamer2023": dict(dyn_scale=0.5, optimizer="adam2023", warmup=0, core="gru2023", initial="learned"),
+    "dreamer2023": dict(dyn_scale=0.5, optimizer="adam2023", warmup=0, core="gru2023", initial="learned",
+                        actor_unimix=0.01),
 }
 
 

@@ -1,7 +1,9 @@
 """Network building blocks of DreamerV3: RMSNorm MLPs, block-diagonal linears, the CNN encoder and decoder.
 
 Modules hold parameters only (Flax NNX); `dtype` is the compute dtype (bfloat16 or float32),
-parameters stay float32. Heads return float32 logits.
+parameters stay float32. Heads return float32 logits. Every weight starts as the official code's:
+truncated normal on [-2, 2] with std 1.1368 * sqrt(1 / fan_in) (`lecun_normal`, which is exactly
+that), times an output scale; biases start at zero.
 """
 
 from __future__ import annotations
@@ -11,17 +13,37 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-IMAGE_SIZE = 64
 CNN_MULTS = (2, 3, 4, 4)  # channels per stage, times `depth`
-MIN_RES = 4  # the encoder pools 64 -> 4; the decoder starts from 4 x 4
+MIN_RES = 4  # the encoder pools down to 4 x 4; the decoder starts from 4 x 4
+NORM_EPS = 1e-4  # the official RMSNorm epsilon
+
+
+def fan_in_init(scale: float = 1.0, in_axis=-2, out_axis=-1):
+    """Truncated normal with std 1.1368 * sqrt(1 / fan_in), times `scale` (zeros at 0): the official init."""
+    if scale == 0:
+        return nnx.initializers.zeros
+    return nnx.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal", in_axis=in_axis,
+                                             out_axis=out_axis)
+
+
+def cnn_stages(size: int) -> int:
+    """Conv stages of the encoder (and decoder) for size x size images: halve down to (up from) 4 x 4."""
+    stages = int(np.log2(size // MIN_RES))
+    if size < 2 * MIN_RES or MIN_RES * 2**stages != size or stages > len(CNN_MULTS):
+        raise ValueError(f"image size {size} must be 4 x a power of 2 between 8 and {MIN_RES * 2**len(CNN_MULTS)}")
+    return stages
+
+
+def rms_norm(dim: int, *, dtype, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    return nnx.RMSNorm(dim, epsilon=NORM_EPS, dtype=dtype, rngs=rngs)
 
 
 class Dense(nnx.Module):
     """Linear -> RMSNorm -> SiLU, the unit every DreamerV3 MLP is made of."""
 
     def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
-        self.linear = nnx.Linear(din, dout, use_bias=False, dtype=dtype, rngs=rngs)
-        self.norm = nnx.RMSNorm(dout, dtype=dtype, rngs=rngs)
+        self.linear = nnx.Linear(din, dout, dtype=dtype, rngs=rngs)
+        self.norm = rms_norm(dout, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return jax.nn.silu(self.norm(self.linear(x)))
@@ -43,12 +65,13 @@ class MLP(nnx.Module):
 class BlockLinear(nnx.Module):
     """Block-diagonal linear layer: `blocks` independent linears on equal slices of the last axis.
 
-    Takes (..., blocks, din) and returns (..., blocks, dout).
+    Takes (..., blocks, din) and returns (..., blocks, dout). The init's fan-in is the whole input,
+    blocks * din, as in the official code.
     """
 
     def __init__(self, din: int, dout: int, blocks: int, *, dtype, rngs: nnx.Rngs):
-        scale = 1.0 / jnp.sqrt(din)
-        self.kernel = nnx.Param(jax.random.truncated_normal(rngs.params(), -2, 2, (blocks, din, dout)) * scale)
+        init = fan_in_init(in_axis=(0, 1), out_axis=2)
+        self.kernel = nnx.Param(init(rngs.params(), (blocks, din, dout), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((blocks, dout)))
         self.dtype = dtype
 
@@ -58,14 +81,13 @@ class BlockLinear(nnx.Module):
 
 
 class Head(nnx.Module):
-    """MLP followed by a float32 linear output; zero-initialised output when `zero_init`."""
+    """MLP followed by a float32 linear output whose initial weights are scaled by `outscale` (0: zeros)."""
 
     def __init__(self, din: int, dout: int, units: int, layers: int, *, dtype, rngs: nnx.Rngs,
-                 zero_init: bool = False, out_scale: float = 1.0):
+                 outscale: float = 1.0):
         self.mlp = MLP(din, units, layers, dtype=dtype, rngs=rngs)
-        init = nnx.initializers.zeros if zero_init else nnx.initializers.variance_scaling(
-            out_scale, "fan_avg", "truncated_normal")
-        self.out = nnx.Linear(units if layers else din, dout, kernel_init=init, dtype=jnp.float32, rngs=rngs)
+        self.out = nnx.Linear(units if layers else din, dout, kernel_init=fan_in_init(outscale), dtype=jnp.float32,
+                              rngs=rngs)
 
     def __call__(self, x):
         return self.out(self.mlp(x).astype(jnp.float32))
@@ -99,12 +121,14 @@ def upsample_conv(conv: nnx.Conv, x):
 
 
 class Encoder(nnx.Module):
-    """uint8 (..., 64, 64, 3) images -> flat embedding, by four Conv5 -> maxpool -> RMSNorm -> SiLU stages."""
+    """uint8 (..., size, size, 3) images -> flat embedding, by Conv5 -> maxpool -> RMSNorm -> SiLU stages down to
+    4 x 4: four stages at 64, or the last three (32) or two (16), so each resolution has the channels it has
+    at 64 and the embedding is the same size."""
 
-    def __init__(self, depth: int, *, dtype, rngs: nnx.Rngs):
-        chans = [3] + [depth * m for m in CNN_MULTS]
+    def __init__(self, depth: int, size: int, *, dtype, rngs: nnx.Rngs):
+        chans = [3] + [depth * m for m in CNN_MULTS[-cnn_stages(size):]]
         self.convs = nnx.List([nnx.Conv(a, b, (5, 5), dtype=dtype, rngs=rngs) for a, b in zip(chans[:-1], chans[1:])])
-        self.norms = nnx.List([nnx.RMSNorm(c, dtype=dtype, rngs=rngs) for c in chans[1:]])
+        self.norms = nnx.List([rms_norm(c, dtype=dtype, rngs=rngs) for c in chans[1:]])
         self.dtype = dtype
         self.out_dim = MIN_RES * MIN_RES * chans[-1]
 
@@ -118,34 +142,42 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """Features (h, flat z) -> image in [0, 1]: a 4x4 map from both, then nearest-x2 upsampling convs."""
+    """Features (h, flat z) -> image in [0, 1], as the official decoder: a 4 x 4 map from both, then nearest-x2
+    upsampling convs back to size x size.
 
-    def __init__(self, deter: int, stoch_dim: int, depth: int, units: int, blocks: int, *, dtype, rngs: nnx.Rngs):
-        chans = [depth * m for m in reversed(CNN_MULTS)]  # 4x4 map first
+    h enters through a block-diagonal linear whose output is laid out (g h w c) -> h w (g c), so every block
+    of h reaches every cell of the map; z through Dense(2 * units) -> Linear; their sum is normed and activated.
+    """
+
+    def __init__(self, deter: int, stoch_dim: int, depth: int, units: int, blocks: int, size: int, *, dtype,
+                 rngs: nnx.Rngs):
+        chans = [depth * m for m in reversed(CNN_MULTS[-cnn_stages(size):])]  # 4x4 map first
+        if chans[0] % blocks or deter % blocks:
+            raise ValueError(f"decoder map channels {chans[0]} and deter {deter} must divide by blocks={blocks}")
         cells = MIN_RES * MIN_RES * chans[0]
-        if cells % blocks:
-            raise ValueError(f"decoder map {cells} must divide by blocks={blocks}")
         self.from_deter = BlockLinear(deter // blocks, cells // blocks, blocks, dtype=dtype, rngs=rngs)
-        self.from_stoch = nnx.Sequential(
-            nnx.Linear(stoch_dim, units, dtype=dtype, rngs=rngs),
-            Dense(units, 2 * units, dtype=dtype, rngs=rngs),
-            nnx.Linear(2 * units, cells, dtype=dtype, rngs=rngs),
-        )
-        self.norm = nnx.RMSNorm(chans[0], dtype=dtype, rngs=rngs)
+        self.from_stoch = nnx.Sequential(Dense(stoch_dim, 2 * units, dtype=dtype, rngs=rngs),
+                                         nnx.Linear(2 * units, cells, dtype=dtype, rngs=rngs))
+        self.norm = rms_norm(chans[0], dtype=dtype, rngs=rngs)
         outs = chans[1:] + [3]
         self.convs = nnx.List([nnx.Conv(a, b, (5, 5), dtype=dtype, rngs=rngs) for a, b in zip(chans, outs)])
-        self.norms = nnx.List([nnx.RMSNorm(c, dtype=dtype, rngs=rngs) for c in chans[1:]])
-        self.blocks = blocks
+        self.norms = nnx.List([rms_norm(c, dtype=dtype, rngs=rngs) for c in chans[1:]])
+        self.blocks, self.size = blocks, size
         self.map_shape = (MIN_RES, MIN_RES, chans[0])
+
+    def deter_map(self, deter):
+        """h -> (..., 4, 4, C): block g fills channels [g C / G, (g + 1) C / G) of every cell."""
+        lead = deter.shape[:-1]
+        x = self.from_deter(deter.reshape(lead + (self.blocks, -1)))  # (..., g, h * w * c / g)
+        x = x.reshape(lead + (self.blocks, MIN_RES, MIN_RES, -1))
+        return jnp.moveaxis(x, -4, -2).reshape(lead + self.map_shape)
 
     def __call__(self, deter, stoch_flat):
         lead = deter.shape[:-1]
-        grouped = deter.reshape(lead + (self.blocks, -1))
-        x = self.from_deter(grouped).reshape(lead + self.map_shape) + self.from_stoch(stoch_flat).reshape(
-            lead + self.map_shape)
+        x = self.deter_map(deter) + self.from_stoch(stoch_flat).reshape(lead + self.map_shape)
         x = jax.nn.silu(self.norm(x)).reshape((-1,) + self.map_shape)
         for i, conv in enumerate(self.convs):
             x = upsample_conv(conv, x)
             if i < len(self.norms):
                 x = jax.nn.silu(self.norms[i](x))
-        return jax.nn.sigmoid(x.astype(jnp.float32)).reshape(lead + (IMAGE_SIZE, IMAGE_SIZE, 3))
+        return jax.nn.sigmoid(x.astype(jnp.float32)).reshape(lead + (self.size, self.size, 3))

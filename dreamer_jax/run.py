@@ -159,14 +159,15 @@ def make_mesh(devices: int):
     return jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("batch",))
 
 
-def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> list[dict[str, Any]]:
+def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
+          deadline: float | None = None) -> list[dict[str, Any]]:
     """Train (or resume) the run in `config.logdir` with `env`; returns the last metrics line of each seed's run.
 
     With `num_seeds` K > 1, K agents (seed, seed + 1, ...) train side by side in this process, each
     writing its own run directory (`{seed}` in logdir) exactly as a single run would. `eval_env`
     (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. A stop signal
     (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
-    call resumes from it.
+    call resumes from it; so does passing `deadline` (a `time.monotonic()` value), for a time budget.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")
@@ -188,7 +189,7 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True) -> list
         if primary:
             for run in runs:
                 cfg.save(run, pathlib.Path(run.logdir) / "config.json")
-        return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary)
+        return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline)
 
 
 def _stacked(keys: list[jax.Array]) -> jax.Array:
@@ -216,7 +217,7 @@ def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> TrainStat
     return jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state))
 
 
-def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str, Any]]:
+def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list[dict[str, Any]]:
     config, seeds = runs[0], len(runs)
     logdirs = [pathlib.Path(run.logdir) for run in runs]
     mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
@@ -235,7 +236,7 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary) -> list[dict[str,
     bar = Bar(config.steps, desc=desc) if progress else None
     lines: list[dict[str, Any]] = [{} for _ in runs]
     began = (time.monotonic(), env_steps)
-    while env_steps < config.steps and not stops:
+    while env_steps < config.steps and not stops and (deadline is None or time.monotonic() < deadline):
         iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
         state, metrics = learner.chunk(state, iterations, env_steps >= train_from)
         metrics = jax.device_get(metrics)  # one transfer; the agents' parts are sliced on the host

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from dreamer_jax import optim, replay as rp
-from dreamer_jax.agent import Agent, actor_critic_loss, world_model_loss
+from dreamer_jax.agent import Agent, imagination_loss, replay_loss, world_model_loss
 from dreamer_jax.config import Config
 from dreamer_jax.returns import PercentileState, percentile_init
 
@@ -29,7 +29,7 @@ OBS_KEYS = ("image", "reward", "is_first", "is_last", "is_terminal")
 
 
 def _cpu_backend() -> bool:
-    """Whether gradient updates must stay out of XLA while loops (the CPU backend; see Learner.chunk)."""
+    """Whether gradient updates should stay out of XLA while loops (the CPU backend; see Learner.chunk)."""
     return jax.default_backend() == "cpu"
 
 
@@ -108,22 +108,29 @@ class Learner:
     critic_graphdef: Any
     seeds: int = 1  # > 1: the state stacks that many independent agents on a leading axis
     mesh: Any = None  # a jax.sharding.Mesh with a "batch" axis: training batches are split over its devices
+    fused: bool | None = None  # the accelerator loop (scans, vmapped seeds); None: on any backend but the CPU
 
     @staticmethod
-    def create(config: Config, env, key: jax.Array, seeds: int = 1, mesh=None) -> tuple["Learner", TrainState]:
+    def create(config: Config, env, key: jax.Array, seeds: int = 1, mesh=None,
+               fused: bool | None = None) -> tuple["Learner", TrainState]:
         """Build the learner and its initial state from a raw key, or from `seeds` stacked keys (seeds, 2)."""
-        learner, _ = Learner.abstract(config, env, seeds, mesh)
+        learner, _ = Learner.abstract(config, env, seeds, mesh, fused)
         state = learner._per_seed(learner.init)(key)
         if mesh is not None:
             state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         return learner, state
 
     @staticmethod
-    def abstract(config: Config, env, seeds: int = 1, mesh=None) -> tuple["Learner", Any]:
+    def abstract(config: Config, env, seeds: int = 1, mesh=None, fused: bool | None = None) -> tuple["Learner", Any]:
         """The learner and its agent's parameters as shapes only (for restoring them), without building any state."""
         agent = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
         graphdef, params = nnx.split(agent)
-        return Learner(config, env, graphdef, nnx.split(agent.critic)[0], seeds, mesh), params
+        return Learner(config, env, graphdef, nnx.split(agent.critic)[0], seeds, mesh, fused), params
+
+    @property
+    def is_fused(self) -> bool:
+        """Whether chunks run as one scan with vmapped seeds (accelerators), or unrolled per dispatch (the CPU)."""
+        return not _cpu_backend() if self.fused is None else self.fused
 
     def _per_seed(self, fn):
         """`fn` over one agent's arguments, mapped over the stacked agents when there are several.
@@ -134,7 +141,7 @@ class Learner:
         """
         if self.seeds == 1:
             return fn
-        if not _cpu_backend():
+        if self.is_fused:
             return jax.vmap(fn)
 
         def unrolled(*args):
@@ -203,29 +210,36 @@ class Learner:
 
     # -- learning -------------------------------------------------------------------------------
     def loss(self, params, slow_critic, retnorm, batch, context, key, update):
-        """The summed world-model and actor-critic loss of one batch, with metrics."""
+        """The world-model, imagination and replay losses of one batch, summed; with the posterior states."""
         agent = nnx.merge(self.graphdef, params)
         slow = nnx.merge(self.critic_graphdef, slow_critic)
-        wm_key, ac_key = jax.random.split(key)
+        wm_key, imag_key = jax.random.split(key)
         wm_loss, wm = world_model_loss(agent, self.config, context, batch, wm_key, update)
-        ac_loss, (retnorm, ac_metrics) = actor_critic_loss(agent, slow, self.config, wm.post, batch, retnorm, ac_key)
-        return wm_loss + ac_loss, (retnorm, {**wm.metrics, **ac_metrics})
+        imag_loss, (retnorm, ret, imag_metrics) = imagination_loss(agent, slow, self.config, wm.post,
+                                                                   batch["is_terminal"], retnorm, imag_key)
+        rep_loss, rep_metrics = replay_loss(agent, slow, self.config, wm.post, batch, ret)
+        return wm_loss + imag_loss + rep_loss, (retnorm, wm.post, {**wm.metrics, **imag_metrics, **rep_metrics})
 
     def update(self, state: TrainState) -> tuple[TrainState, dict]:
-        """One gradient update on a batch sampled from replay; the slow critic follows by EMA."""
+        """One gradient update on a batch sampled from replay; the slow critic follows by EMA, and the batch's
+        posterior states are written back into replay as the context of later samples."""
         key, sample_key, loss_key = jax.random.split(state.key, 3)
-        batch, context = self._split_batch(
-            rp.sample(state.replay, sample_key, self.config.batch_size, self.config.batch_length))
-        grads, (retnorm, metrics) = jax.grad(self.loss, has_aux=True)(
+        config = self.config
+        replay, batch, context, where = rp.sample(state.replay, sample_key, config.batch_size, config.batch_length,
+                                                  config.replay_online)
+        batch, context = self._split_batch((batch, context))
+        grads, (retnorm, post, metrics) = jax.grad(self.loss, has_aux=True)(
             state.params, state.slow_critic, state.retnorm, batch, context, loss_key, state.updates)
+        replay = rp.refresh(replay, where, post)
         updates, opt_state = make_optimizer(self.config).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         critic = nnx.split(nnx.merge(self.graphdef, params).critic)[1]
         rate = self.config.slow_critic_rate
         slow = jax.tree.map(lambda s, c: (1 - rate) * s + rate * c, state.slow_critic, critic)
-        metrics.update(grad_norm=optax.global_norm(grads), skipped_updates=optim.skipped_updates(opt_state))
+        metrics.update(grad_norm=optax.tree.norm(grads), skipped_updates=optim.skipped_updates(opt_state),
+                       replay_online_share=where.online.mean())
         state = state._replace(params=params, slow_critic=slow, opt_state=opt_state, retnorm=retnorm, key=key,
-                               updates=state.updates + 1)
+                               replay=replay, updates=state.updates + 1)
         return state, metrics
 
     # -- the loop -------------------------------------------------------------------------------
@@ -235,7 +249,7 @@ class Learner:
         state = jax.lax.fori_loop(0, env_steps, lambda _, s: self.env_step(s, not train), state)
         if not train:
             return state, {}
-        if not _cpu_backend():
+        if self.is_fused:
             return jax.lax.scan(lambda s, _: self.update(s), state, None, length=updates)
         metrics = []  # unrolled at trace time: no while loop around the gradients on the CPU
         for _ in range(updates):
@@ -259,11 +273,11 @@ class Learner:
         """Run `iterations` iterations; returns the state and the metrics of every update (1-D arrays, or
         (seeds, updates) for stacked agents).
 
-        On accelerators they are one dispatch (a scan). On the CPU, convolution gradients run
-        five to ten times slower inside an XLA while loop (jax-ml/jax#12868), so there each
-        iteration is its own dispatch with its updates unrolled.
+        On accelerators they are one dispatch (a scan), and so is prefilling (no gradients) everywhere.
+        On the CPU, convolution gradients run five to ten times slower inside an XLA while loop
+        (jax-ml/jax#12868), so there each training iteration is its own dispatch with its updates unrolled.
         """
-        if not _cpu_backend():
+        if self.is_fused or not train:
             return self._fused(state, iterations, train)
         parts = []
         for _ in range(iterations):

@@ -23,6 +23,7 @@ import pinpad
 from dreamer_jax import config as cfg, sweep
 from dreamer_jax.boundaries import analysis, figures, metrics, table
 from dreamer_jax.status import write_atomic
+from experiments.envs import make_env
 
 RESULT = "boundary_eval.json"
 SETTINGS = ("step", "episodes", "length", "policy", "random_rate", "source", "constraints", "tolerance", "resamples",
@@ -89,7 +90,7 @@ def settings(args: argparse.Namespace, step: int) -> dict:
 
 def _env(config: cfg.Config, length: int | None):
     try:
-        return pinpad.make(config.task, length or config.time_limit)
+        return make_env(config, length)
     except ValueError as error:
         raise analysis.RunError(f"the run's task cannot be built: {error}") from error
 

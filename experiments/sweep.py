@@ -8,7 +8,8 @@
 Each run trains with `python -m experiments.train` in LOGROOT/{task}_{condition}_seed{n}; with --seeds-per-process
 K, up to K consecutive seeds of a condition train side by side in one process (`--num_seeds`), unless they stand
 at different checkpoints. Then `python -m experiments.eval_boundaries --logdir RUN` judges each run's boundaries;
-at the end `python -m experiments.eval_boundaries --logroot LOGROOT` writes the table. A failed step is recorded
+at the end `python -m experiments.eval_boundaries --logroot LOGROOT` writes the table and `python -m experiments.plot
+--logroot LOGROOT` the learning curves of every condition (LOGROOT/curves.png). A failed step is recorded
 and the sweep goes on; running the same sweep again skips finished runs and resumes unfinished ones.
 
 Launchers. `local` (the default) runs the training processes one after another, in subprocesses. `slurm` submits
@@ -49,7 +50,7 @@ from dreamer_jax.status import StatusError, pid_alive, read_status, write_status
 POLL_S = 1.0  # how often the status file and the bars are refreshed while a step runs
 JOB_POLL_S = 0.1  # how soon a job passes a stop on (submitit's local executor kills it a second after signalling)
 LOG_EVERY_S = 30.0  # how often the bars are copied into the run log
-TRAIN, EVAL = "experiments.train", "experiments.eval_boundaries"
+TRAIN, EVAL, PLOT = "experiments.train", "experiments.eval_boundaries", "experiments.plot"
 LAUNCHERS = ("local", "slurm", "submitit-local")
 JOBS_DIR = ".submitit"  # under the log root: the jobs' pickles and logs
 # The --slurm-* flags with a value: flag, submitit AutoExecutor parameter, smallest value (None: text), metavar, help.
@@ -484,6 +485,14 @@ class Sweeper:
             ledger.table, ledger.table_note = self.ending(code, last, " ".join(names))
             del self.currents[0]
         self.event(f"table {ledger.table}" + (f": {ledger.table_note}" if ledger.table_note else ""))
+        self.curves()
+
+    def curves(self) -> None:
+        """Draw the learning curves of every run under the log root (experiments.plot): each condition's mean
+        with the 95% interval over its seeds, in LOGROOT/curves.png."""
+        code, last = self.child((PLOT, "--logroot", str(self.options.logroot)), self.refresh)
+        state, note = self.ending(code, last, str(self.options.logroot / "curves.png"))
+        self.event(f"curves {state}: {note}")
 
     def ending(self, code: int, last: str, note: str) -> tuple[str, str]:
         """A finished step's state and note: done with `note`, stopped by our signal, or failed with its error."""

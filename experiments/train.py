@@ -16,6 +16,7 @@ import jax
 import pinpad
 from dreamer_jax import config as cfg
 from dreamer_jax.run import RunDirInUse, seed_configs, train
+from experiments.envs import make_env
 
 
 def _saved_config(argv: list[str]) -> cfg.Config | None:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.check_for_acting(config)
         if config.distributed:
             _join_job()
-        env = pinpad.make(config.task, config.time_limit)
+        env = make_env(config)
         lines = train(config, env)
     except (cfg.ConfigError, RunDirInUse) as error:
         print(f"error: {error}", file=sys.stderr)

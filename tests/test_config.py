@@ -96,7 +96,7 @@ def test_every_preset_sets_known_fields_and_is_valid():
 def test_debug_is_tiny():
     config = C.make("debug")
     assert config.deter <= 64 and config.deter % config.blocks == 0 and config.blocks > 1
-    assert config.stoch * config.classes <= 16 and config.size == 64
+    assert config.stoch * config.classes <= 16 and config.size == 16
     assert config.batch_size * config.batch_length <= 16 and config.horizon <= 4
     assert config.vta_max_seg_len < config.batch_length
 
@@ -167,7 +167,7 @@ BAD = [
     (["--train_ratio", "-3"], "--train_ratio=-3.0"),
     (["--train_ratio", "nan"], "--train_ratio=nan"),
     (["--action_repeat", "2"], "--action_repeat=2"),
-    (["--size", "84"], "64x64"),
+    (["--size", "84"], "must be 16, 32 or 64"),
     (["--precision", "8"], "bf16, fp32"),
     (["--dynamics", "lstm"], "rssm, vta"),
     (["--dynamics_type", "lstm"], "rssm, vta"),

@@ -17,6 +17,7 @@ from dreamer_jax import config as cfg, run as run_lib
 from dreamer_jax.boundaries import analysis, metrics
 from dreamer_jax.boundaries.trace import EVENT_TYPES
 from experiments import eval_boundaries
+from experiments.envs import make_env
 
 # Small evaluations; the notebook uses the same sizes, so its programs come from the compile cache.
 EVAL = ["--episodes", "4", "--length", "100", "--resamples", "99", "--bootstrap", "20", "--policy", "scripted"]
@@ -28,7 +29,7 @@ TASK = "pinpad_eight"  # the tiny runs share their programs (and so the compile 
 def _train(logdir, *flags):
     config = cfg.parse(["--configs", "debug", "--steps", "128", "--eval_every", "0", "--task", TASK,
                         "--logdir", str(logdir), *flags], tasks=pinpad.TASKS)
-    run_lib.train(config, pinpad.make(config.task, config.time_limit), progress=False)
+    run_lib.train(config, make_env(config), progress=False)
     return logdir
 
 
@@ -74,7 +75,7 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
 def _vta_trace(root, policy, constrain=False):
     """(run, episodes, trace) of the tiny VTA run on four 100-step episodes."""
     logdir = root / f"{TASK}_vta_len6_seed0"
-    env = pinpad.make(TASK, 100)
+    env = make_env(analysis.load_config(logdir), 100)
     run = analysis.load_run(logdir, env)
     data = analysis.collect(run, env, 4, jax.random.PRNGKey(0), policy)
     return run, data, analysis.trace(run, data, jax.random.PRNGKey(1), constrain=constrain)
@@ -94,7 +95,7 @@ def test_the_saved_configuration_rebuilds_the_model(root):
 
 def test_trace_matches_the_episodes(root):
     run, data, trace = _vta_trace(root, "agent")
-    assert trace.frames.shape == (4, 100, 64, 64, 3) and trace.frames.dtype == np.uint8
+    assert trace.frames.shape == (4, 100, run.config.size, run.config.size, 3) and trace.frames.dtype == np.uint8
     assert set(trace.events) == {"pad", "reward", "respawn", "pad_visual"}
     np.testing.assert_array_equal(trace.frames[:, 0], data["image"][:, 0])
     assert not trace.forced[:, 1:].any()  # no constraints unless asked for

@@ -1,4 +1,5 @@
-"""Device replay (dreamer_jax/replay.py): ring writes, contiguous sequence sampling, replay context, uniformity.
+"""Device replay (dreamer_jax/replay.py): ring writes, contiguous sequence sampling, replay context, uniformity,
+the online queue and the refresh of stored latents.
 
 Every written step is labelled with its write count and env, so a sample can be checked value by value.
 """
@@ -12,6 +13,7 @@ import pytest
 from scipy import stats
 
 from dreamer_jax import replay as rp
+from dreamer_jax.rssm import Carry
 
 ENVS = 3
 OFFSET = 1000  # x = OFFSET + write count, so unwritten (zero) slots can never pass for written ones
@@ -26,11 +28,11 @@ def _step(i, envs=ENVS):
 
 
 def _carry(i, envs=ENVS):
-    """The carry stored with step i: never zero, a scalar leaf and a 2-D leaf per env."""
+    """The carry stored with step i: never zero; its state has a scalar leaf and a 2-D leaf per env."""
     env = jnp.arange(envs, dtype=jnp.float32)
     i = jnp.full((envs,), i, jnp.float32)
     m = jnp.stack([jnp.stack([i + 1, env + 1], -1), jnp.stack([-i - 1, env], -1)], 1)  # (envs, 2, 2)
-    return {"c": i + 0.5, "m": m}
+    return Carry({"c": i + 0.5, "m": m}, jnp.stack([i, env], -1))
 
 
 def _example():
@@ -43,7 +45,7 @@ def _fill(capacity, writes):
     return jax.lax.fori_loop(0, writes, lambda i, r: rp.add(r, _step(i), _carry(i)), replay)
 
 
-_sample = jax.jit(rp.sample, static_argnums=(2, 3))
+_sample = jax.jit(rp.sample, static_argnums=(2, 3, 4))
 
 
 def _check_sequences(steps, carry, writes, capacity, length):
@@ -70,9 +72,10 @@ def _check_sequences(steps, carry, writes, capacity, length):
     expect_c = np.where(has_context, prev + 0.5, 0.0)
     expect_m = np.stack([np.stack([prev + 1, e + 1], -1), np.stack([-prev - 1, e], -1)], 1)
     expect_m = expect_m * has_context[:, None, None]
-    np.testing.assert_array_equal(carry["c"], expect_c.astype(np.float32))
-    np.testing.assert_array_equal(carry["m"], expect_m.astype(np.float32))
-    assert carry["c"].dtype == jnp.float32 and carry["m"].shape == (batch, 2, 2)
+    np.testing.assert_array_equal(carry.state["c"], expect_c.astype(np.float32))
+    np.testing.assert_array_equal(carry.state["m"], expect_m.astype(np.float32))
+    np.testing.assert_array_equal(carry.action, np.stack([prev, e], -1) * has_context[:, None])
+    assert carry.state["c"].dtype == jnp.float32 and carry.state["m"].shape == (batch, 2, 2)
     return first, env[:, 0]
 
 
@@ -80,7 +83,7 @@ def test_buffer_layout_and_dtypes():
     replay = _fill(8, 5)
     assert int(replay.count) == 5 and rp.capacity(replay) == 8
     assert replay.steps["image"].dtype == jnp.uint8 and replay.steps["image"].shape == (ENVS, 8, 2, 2, 3)
-    assert replay.steps["x"].dtype == jnp.int32 and replay.carry["m"].shape == (ENVS, 8, 2, 2)
+    assert replay.steps["x"].dtype == jnp.int32 and replay.carry.state["m"].shape == (ENVS, 8, 2, 2)
     x = np.asarray(replay.steps["x"])
     np.testing.assert_array_equal(x[:, :5], np.broadcast_to(OFFSET + np.arange(5), (ENVS, 5)))
     assert not np.any(x[:, 5:])  # nothing written past the head
@@ -88,7 +91,7 @@ def test_buffer_layout_and_dtypes():
     wrapped = _fill(8, 19)
     np.testing.assert_array_equal(np.asarray(wrapped.steps["x"])[0], OFFSET + np.array([16, 17, 18, 11, 12, 13, 14,
                                                                                         15]))
-    np.testing.assert_array_equal(np.asarray(wrapped.carry["c"])[2], np.array([16, 17, 18, 11, 12, 13, 14, 15]) + 0.5)
+    np.testing.assert_array_equal(np.asarray(wrapped.carry.state["c"])[2], np.array([16, 17, 18, 11, 12, 13, 14, 15]) + 0.5)
 
 
 def test_add_casts_to_buffer_dtype():
@@ -106,8 +109,11 @@ def test_add_casts_to_buffer_dtype():
 )
 def test_sampled_sequences(capacity, writes, length):
     replay = _fill(capacity, writes)
-    steps, carry = _sample(replay, jax.random.PRNGKey(writes), 512, length)
+    _, steps, carry, where = _sample(replay, jax.random.PRNGKey(writes), 512, length, False)
     first, env = _check_sequences(steps, carry, writes, capacity, length)
+    np.testing.assert_array_equal(where.start, first)
+    np.testing.assert_array_equal(where.env, env)
+    assert not where.online.any()
     oldest = max(0, writes - capacity)
     last_start = writes - length
     # Both ends of the valid start range are reached, and every env is used.
@@ -119,7 +125,7 @@ def test_sampled_sequences(capacity, writes, length):
 def test_sampling_is_uniform(capacity, writes):
     length, batch = 4, 30_000
     replay = _fill(capacity, writes)
-    steps, carry = _sample(replay, jax.random.PRNGKey(123), batch, length)
+    _, steps, carry, _ = _sample(replay, jax.random.PRNGKey(123), batch, length, False)
     first, env = _check_sequences(steps, carry, writes, capacity, length)
     oldest = max(0, writes - capacity)
     starts = min(writes, capacity) - length + 1
@@ -133,8 +139,61 @@ def test_sampling_is_uniform(capacity, writes):
 
 def test_samples_depend_on_key():
     replay = _fill(16, 30)
-    a, _ = _sample(replay, jax.random.PRNGKey(0), 64, 4)
-    b, _ = _sample(replay, jax.random.PRNGKey(0), 64, 4)
-    c, _ = _sample(replay, jax.random.PRNGKey(1), 64, 4)
+    a = _sample(replay, jax.random.PRNGKey(0), 64, 4, False)[1]
+    b = _sample(replay, jax.random.PRNGKey(0), 64, 4, False)[1]
+    c = _sample(replay, jax.random.PRNGKey(1), 64, 4, False)[1]
     np.testing.assert_array_equal(a["x"], b["x"])
     assert not np.array_equal(a["x"], c["x"])
+
+
+def test_online_queue_hands_out_each_completed_sequence_once_in_order():
+    """The official online queue: env e's sequences [k L, (k + 1) L) in order of completion, each once; the rest
+    of a batch, and later batches once the queue is empty, are uniform samples."""
+    length, capacity, batch = 4, 64, 5
+    replay = _fill(capacity, 4 * length + 2)  # 4 completed sequences per env: 12 in the queue
+    seen = []
+    for i in range(3):
+        replay, steps, carry, where = _sample(replay, jax.random.PRNGKey(i), batch, length, True)
+        first, env = _check_sequences(steps, carry, 4 * length + 2, capacity, length)
+        online = np.asarray(where.online)
+        seen += list(zip(first[online].tolist(), env[online].tolist()))
+        if i < 2:
+            assert online.all()
+    assert online.tolist() == [True, True, False, False, False]  # the queue ran out after 12
+    assert seen == [(k * length, e) for k in range(4) for e in range(ENVS)]
+    assert int(replay.queued) == 12
+    # One more completed sequence per env joins the queue.
+    replay = jax.jit(lambda r: jax.lax.fori_loop(18, 20, lambda i, r: rp.add(r, _step(i), _carry(i)), r))(replay)
+    replay, steps, _, where = _sample(replay, jax.random.PRNGKey(9), batch, length, True)
+    assert np.asarray(where.online).tolist() == [True, True, True, False, False]
+    np.testing.assert_array_equal(np.asarray(where.start)[:3], 16)
+    np.testing.assert_array_equal(np.asarray(steps["x"])[:3, 0], OFFSET + 16)
+
+
+def test_online_queue_passes_over_overwritten_sequences():
+    length, capacity = 4, 8
+    replay = _fill(capacity, 22)  # steps 14..21 stored: of the queued sequences only [16, 20) remains
+    replay, steps, carry, where = _sample(replay, jax.random.PRNGKey(0), 2 * ENVS, length, True)
+    first, env = _check_sequences(steps, carry, 22, capacity, length)
+    online = np.asarray(where.online)
+    assert online.sum() == 0 and int(replay.queued) == 2 * ENVS  # sequences 0 and 1 of each env: overwritten
+    replay = _sample(replay, jax.random.PRNGKey(1), 3 * ENVS, length, True)[0]
+    assert int(replay.queued) == 5 * ENVS  # then 2, 3 (overwritten) and 4 = [16, 20), handed out
+    assert int(_sample(replay, jax.random.PRNGKey(2), 1, length, True)[3].online.sum()) == 0
+
+
+def test_refresh_writes_states_where_the_batch_came_from():
+    """The posterior states of a batch replace the stored carries' states at those steps (official replay.update):
+    a later sequence that starts right after them takes the new latent as its context; actions stay."""
+    length, capacity, writes = 4, 16, 30
+    replay = _fill(capacity, writes)
+    replay, steps, _, where = _sample(replay, jax.random.PRNGKey(3), 6, length, False)
+    new = {"c": -1.0 - steps["x"].astype(jnp.float32), "m": jnp.zeros((6, length, 2, 2))}
+    refreshed = jax.jit(rp.refresh)(replay, where, new)
+    c = np.asarray(refreshed.carry.state["c"])
+    expect = np.asarray(replay.carry.state["c"]).copy()
+    for e, a in zip(np.asarray(where.env), np.asarray(where.start)):
+        expect[e, (a + np.arange(length)) % capacity] = -1.0 - (OFFSET + a + np.arange(length))
+    np.testing.assert_array_equal(c, expect)
+    np.testing.assert_array_equal(refreshed.carry.action, replay.carry.action)
+    np.testing.assert_array_equal(refreshed.steps["x"], replay.steps["x"])

@@ -88,12 +88,13 @@ def test_four_devices_train_like_one(tmp_path):
 
 
 SHARDED_UPDATE = """
-import jax, pinpad
+import jax
 from dreamer_jax import config as cfg
 from dreamer_jax.run import make_mesh
 from dreamer_jax.train import Learner
+from experiments.envs import make_env
 config = cfg.make("debug", batch_size=4, devices=4)
-learner, state = Learner.create(config, pinpad.make(config.task, config.time_limit), jax.random.PRNGKey(0),
+learner, state = Learner.create(config, make_env(config), jax.random.PRNGKey(0),
                                 mesh=make_mesh(4))
 lowered = learner._single.lower(learner, state, True).as_text()
 print(len(jax.tree.leaves(state.params)[0].sharding.device_set), lowered.count("sharding_constraint"))
@@ -106,3 +107,34 @@ def test_the_batch_is_split_over_the_devices_and_parameters_replicated():
     assert result.returncode == 0, result.stderr[-3000:]
     devices, constraints = map(int, result.stdout.split()[-2:])
     assert devices == 4 and constraints >= 1
+
+
+def test_accelerator_loop_matches_the_cpu_loop():
+    """The loop accelerators run (a chunk is one scan, seeds vmapped), forced on the CPU, gives the CPU loop's
+    (iterations dispatched one by one, seeds unrolled) results within float tolerance, and the same env data."""
+    import jax
+    import jax.numpy as jnp
+
+    from dreamer_jax import config as cfg
+    from dreamer_jax.train import Learner
+    from experiments.envs import make_env
+
+    config = cfg.make("debug", precision="fp32", size=16)
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+    out = {}
+    for fused in (False, True):
+        learner, state = Learner.create(config, make_env(config), keys, seeds=2, fused=fused)
+        assert learner.is_fused == fused
+        state, _ = learner.chunk(state, 40, False)
+        out[fused] = jax.device_get(learner.chunk(state, 3, True))
+    (cpu, cpu_metrics), (acc, acc_metrics) = out[False], out[True]
+    assert set(cpu_metrics) == set(acc_metrics)
+    for key in cpu_metrics:
+        assert cpu_metrics[key].shape == acc_metrics[key].shape == (2, 3), key
+        np.testing.assert_allclose(acc_metrics[key], cpu_metrics[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(cpu.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(acc.replay.steps), jax.tree.leaves(cpu.replay.steps)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(acc.params["actor"]["out"]["kernel"][...][0],
+                              acc.params["actor"]["out"]["kernel"][...][1])  # two different agents

@@ -11,6 +11,7 @@ import sys
 import time
 import types
 
+import matplotlib.image
 import pytest
 import submitit
 
@@ -123,6 +124,13 @@ def test_the_table_holds_the_successful_runs(swept):
     table = (root / "boundary_table.csv").read_text()
     assert (root / "boundary_table.md").exists()
     assert "pinpad_eight_rssm_seed0" in table and "pinpad_eight_rssm_seed1" in table and "_bad_" not in table
+
+
+def test_the_learning_curves_are_drawn_beside_the_table(swept):
+    root = swept["root"]
+    assert f"curves done: {root / 'curves.png'}" in swept["log"]
+    image = matplotlib.image.imread(root / "curves.png")
+    assert image.ndim == 3 and image.shape[1] > 500
 
 
 def test_the_status_file_parses_at_every_moment(swept):

@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 from dreamer_jax import checkpoint, config as cfg
 from dreamer_jax.train import Learner
+from experiments.envs import make_env
 
 TINY = ["--configs", "debug", "--steps", "128"]
 RATES = {"env_steps_per_s", "updates_per_s"}
@@ -62,7 +63,7 @@ def test_checkpoint_restores_bit_identical(run, tmp_path):
     config = cfg.load(logdir / "config.json")
     import pinpad
 
-    learner, fresh = Learner.create(config, pinpad.make(config.task, config.time_limit), jax.random.PRNGKey(9))
+    learner, fresh = Learner.create(config, make_env(config), jax.random.PRNGKey(9))
     state, saved_config = checkpoint.restore(checkpoint.manager(logdir), fresh)
     assert saved_config == config and int(state.env_steps) == 128 and int(state.updates) == 32
     mgr = checkpoint.manager(tmp_path)

@@ -1,0 +1,224 @@
+"""Does the agent learn? RSSM and VTA agents on pinpad_three, several seeds, against random and scripted play.
+
+    python -m benchmarks.learning                       # the CPU setting (about an hour on 2 cores)
+    python -m benchmarks.learning --setting gpu         # 64x64, size12m, 8 seeds vmapped (minutes on one GPU)
+    python -m benchmarks.learning --report              # only (re)write the results from the runs already there
+
+Trains each dynamics with `--num_seeds` seeds side by side (resumable: running it again continues the runs in
+--logroot), measures the random and the scripted policy's return over episodes of the same length, evaluates
+every seed's final policy, and writes into --out:
+- learning.json: the settings, machine, versions and wall time, random_return, scripted_return, and per run
+  {dynamics, seed, final_eval_return, curve [[env_step, eval_return], ...]}, plus the open-loop errors;
+- learning_curves.png: eval return against env steps, mean and 95% interval over seeds per dynamics, with
+  the random and scripted returns as lines;
+- learning_diagnostics.png: the quantities that say why a run does or does not learn (reward loss and
+  imagined reward, critic value, policy entropy, return scale, reconstruction);
+- openloop_<dynamics>.png and .json: seed 0's world model observing 5 frames, then imagining 45.
+The target: every RSSM seed's final eval return at least 10x the random policy's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pinpad
+from dreamer_jax import config as cfg, curves, run as run_lib
+from dreamer_jax.boundaries import analysis
+from dreamer_jax.status import write_atomic
+from experiments.envs import make_env
+from experiments.plot import open_loop
+
+TASK = "pinpad_three"
+TARGET = 10.0  # final eval return over the random policy's, every RSSM seed
+BASELINE_EPISODES = 64
+FINAL_EPISODES = 16
+DIAGNOSTICS = ("loss_rew", "imag_reward", "imag_value", "policy_entropy", "return_scale", "loss_rec")
+
+# Settings: presets and fields on top of the defaults; the benchmark adds task, dynamics, seeds and logdir.
+SETTINGS = {
+    # 16x16 images (exactly the 64x64 information, 1/16 of the pixels), a small model, a short warm-up and a
+    # higher learning rate than the official, imagination from the last 8 steps of each sequence.
+    "cpu": dict(
+        configs=(), seeds=3, time_budget=None,
+        fields=dict(size=16, deter=256, hidden=64, stoch=16, classes=8, depth=4, units=64, batch_size=16,
+                    batch_length=32, imag_last=8, train_ratio=128, lr=3e-4, warmup=100, envs=4, time_limit=1000,
+                    prefill=2000, steps=20_000, replay_size=100_000, eval_every=2500, eval_episodes=4,
+                    log_every=2500, save_every=10_000, precision="fp32")),
+    # The official model at size12m on 64x64 images at the official train ratio and batch, 8 seeds vmapped in one
+    # process, trained for a time budget (about 8 minutes of GPU time with compiling, saving and evaluating).
+    # Learning rate 1e-4 with a 200-update warm-up instead of the official 4e-5 over 1000: a few thousand updates
+    # fit in the budget. An iteration is 32 env steps (2 per env, one update), a chunk 32 iterations; prefill and
+    # the log, eval and save periods are multiples of 1024 steps, so every chunk has the same length and the
+    # fused loop compiles once for prefilling and once for training.
+    "gpu": dict(
+        configs=("size12m",), seeds=8, time_budget=400,
+        fields=dict(size=64, envs=16, time_limit=1000, prefill=3072, steps=1_024_000, replay_size=40_000, lr=1e-4,
+                    warmup=200, eval_every=10_240, eval_episodes=8, log_every=5_120, save_every=1_024_000,
+                    precision="bf16")),
+    # For tests: the debug model on a few hundred steps.
+    "tiny": dict(
+        configs=("debug",), seeds=1, time_budget=None,
+        fields=dict(time_limit=50, steps=128, eval_every=64, log_every=64, save_every=128)),
+}
+FIELDS_FIXED_HERE = ("task", "dynamics", "num_seeds", "seed", "logdir")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--setting", choices=tuple(SETTINGS), default="cpu", help="which setting to run")
+    p.add_argument("--dynamics", nargs="+", choices=("rssm", "vta"), default=["rssm", "vta"])
+    p.add_argument("--seeds", type=int, default=None, help="seeds per dynamics (default: the setting's)")
+    p.add_argument("--logroot", type=pathlib.Path, default=None, help="run folders (default: runs/learning_SETTING)")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/results"), help="folder of the results")
+    p.add_argument("--time_budget", type=float, default=None,
+                   help="seconds of training per dynamics, compiling included (default: the setting's)")
+    p.add_argument("--report", action="store_true", help="write the results from the runs in --logroot, no training")
+    p.add_argument("--no-openloop", dest="openloop", action="store_false", help="skip the open-loop figures")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="override a setting's fields")
+    return p
+
+
+def setting_config(name: str, dynamics: str, seeds: int, logroot: pathlib.Path, overrides: list[str]) -> cfg.Config:
+    """The configuration of one dynamics in a setting: its presets and fields, then `FIELD=VALUE` overrides."""
+    setting = SETTINGS[name]
+    flags = [f"--{item.replace('=', ' ', 1)}".split(" ", 1) for item in overrides]
+    bad = [flag for flag, *_ in flags if flag[2:] in FIELDS_FIXED_HERE]
+    if bad:
+        raise cfg.ConfigError(f"{', '.join(bad)} is set by the benchmark itself; drop it from --set")
+    base = cfg.make(*setting["configs"], **setting["fields"], task=TASK, dynamics=dynamics, num_seeds=seeds,
+                    logdir=str(logroot / f"{TASK}_{dynamics}_seed{{seed}}"))
+    return cfg.parse([token for flag in flags for token in flag], base=base)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def policy_return(env, policy: str, episodes: int, key) -> jax.Array:
+    """Mean return of `episodes` whole episodes of uniform random actions or the scripted solver."""
+    reset_key, key = jax.random.split(key)
+    state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+    def step(carry, key):
+        state, ret = carry
+        act_key, env_key = jax.random.split(key)
+        act_keys = jax.random.split(act_key, episodes)
+        if policy == "random":
+            action = jax.random.randint(act_key, (episodes,), 0, env.num_actions)
+        else:
+            action = jax.vmap(lambda s, k: pinpad.scripted_action(env, s, k, random_rate=0.0))(state, act_keys)
+        state, obs = jax.vmap(env.step)(state, action, jax.random.split(env_key, episodes))
+        return (state, ret + obs["reward"]), None
+
+    (_, ret), _ = jax.lax.scan(step, (state, jnp.zeros(episodes)), jax.random.split(key, env.length))
+    return ret.mean()
+
+
+def final_return(logdir: pathlib.Path, env, episodes: int, seed: int) -> tuple[float, int]:
+    """(mean return of `episodes` fresh episodes of the run's latest policy, the checkpoint's step)."""
+    run = analysis.load_run(logdir, env)
+    ret, _ = run.learner.evaluate(run.params, episodes, jax.random.PRNGKey(10_000 + seed))
+    return float(ret), run.step
+
+
+def train_setting(configs: list[cfg.Config], time_budget: float | None) -> float:
+    """Train every dynamics' seeds (resuming where runs exist); returns the wall seconds spent."""
+    start = time.monotonic()
+    for config in configs:
+        deadline = None if time_budget is None else time.monotonic() + time_budget
+        run_lib.train(config, make_env(config), deadline=deadline)
+    return time.monotonic() - start
+
+
+def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
+    """Measure baselines and final returns, draw the figures and write learning.json; returns its content."""
+    env = make_env(configs[0])
+    key = jax.random.PRNGKey(0)
+    random_return = float(policy_return(env, "random", BASELINE_EPISODES, key))
+    scripted_return = float(policy_return(env, "scripted", BASELINE_EPISODES, key))
+    runs, groups, openloops = [], {}, {}
+    for config in configs:
+        lines_of_seeds = []
+        for seed_config in run_lib.seed_configs(config):
+            logdir = pathlib.Path(seed_config.logdir)
+            lines = curves.read_metrics(logdir)
+            lines_of_seeds.append(lines)
+            final, step = final_return(logdir, env, FINAL_EPISODES, seed_config.seed)
+            xs, ys = curves.series(lines, "eval_return")
+            runs.append({"dynamics": config.dynamics, "seed": seed_config.seed, "final_eval_return": final,
+                         "final_step": step, "curve": [[int(x), float(y)] for x, y in zip(xs, ys)],
+                         "logdir": str(logdir)})
+        groups[config.dynamics] = lines_of_seeds
+        if args.openloop:
+            first = pathlib.Path(run_lib.seed_configs(config)[0].logdir)
+            result = open_loop(first, 5, 50, 0, args.out, name=f"openloop_{config.dynamics}")
+            openloops[config.dynamics] = {k: result[k] for k in ("step", "context", "mse_per_step",
+                                                                 "imagined_reads")}
+    target = TARGET * random_return
+    summary = {}
+    for dynamics in groups:
+        finals = np.array([r["final_eval_return"] for r in runs if r["dynamics"] == dynamics])
+        mean, low, high = curves.interval(finals)
+        summary[dynamics] = {"final_mean": float(mean), "final_ci95": [float(low), float(high)],
+                             "seeds_at_target": int((finals >= target).sum()), "seeds": int(finals.size)}
+    lines = {"random": random_return, "scripted": scripted_return, f"target ({TARGET:g}x random)": target}
+    title = f"{TASK}, {args.setting} setting"
+    curves.plot(groups, ["eval_return"], "step", args.out / "learning_curves.png", hlines=lines, title=title)
+    diagnostics = [m for m in DIAGNOSTICS if m in curves.available_metrics([l for g in groups.values() for l in g])]
+    if diagnostics:  # none before the first update
+        curves.plot(groups, diagnostics, "step", args.out / "learning_diagnostics.png", title=title)
+    result = {
+        "task": TASK, "setting": args.setting, "command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]),
+        "episode_length": env.length, "random_return": random_return, "scripted_return": scripted_return,
+        "baseline_episodes": BASELINE_EPISODES, "final_episodes": FINAL_EPISODES, "target_return": target,
+        "summary": summary, "runs": runs, "openloop": openloops,
+        "settings": {c.dynamics: cfg.to_dict(c) for c in configs}, "wall_s": wall_s,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+                    "devices": jax.device_count()},
+        "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    write_atomic(args.out / "learning.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setting = SETTINGS[args.setting]
+    seeds = setting["seeds"] if args.seeds is None else args.seeds
+    args.logroot = args.logroot or pathlib.Path(f"runs/learning_{args.setting}")
+    budget = args.time_budget if args.time_budget is not None else setting["time_budget"]
+    try:
+        if seeds < 1:
+            raise cfg.ConfigError(f"--seeds {seeds} must be at least 1")
+        configs = [setting_config(args.setting, d, seeds, args.logroot, args.set) for d in args.dynamics]
+        wall_s = None if args.report else train_setting(configs, budget)
+        if args.report:
+            previous = args.out / "learning.json"
+            wall_s = json.loads(previous.read_text()).get("wall_s") if previous.exists() else None
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = report(args, configs, wall_s)
+    except (cfg.ConfigError, curves.CurveError, analysis.RunError, run_lib.RunDirInUse) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"random {result['random_return']:.1f}, scripted {result['scripted_return']:.1f}, target "
+          f"{result['target_return']:.1f} per {result['episode_length']}-step episode")
+    for dynamics, s in result["summary"].items():
+        print(f"{dynamics}: final eval return {s['final_mean']:.1f} (95% CI {s['final_ci95'][0]:.1f} .. "
+              f"{s['final_ci95'][1]:.1f}), {s['seeds_at_target']}/{s['seeds']} seeds at the target")
+    print(f"results: {args.out / 'learning.json'}, {args.out / 'learning_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Open-loop prediction: what the world model learned, shown as the official DreamerV3 reports it.
+
+Observe the first `context` frames of recorded episodes (posterior states), then imagine the remaining
+steps from the last posterior under the recorded actions, decoding every state. The prediction error per
+imagined step says how far ahead the model can see; the figure shows truth, prediction and error rows.
+For VTA the imagined boundaries (READ from the prior) are returned and marked.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def predict(learner, params, data: dict, key, context: int) -> dict:
+    """Reconstructions of episodes (E, T): posterior for t < `context`, imagined under the recorded actions after.
+
+    `data` holds `image` (E, T, H, W, 3) uint8, `action` (E, T) int (the action taken after each step),
+    `is_first` and `reward` (E, T). Returns `recon` (E, T, H, W, 3) in [0, 1] and `read` (E, T) bool (the
+    boundary of each state: VTA's READ; all False for dynamics without boundaries).
+    """
+    agent = nnx.merge(learner.graphdef, params)
+    dynamics = agent.dynamics
+    episodes, length = data["action"].shape
+    observe_key, imagine_key = jax.random.split(key)
+    action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
+    seen = lambda x: x[:, :context]  # noqa: E731
+    embed = agent.encoder(seen(data["image"]))
+    _, post, _ = dynamics.observe(dynamics.initial(episodes), embed, seen(action), seen(data["is_first"]),
+                                  observe_key, reward=seen(data["reward"]))
+
+    def step(state, inputs):
+        state = dynamics.img_step(state, *inputs)
+        return state, state
+
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    keys = jax.random.split(imagine_key, length - context)
+    _, imagined = jax.lax.scan(step, jax.tree.map(lambda x: x[:, -1], post),
+                               (swap(action[:, context - 1:-1]), keys))
+    states = jax.tree.map(lambda a, b: jnp.concatenate([a, swap(b)], 1), post, imagined)
+    recon = agent.decoder(*dynamics.decoder_inputs(states))
+    read = states.read > 0.5 if hasattr(states, "read") else jnp.zeros((episodes, length), bool)
+    return {"recon": recon, "read": read}
+
+
+def step_mse(image: np.ndarray, recon: np.ndarray, context: int) -> np.ndarray:
+    """Mean squared error per imagined step (T - context,), over episodes and pixels, images scaled to [0, 1]."""
+    error = np.square(np.asarray(recon, np.float64) - np.asarray(image, np.float64) / 255.0)
+    return error[:, context:].mean(axis=(0, 2, 3, 4))
+
+
+def figure(image: np.ndarray, recon: np.ndarray, read: np.ndarray, context: int, out: str | os.PathLike,
+           every: int = 2, title: str = "") -> pathlib.Path:
+    """Truth, prediction and error rows of one episode (T, H, W, 3), every `every`-th step; observed frames are
+    framed green, imagined ones red, imagined READs marked with a yellow bar above the prediction. Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(0, image.shape[0], every)
+    truth = np.asarray(image, np.float32) / 255.0
+    pred = np.clip(np.asarray(recon, np.float32), 0.0, 1.0)
+    rows = (("truth", truth), ("prediction", pred), ("error", (pred - truth + 1.0) / 2.0))
+    fig, axes = plt.subplots(3, len(steps), figsize=(0.75 * len(steps), 2.6), squeeze=False)
+    for r, (label, frames) in enumerate(rows):
+        for c, t in enumerate(steps):
+            ax = axes[r, c]
+            ax.imshow(frames[t], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color("tab:green" if t < context else "tab:red")
+                spine.set_linewidth(2)
+            if r == 0:
+                ax.set_title(str(t), fontsize=6)
+            if r == 1 and t >= context and read[t]:
+                ax.set_title("READ", fontsize=6, color="black", backgroundcolor="gold")
+        axes[r, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle(title or f"open loop: {context} frames observed (green), then imagined (red)", fontsize=8)
+    fig.tight_layout(pad=0.2)
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

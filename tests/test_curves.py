@@ -1,0 +1,102 @@
+"""Learning curves (dreamer_jax/curves.py, `python -m experiments.plot`) on hand-written metrics logs: grouping
+seeds into conditions, the mean and Student-t interval, the time axis, and clear errors."""
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import REPO
+from dreamer_jax import curves
+
+
+def _write(logdir, lines):
+    logdir.mkdir(parents=True)
+    (logdir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _run(seed, steps=(100, 200, 300), rate=50.0):
+    return [{"step": s, "updates": s // 10, "env_steps_per_s": rate, "eval_return": float(seed + s / 100),
+             "loss_rec": 10.0 - s / 100} for s in steps]
+
+
+@pytest.fixture
+def root(tmp_path):
+    for seed in range(3):
+        _write(tmp_path / f"pinpad_three_rssm_seed{seed}", _run(seed))
+    for seed in range(2):
+        _write(tmp_path / "nested" / f"pinpad_three_vta_seed{seed}", _run(10 * seed, steps=(100, 200)))
+    return tmp_path
+
+
+def test_runs_group_by_name_without_the_seed(root):
+    groups = curves.find_runs(root)
+    assert list(groups) == ["pinpad_three_rssm", "pinpad_three_vta"]
+    assert [p.name for p in groups["pinpad_three_rssm"]] == [f"pinpad_three_rssm_seed{s}" for s in range(3)]
+
+
+def test_mean_and_interval_over_seeds(root):
+    runs = [curves.read_metrics(d) for d in curves.find_runs(root)["pinpad_three_rssm"]]
+    xs, mean, low, high, n = curves.aggregate(runs, "eval_return")
+    np.testing.assert_array_equal(xs, [100, 200, 300])
+    values = np.array([[seed + s / 100 for s in (100, 200, 300)] for seed in range(3)])
+    half = stats.t.ppf(0.975, 2) * values.std(0, ddof=1) / np.sqrt(3)
+    assert n == 3
+    np.testing.assert_allclose(mean, values.mean(0))
+    np.testing.assert_allclose(high - mean, half)
+    np.testing.assert_allclose(mean - low, half)
+    # One value: the interval collapses onto it.
+    assert curves.interval(np.array([4.0])) == (4.0, 4.0, 4.0)
+
+
+def test_runs_of_different_lengths_share_the_steps_all_reached(root):
+    runs = [_run(0), _run(1, steps=(100, 200))]
+    xs, mean, *_ = curves.aggregate(runs, "eval_return")
+    np.testing.assert_array_equal(xs, [100, 200])
+    np.testing.assert_allclose(mean, [1.5, 2.5])
+
+
+def test_time_is_training_seconds_summed_over_windows(tmp_path):
+    lines = _run(0, rate=50.0)
+    lines[2]["env_steps_per_s"] = 25.0
+    _write(tmp_path / "run", lines)
+    times = [line["time"] for line in curves.read_metrics(tmp_path / "run")]
+    np.testing.assert_allclose(times, [2.0, 4.0, 8.0])
+
+
+def _plot(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.plot", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_draws_a_root_and_a_run(root):
+    done = _plot("--logroot", root, "--metrics", "eval_return", "loss_rec", "--x", "updates")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"curves: {root / 'curves.png'}"
+    assert matplotlib.image.imread(root / "curves.png").shape[1] > 500
+    run = root / "pinpad_three_rssm_seed0"
+    done = _plot("--logdir", run, "--out", root / "one.png")
+    assert done.returncode == 0, done.stderr and (root / "one.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--logroot", "{root}/empty"], "is not a directory"),
+    (["--logroot", "{root}/nested/pinpad_three_vta_seed0/x"], "is not a directory"),
+    (["--logroot", "{root}", "--metrics", "eval_retrun"], "unknown metric eval_retrun: no run logged it"),
+    (["--logdir", "{root}/nested"], "has no metrics.jsonl"),
+    (["--logroot", "{root}", "--openloop"], "--openloop needs one run"),
+    (["--logdir", "{root}/pinpad_three_rssm_seed0", "--openloop"], "has no config.json"),
+])
+def test_bad_input_is_one_clear_error(root, args, message):
+    done = _plot(*[a.replace("{root}", str(root)) for a in args])
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (root / "curves.png").exists()
+
+
+def test_a_root_without_runs_is_refused(tmp_path):
+    done = _plot("--logroot", tmp_path)
+    assert done.returncode == 2 and "no runs under" in done.stderr

@@ -1,0 +1,65 @@
+"""The learning benchmark (benchmarks/learning.py) end to end on its tiny setting: every result it promises, and
+clear errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, "-m", "benchmarks.learning", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learning")
+    done = _bench("--setting", "tiny", "--logroot", root / "runs", "--out", root / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, done.stdout, json.loads((root / "out" / "learning.json").read_text())
+
+
+def test_results_hold_baselines_runs_and_curves(result):
+    root, stdout, data = result
+    assert data["task"] == "pinpad_three" and data["setting"] == "tiny" and data["episode_length"] == 50
+    assert data["scripted_return"] > data["random_return"] >= 0
+    assert data["target_return"] == 10 * data["random_return"]
+    assert [(r["dynamics"], r["seed"]) for r in data["runs"]] == [("rssm", 0), ("vta", 0)]
+    for run in data["runs"]:
+        assert [step for step, _ in run["curve"]] == [64, 128] and run["final_step"] == 128
+        assert all(np.isfinite(value) for _, value in run["curve"]) and np.isfinite(run["final_eval_return"])
+        assert run["logdir"] == str(root / "runs" / f"pinpad_three_{run['dynamics']}_seed0")
+    assert set(data["summary"]) == {"rssm", "vta"} and data["summary"]["rssm"]["seeds"] == 1
+    assert data["settings"]["vta"]["dynamics"] == "vta" and data["settings"]["rssm"]["steps"] == 128
+    assert data["wall_s"] > 0 and data["machine"]["backend"] == "cpu" and data["versions"]["jax"]
+    assert "rssm: final eval return" in stdout and "vta: final eval return" in stdout
+
+
+def test_figures_and_open_loop_predictions(result):
+    root, _, data = result
+    for name in ("learning_curves.png", "learning_diagnostics.png", "openloop_rssm.png", "openloop_vta.png"):
+        assert matplotlib.image.imread(root / "out" / name).ndim == 3, name
+    for dynamics in ("rssm", "vta"):
+        openloop = data["openloop"][dynamics]
+        assert openloop["context"] == 5 and len(openloop["mse_per_step"]) == 45 and openloop["step"] == 128
+        assert all(0 <= e < 1 for e in openloop["mse_per_step"])
+        saved = json.loads((root / "out" / f"openloop_{dynamics}.json").read_text())
+        assert saved["mse_per_step"] == openloop["mse_per_step"] and saved["dynamics"] == dynamics
+    assert data["openloop"]["rssm"]["imagined_reads"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0"], "--seeds 0 must be at least 1"),
+    (["--set", "logdir=/tmp/x"], "--logdir is set by the benchmark itself"),
+    (["--set", "batch_size=0"], "invalid --batch_size=0"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, message):
+    done = _bench("--setting", "tiny", "--logroot", tmp_path / "runs", "--out", tmp_path / "out", *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())
