@@ -195,10 +195,11 @@ class RSSM(nnx.Module):
         return RSSMState(deter, dists.sample_onehot_st(key, prior), prior)
 
     def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0,
-                constrain=None):
+                constrain=None, mode=False):
         """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, prior logits).
 
-        `reward`, `training`, `update` and `constrain` are part of the shared interface; the RSSM needs none of them.
+        `reward`, `training`, `update`, `constrain` and `mode` are part of the shared interface (VTA's boundaries);
+        the RSSM needs none of them.
         """
         keys = jax.random.split(key, embed.shape[1])
         swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
@@ -210,7 +211,7 @@ class RSSM(nnx.Module):
         """Roll the prior forward from `start` (B, ...); see `imagine`."""
         return imagine(self, start, policy, horizon, key)
 
-    def diagnostics(self, post: RSSMState, prior_logits, key) -> dict:
+    def diagnostics(self, post: RSSMState, prior_logits, key, mode: bool = False) -> dict:
         """Per-step (B, T) quantities for analysis: KL(post || prior), the surprise baseline of boundaries."""
         return {"kl_obs": dists.categorical_kl(post.logits, prior_logits).sum(-1)}
 

@@ -1,13 +1,19 @@
-"""VTA dynamics (variational temporal abstraction) with the RSSM's interface, DreamerV3-style.
+"""VTA dynamics (variational temporal abstraction) with the RSSM's interface, DreamerV3-style, for an acting agent.
 
 Two levels: abstract (c, z) and observation (h, s). A boundary m_t (READ = 1 starts a new
 segment at t, COPY = 0) is sampled from a causal posterior q(m_t | h_{t-1}, s_{t-1}, e_t[, r_t])
-while filtering and from the learned prior p(m_t | h_{t-1}, s_{t-1}) in imagination.
-READ: c_t = GRU_c(c_{t-1}, z_{t-1}) and z_t is sampled anew; the observation level restarts
-from the abstract features. COPY: (c, z) are carried bit for bit. Heads read concat(h, s, c, z).
-The boundary is sampled with logistic noise and a straight-through estimator whose
-temperature shapes only the gradient. Length and count constraints force the prior (READ
-wins) within a training sequence; `boundary_force_scale` also forces the posterior.
+while filtering and from the learned prior p(m_t | h_{t-1}, s_{t-1}, a_{t-1}) in imagination.
+READ: c_t = GRU_c(c_{t-1}, [z_{t-1}, h_{t-1}, s_{t-1}, a_{t-1}]), the abstract transition taking the
+observation-level state that ends the segment and the last action (as THICK's high level does),
+and z_t is sampled anew; the observation level restarts from the abstract features. So a READ in
+imagination keeps what the actions of the ended segment did (the original VTA was action-free).
+COPY: (c, z) are carried bit for bit. Heads read concat(h, s, c, z). The boundary is sampled
+with logistic noise and a straight-through estimator whose temperature shapes only the
+gradient, or taken as its mode (READ where q > 0.5) for evaluation. Length and count
+constraints force the prior (READ wins); `boundary_force_scale` also forces the posterior.
+The state carries the segment length (steps since the last READ, across training sequences
+through the replay context) and the segment count (READs since the training sequence, or the
+episode, began).
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ from flax import nnx
 
 from dreamer_jax import distributions as dists
 from dreamer_jax.networks import MLP, Dense
-from dreamer_jax.rssm import GRUCell, balanced_kl, imagine
+from dreamer_jax.rssm import Carry, GRUCell, balanced_kl, imagine
 
 sg = jax.lax.stop_gradient
 
 
 class VTAState(NamedTuple):
-    """Both levels, their latent logits, and the boundary at this step (all (B, ...))."""
+    """Both levels, their latent logits, the boundary at this step and the segment counters (all (B, ...))."""
 
     h: jax.Array
     s: jax.Array
@@ -36,16 +42,9 @@ class VTAState(NamedTuple):
     z_logits: jax.Array
     read: jax.Array  # hard boundary in {0, 1}, float32 (the straight-through value while training)
     read_logit: jax.Array  # logit of the distribution it was sampled from (posterior or prior)
-    forced: jax.Array  # a constraint decided this step (is_first, max_seg_len or max_seg_num)
-
-
-class VTACarry(NamedTuple):
-    """The latest state, the action taken after it, and the segment counters."""
-
-    state: VTAState
-    action: jax.Array
-    seg_len: jax.Array  # steps since the last READ
-    seg_num: jax.Array  # READs so far in this training sequence
+    forced: jax.Array  # the boundary used was forced: an episode start, or a constraint with posterior forcing
+    seg_len: jax.Array  # steps since the last READ, this one included (1 at a READ)
+    seg_num: jax.Array  # READs since the training sequence (or, outside training, the episode) began
 
 
 class VTAPrior(NamedTuple):
@@ -71,7 +70,8 @@ class VTA(nnx.Module):
         self.config = config  # static: the force-scale and temperature schedules
         flat = stoch * classes
         abstract = deter + flat
-        self.abstract_cell = GRUCell(deter, hidden, blocks, (flat,), config.core, dtype=dtype, rngs=rngs)
+        self.abstract_cell = GRUCell(deter, hidden, blocks, (flat, deter, flat, action_dim), config.core, dtype=dtype,
+                                     rngs=rngs)
         self.z_prior = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
         self.z_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
         self.z_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
@@ -83,7 +83,7 @@ class VTA(nnx.Module):
         self.s_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
         self.s_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
         self.s_post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
-        self.read_prior = nnx.Linear(deter + flat, 1, dtype=jnp.float32, rngs=rngs)
+        self.read_prior = nnx.Linear(deter + flat + action_dim, 1, dtype=jnp.float32, rngs=rngs)
         detector_in = deter + flat + embed_dim * (1 + self.lookahead) + int(self.reward_input)
         self.read_post = nnx.Sequential(Dense(detector_in, hidden, dtype=dtype, rngs=rngs),
                                         nnx.Linear(hidden, 1, dtype=jnp.float32, rngs=rngs))
@@ -106,12 +106,13 @@ class VTA(nnx.Module):
         """concat(h, s, c, z): the input of every head."""
         return jnp.concatenate(self.decoder_inputs(state), -1)
 
-    def initial(self, batch: int) -> VTACarry:
+    def initial(self, batch: int) -> Carry:
         zeros = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)  # noqa: E731
         latent = (self.stoch, self.classes)
+        count = jnp.zeros((batch,), jnp.int32)
         state = VTAState(zeros(self.deter), zeros(*latent), zeros(*latent), zeros(self.deter), zeros(*latent),
-                         zeros(*latent), zeros(), zeros(), jnp.zeros((batch,), bool))
-        return VTACarry(state, zeros(self.action_dim), jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32))
+                         zeros(*latent), zeros(), zeros(), jnp.zeros((batch,), bool), count, count)
+        return Carry(state, zeros(self.action_dim))
 
     # -- pieces -----------------------------------------------------------------------------------
     def _latent(self, out, x):
@@ -123,9 +124,11 @@ class VTA(nnx.Module):
     def _obs_input(self, state: VTAState):
         return jnp.concatenate([state.h, self._flat(state.s)], -1)
 
-    def prior_read_logit(self, state: VTAState):
-        """Logit of p(m_t = READ) from the previous observation-level state, soft-clipped, float32."""
-        return dists.soft_clip(self.read_prior(self._obs_input(state).astype(jnp.float32))[..., 0], self.clip)
+    def prior_read_logit(self, state: VTAState, action):
+        """Logit of p(m_t = READ) from the previous observation-level state and the action taken after it (which
+        decides, in pinpad, whether step t enters a pad), soft-clipped, float32."""
+        inputs = jnp.concatenate([self._obs_input(state).astype(jnp.float32), action.astype(jnp.float32)], -1)
+        return dists.soft_clip(self.read_prior(inputs)[..., 0], self.clip)
 
     def post_read_logit(self, state: VTAState, context, reward):
         """Logit of q(m_t = READ) from the previous state, this step's embedding(s) and optionally its reward."""
@@ -134,29 +137,33 @@ class VTA(nnx.Module):
             parts.append(dists.symlog(reward)[..., None])
         return dists.soft_clip(self.read_post(jnp.concatenate(parts, -1))[..., 0].astype(jnp.float32), self.clip)
 
-    def constraints(self, carry: VTACarry, is_first, constrain: bool):
-        """(force READ, force COPY) this step: episode start always; segment limits only when `constrain`."""
+    def constraints(self, state: VTAState, is_first, constrain: bool):
+        """(force READ, force COPY) this step from the previous state's counters: episode start always; segment
+        limits only when `constrain`."""
         force_read = is_first
         force_copy = jnp.zeros_like(is_first)
         if constrain:
-            force_read = force_read | (carry.seg_len >= self.max_seg_len)
-            force_copy = (carry.seg_num >= self.max_seg_num) & ~force_read
+            force_read = force_read | (state.seg_len >= self.max_seg_len)
+            force_copy = (state.seg_num >= self.max_seg_num) & ~force_read
         return force_read, force_copy
 
     def _forced(self, logit, force_read, force_copy, value):
         return jnp.where(force_read, value, jnp.where(force_copy, -value, logit))
 
-    def sample_read(self, logit, key, temp):
-        """Hard READ in {0, 1} with a straight-through gradient sigmoid((logit + noise) / temp)."""
-        noisy = logit + jax.random.logistic(key, logit.shape, jnp.float32)
+    def sample_read(self, logit, key, temp, mode: bool = False):
+        """Hard READ in {0, 1} with a straight-through gradient sigmoid((logit + noise) / temp); with `mode` the
+        deterministic boundary, READ where the probability exceeds one half (no noise)."""
+        noisy = logit if mode else logit + jax.random.logistic(key, logit.shape, jnp.float32)
         soft = jax.nn.sigmoid(noisy / temp)
         hard = (noisy > 0).astype(jnp.float32)
         return hard + (soft - sg(soft))
 
     def _advance(self, prev: VTAState, read, action, z_logits_fn, s_logits_fn, keys):
-        """Both levels given the boundary: update (c, z) on READ, carry them on COPY; then (h, s)."""
+        """Both levels given the boundary and the previous action: update (c, z) on READ from the abstract state,
+        the observation-level state that ends the segment and the action; carry them on COPY; then (h, s)."""
         z_key, s_key = keys
-        c_read = self.abstract_cell(prev.c, [self._flat(prev.z)])
+        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+        c_read = self.abstract_cell(prev.c, [self._flat(prev.z), prev.h, self._flat(prev.s), action])
         z_logits_read = z_logits_fn(c_read)
         z_read = dists.sample_onehot_st(z_key, z_logits_read)
         m = read[:, None]
@@ -166,58 +173,62 @@ class VTA(nnx.Module):
         abstract = jnp.concatenate([c, self._flat(z)], -1)
         h_base = m * self.restart(abstract).astype(jnp.float32) + (1 - m) * prev.h
         s_base = (1 - m[..., None]) * prev.s
-        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
         h = self.obs_cell(h_base, [self._flat(s_base), action, abstract])
         s_logits = s_logits_fn(h)
         return c, z, z_logits, z_logits_read, h, s_logits, dists.sample_onehot_st(s_key, s_logits)
 
-    # -- filtering --------------------------------------------------------------------------------
-    def obs_step(self, carry: VTACarry, embed, action, is_first, key, reward=None, context=None,
-                 constrain=False, force_scale=0.0, temp=1.0):
-        """One filtering step: reset on `is_first`, boundary from the causal posterior, both levels.
+    @staticmethod
+    def _counters(prev: VTAState, read):
+        """(segment length, segment count) after this step's boundary."""
+        hard = sg(read) > 0.5
+        return jnp.where(hard, 1, prev.seg_len + 1), prev.seg_num + hard.astype(jnp.int32)
 
-        Acting calls it with the defaults: no constraints, no posterior forcing, temperature 1.
+    # -- filtering --------------------------------------------------------------------------------
+    def obs_step(self, carry: Carry, embed, action, is_first, key, reward=None, context=None,
+                 constrain=False, force_scale=0.0, temp=1.0, mode=False):
+        """One filtering step: reset on `is_first`, boundary from the causal posterior (sampled, or its mode), both
+        levels. Acting calls it with the defaults: no constraints, no posterior forcing, temperature 1.
         """
         start = self.initial(is_first.shape[0])
         first = lambda x: is_first.reshape(is_first.shape + (1,) * (x.ndim - 1))  # noqa: E731
         state = jax.tree.map(lambda s, c: jnp.where(first(c), s, c), start.state, carry.state)
-        carry = VTACarry(state, jnp.where(first(carry.action), 0.0, carry.action),
-                         jnp.where(is_first, 0, carry.seg_len), jnp.where(is_first, 0, carry.seg_num))
+        prev_action = jnp.where(first(carry.action), 0.0, carry.action)
         read_key, z_key, s_key = jax.random.split(key, 3)
-        force_read, force_copy = self.constraints(carry, is_first, constrain)
-        prior_logit = self._forced(self.prior_read_logit(state), force_read, force_copy, self.clip)
+        force_read, force_copy = self.constraints(state, is_first, constrain)
+        prior_logit = self._forced(self.prior_read_logit(state, prev_action), force_read, force_copy, self.clip)
         post_logit = self.post_read_logit(state, embed if context is None else context,
                                           jnp.zeros(is_first.shape) if reward is None else reward)
         post_logit = jnp.where(is_first, self.clip, post_logit)
-        post_logit = jnp.where(force_scale > 0, self._forced(post_logit, force_read, force_copy, force_scale),
-                               post_logit)
-        read = self.sample_read(post_logit, read_key, temp)
+        forcing = jnp.asarray(force_scale) > 0
+        post_logit = jnp.where(forcing, self._forced(post_logit, force_read, force_copy, force_scale), post_logit)
+        read = self.sample_read(post_logit, read_key, temp, mode)
         read = jnp.where(is_first, 1.0, read)  # an episode always starts a segment
         z_post = lambda c: self._latent(self.z_post_out, self.z_post(jnp.concatenate([c, embed.astype(c.dtype)], -1)))
         s_post = lambda h: self._latent(self.s_post_out, self.s_post(jnp.concatenate([h, embed.astype(h.dtype)], -1)))
-        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, carry.action, z_post, s_post, (z_key, s_key))
-        forced = force_read | force_copy
-        post = VTAState(h, s, s_logits, c, z, z_logits, read, post_logit, forced)
-        hard = sg(read) > 0.5
+        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, prev_action, z_post, s_post, (z_key, s_key))
+        forced = is_first | (forcing & (force_read | force_copy))  # the boundary used was the constraint's
+        post = VTAState(h, s, s_logits, c, z, z_logits, read, post_logit, forced, *self._counters(state, read))
         prior = VTAPrior(self._latent(self.s_prior_out, self.s_prior(h)),
                          self._latent(self.z_prior_out, self.z_prior(c)), prior_logit)
-        new = VTACarry(post, action, jnp.where(hard, 1, carry.seg_len + 1), carry.seg_num + hard.astype(jnp.int32))
-        return new, (post, prior)
+        return Carry(post, action), (post, prior)
 
-    def observe(self, carry: VTACarry, embed, action, is_first, key, reward=None, training=False, update=0,
-                constrain=None):
+    def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0,
+                constrain=None, mode=False):
         """Posterior states over a sequence (B, T, ...); returns (carry, posterior states, priors).
 
-        While `training` the segment constraints apply (counted from zero in this sequence), and the
-        posterior forcing scale and the temperature follow their schedules at `update`. `constrain`
-        (default: `training`) asks for the constraints and forcing at `update` outside training, for
-        analysis; they then count from each episode start.
+        While `training` the segment constraints apply and the posterior forcing scale and the temperature
+        follow their schedules at `update`. The segment length goes on from the carry (the replay context), so a
+        `max_seg_len` longer than the sequence still binds; the segment count starts at zero with every training
+        sequence (`max_seg_num` limits the segments of one sequence, as in the original VTA). `constrain`
+        (default: `training`) asks for the constraints and forcing at `update` outside training, for analysis;
+        both counters then run from each episode start. `mode` takes the deterministic boundary (READ where
+        q > 0.5) instead of a sample, for evaluation.
         """
         constrain = training if constrain is None else constrain
         force_scale = self.config.vta_force_scale_at(update) if constrain else 0.0
         temp = self.config.vta_temp_at(update) if training else 1.0
         if training:
-            carry = carry._replace(seg_len=jnp.zeros_like(carry.seg_len), seg_num=jnp.zeros_like(carry.seg_num))
+            carry = carry._replace(state=carry.state._replace(seg_num=jnp.zeros_like(carry.state.seg_num)))
         length = embed.shape[1]
         context = embed
         if self.lookahead:
@@ -228,7 +239,7 @@ class VTA(nnx.Module):
 
         def step(c, xs):
             e, a, f, k, r, ctx = xs
-            return self.obs_step(c, e, a, f, k, r, ctx, constrain, force_scale, temp)
+            return self.obs_step(c, e, a, f, k, r, ctx, constrain, force_scale, temp, mode)
 
         xs = (swap(embed), swap(action), swap(is_first), jax.random.split(key, length), swap(reward), swap(context))
         carry, (post, prior) = jax.lax.scan(step, carry, xs)
@@ -236,22 +247,24 @@ class VTA(nnx.Module):
 
     # -- imagination ------------------------------------------------------------------------------
     def img_step(self, state: VTAState, action, key) -> VTAState:
-        """One imagined step: boundary from the prior, z and s from their priors."""
+        """One imagined step after `action`: boundary from the prior, z and s from their priors."""
         read_key, z_key, s_key = jax.random.split(key, 3)
-        logit = self.prior_read_logit(state)
+        logit = self.prior_read_logit(state, action)
         read = sg(self.sample_read(logit, read_key, 1.0))
         z_prior = lambda c: self._latent(self.z_prior_out, self.z_prior(c))  # noqa: E731
         s_prior = lambda h: self._latent(self.s_prior_out, self.s_prior(h))  # noqa: E731
         c, z, z_logits, _, h, s_logits, s = self._advance(state, read, action, z_prior, s_prior, (z_key, s_key))
-        return VTAState(h, s, s_logits, c, z, z_logits, read, logit, jnp.zeros_like(read, bool))
+        return VTAState(h, s, s_logits, c, z, z_logits, read, logit, jnp.zeros_like(read, bool),
+                        *self._counters(state, read))
 
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
         """Roll the priors (boundary, z, s) forward from `start`; see `rssm.imagine`."""
         return imagine(self, start, policy, horizon, key)
 
-    def diagnostics(self, post: VTAState, prior: VTAPrior, key) -> dict:
-        """Per-step (B, T) quantities for analysis: both boundaries (the prior's sampled here), forcing, KLs."""
-        read_prior = self.sample_read(prior.read_logit, key, 1.0) > 0.5
+    def diagnostics(self, post: VTAState, prior: VTAPrior, key, mode: bool = False) -> dict:
+        """Per-step (B, T) quantities for analysis: both boundaries (the prior's sampled here, or its mode), forcing,
+        KLs."""
+        read_prior = self.sample_read(prior.read_logit, key, 1.0, mode) > 0.5
         read = post.read > 0.5
         return {
             "read": read, "read_prob": jax.nn.sigmoid(post.read_logit), "read_prior": read_prior,

@@ -26,8 +26,8 @@ from dreamer_jax.status import write_atomic
 from experiments.envs import make_env
 
 RESULT = "boundary_eval.json"
-SETTINGS = ("step", "episodes", "length", "policy", "random_rate", "source", "constraints", "tolerance", "resamples",
-            "delta_percentile", "bootstrap", "seed", "baseline_logdir")
+SETTINGS = ("step", "episodes", "length", "policy", "random_rate", "source", "boundaries", "constraints", "tolerance",
+            "resamples", "delta_percentile", "bootstrap", "seed", "baseline_logdir")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random_rate", type=float, default=0.1, help="rate of random moves of the scripted solver")
     p.add_argument("--source", choices=("posterior", "prior"), default="posterior",
                    help="which boundary to score: the posterior's, or the one the prior predicts (imagination)")
+    p.add_argument("--boundaries", choices=analysis.BOUNDARIES, default="mode",
+                   help="which boundary to judge: the model's deterministic one (READ where q > 0.5), or one noisy "
+                        "draw of it as in training (changes with --seed)")
     p.add_argument("--constraints", action="store_true",
                    help="apply the VTA's segment constraints and posterior forcing while evaluating (off: the "
                         "model's own boundaries)")
@@ -111,7 +114,7 @@ def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
     key = jax.random.PRNGKey(args.seed)
     collect_key, filter_key = jax.random.split(key)
     data = analysis.collect(run, env, args.episodes, collect_key, policy)
-    trace = analysis.trace(run, data, filter_key, args.constraints)
+    trace = analysis.trace(run, data, filter_key, args.constraints, args.boundaries)
     surprise = None
     if args.baseline_logdir:
         baseline_config = analysis.load_config(args.baseline_logdir)
@@ -124,7 +127,8 @@ def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
                               delta_percentile=args.delta_percentile, seed=args.seed, bootstrap=args.bootstrap,
                               surprise=surprise)
     result = {"logdir": str(logdir), "dynamics": config.dynamics, "task": config.task,
-              "settings": settings(args, run.step), **result, "config": cfg.to_dict(config)}
+              "boundaries": args.boundaries, "settings": settings(args, run.step), **result,
+              "config": cfg.to_dict(config)}
     return trace, result
 
 

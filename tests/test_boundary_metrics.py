@@ -43,6 +43,76 @@ def test_hypergeom_on_hand_example():
     # P(X >= 2), X ~ Hypergeom(11 steps, 3 events, 5 boundaries) = (C(3,2) C(8,3) + C(3,3) C(8,2)) / C(11,5)
     #   = (3 * 56 + 28) / 462 = 14 / 33.
     assert M.hypergeom_p(11, 3, 5, 2) == pytest.approx(14 / 33, rel=1e-13)
+    # One episode: the stratified test is the hypergeometric one.
+    assert M.stratified_hypergeom_p(BOUNDARIES, EVENTS) == pytest.approx(14 / 33, rel=1e-12)
+
+
+def _stratified_by_enumeration(total, successes, draws, observed):
+    """P(sum of independent hypergeometric counts >= observed), by summing the product of scipy pmfs over every
+    combination of per-episode counts."""
+    import itertools
+    supports = [range(0, min(k, n) + 1) for k, n in zip(successes, draws)]
+    p = 0.0
+    for counts in itertools.product(*supports):
+        if sum(counts) >= observed:
+            p += math.prod(stats.hypergeom.pmf(c, t, k, n) for c, t, k, n in zip(counts, total, successes, draws))
+    return p
+
+
+def _episodes(rng, steps, event_rate, boundary_rate):
+    """(boundaries, events) of episodes with given per-episode rates, boundaries at random within each episode."""
+    events = rng.random((len(event_rate), steps)) < np.asarray(event_rate)[:, None]
+    boundaries = rng.random((len(event_rate), steps)) < np.asarray(boundary_rate)[:, None]
+    return boundaries, events
+
+
+def test_stratified_hypergeom_matches_enumeration():
+    rng = np.random.default_rng(3)
+    boundaries, events = _episodes(rng, 14, [0.5, 0.2, 0.1], [0.4, 0.3, 0.2])
+    valid = M.default_valid(boundaries.shape)
+    total, successes, draws = ((x & valid).sum(axis=1) for x in (valid, events, boundaries))
+    hits = int((boundaries & events & valid).sum())
+    expected = _stratified_by_enumeration(total, successes, draws, hits)
+    assert 0.01 < expected < 0.99 and M.stratified_hypergeom_p(boundaries, events) == pytest.approx(expected, rel=1e-10)
+    log_pmf = np.zeros(1)  # every tail of the convolved distribution, not only the observed one
+    for episode in zip(total, successes, draws):
+        log_pmf = M._log_convolve(log_pmf, M._hypergeom_log_pmf(*map(int, episode)))
+    for observed in range(len(log_pmf)):
+        tail = float(np.exp(np.logaddexp.reduce(log_pmf[observed:])))
+        assert tail == pytest.approx(_stratified_by_enumeration(total, successes, draws, observed), rel=1e-9)
+
+
+def test_stratified_log_p_stays_finite_where_the_p_value_underflows():
+    events = np.zeros((3, 1001), bool)
+    events[:, 1:301] = True
+    boundaries = events.copy()  # every event a boundary, 300 of 1000 steps, in each of three episodes
+    log_p = M.stratified_hypergeom_log_p(boundaries, events)
+    assert M.stratified_hypergeom_p(boundaries, events) == 0.0 and math.isfinite(log_p)
+    assert log_p == pytest.approx(3 * M.hypergeom_log_p(1000, 300, 300, 300), rel=1e-9)  # independent: logs add
+    assert M.stratified_hypergeom_log_p(np.zeros_like(events), events) == 0.0
+
+
+def test_busy_and_idle_episodes_do_not_fake_alignment():
+    """The calibration the pooled test fails: 10 busy episodes (many boundaries, many events) and 10 idle ones, the
+    boundaries at random within each episode. The stratified p rejects at 0.05 at the nominal rate (inside the
+    binomial 99.9% interval) and the stratified lift is 1 on average; the pooled ones do not."""
+    rng = np.random.default_rng(0)
+    datasets, alpha = 1000, 0.05
+    event_rate = [0.3] * 10 + [0.02] * 10
+    boundary_rate = [0.3] * 10 + [0.02] * 10
+    stratified, pooled, lifts = [], [], []
+    for _ in range(datasets):
+        boundaries, events = _episodes(rng, 101, event_rate, boundary_rate)
+        valid = M.default_valid(boundaries.shape)
+        stratified.append(M.stratified_hypergeom_p(boundaries, events))
+        counts = ((valid.sum()), (events & valid).sum(), (boundaries & valid).sum(), (boundaries & events & valid).sum())
+        pooled.append(M.hypergeom_p(*map(int, counts)))
+        lifts.append(M.lift_over_event_rate(boundaries, events))
+    low, high = stats.binom.interval(0.999, datasets, alpha)
+    rejected = int(np.sum(np.array(stratified) <= alpha))
+    assert low <= rejected <= high, rejected
+    assert np.mean(np.array(pooled) <= alpha) > 0.5  # the confound the stratified test removes
+    assert np.mean(lifts) == pytest.approx(1.0, abs=0.03)
 
 
 def test_periodic_on_hand_example():
@@ -147,12 +217,30 @@ def test_frame_delta_and_events():
     frames[0, 1] = [[[3, 6, 9], [0, 0, 0]]]
     frames[0, 2] = [[[200, 6, 9], [0, 0, 0]]]  # 3 -> 200: a difference of 197 (no uint8 wrap-around)
     np.testing.assert_allclose(M.frame_delta(frames), [[np.nan, 18 / 6, 197 / 6]])
-    # np.percentile of 1..10 at 90 is 9.1: only t = 10 is an event; at 50 (5.5): t = 6..10.
+    # The top (100 - percentile)% of the 10 valid steps: 1 at 90 (t = 10), 5 at 50 (t = 6..10).
     delta = np.array([[np.nan, *range(1, 11)]])
     assert np.flatnonzero(M.frame_delta_events(delta, percentile=90)[0]).tolist() == [10]
     assert np.flatnonzero(M.frame_delta_events(delta, percentile=50)[0]).tolist() == [6, 7, 8, 9, 10]
-    # Ties at the percentile are events (>=): np.percentile of 1 1 1 5 5 at 50 is 1, so every valid step.
-    assert M.frame_delta_events(np.array([[np.nan, 1, 1, 1, 5, 5]]), percentile=50)[0, 1:].all()
+
+
+def test_frame_delta_events_are_the_asked_share_with_ties_broken_at_random():
+    """Pinpad's frame deltas take few values: `>=` the percentile would mark most steps. The events are exactly the
+    asked share of valid steps, and among tied steps the chosen ones are spread over the episode."""
+    rng = np.random.default_rng(0)
+    delta = rng.choice([0.0, 1.0, 3.0], size=(40, 200), p=[0.6, 0.3, 0.1])  # 10% at the top value, 30% tied below
+    delta[:, 0] = np.nan
+    valid = M.default_valid(delta.shape)
+    for percentile in (90, 80, 50):
+        events = M.frame_delta_events(delta, percentile=percentile, rng=1)
+        assert events.sum() == round(valid.sum() * (1 - percentile / 100)), percentile
+        assert np.all(delta[events] >= delta[valid & ~events].max())  # the largest deltas, whatever the ties
+    # At 80% the tied ones (delta 1, 30% of steps) fill a third of their ranks: uniformly over time, not first.
+    tied = M.frame_delta_events(delta, percentile=80, rng=1) & (delta == 1.0)
+    share_first_half = tied[:, :100].sum() / tied.sum()
+    assert 0.45 < share_first_half < 0.55
+    np.testing.assert_array_equal(M.frame_delta_events(delta, rng=3), M.frame_delta_events(delta, rng=3))
+    assert not np.array_equal(M.frame_delta_events(delta, percentile=80, rng=3),
+                              M.frame_delta_events(delta, percentile=80, rng=4))
 
 
 def test_cohen_d_on_hand_example():
@@ -181,12 +269,25 @@ def test_ks_distance_matches_scipy():
 
 def test_threshold_at_count():
     score = np.array([[9.0, 1, 5, 5, 2], [9.0, 3, 0, 7, 7]])
-    # Per episode: 2 in episode 0 (5 and 5 at t = 2, 3; t = 0 is not eligible), 1 in episode 1 (tied 7s: t = 3 wins).
-    np.testing.assert_array_equal(M.threshold_at_count(score, np.array([2, 1])),
-                                  [[False, False, True, True, False], [False, False, False, True, False]])
-    # Pooled: the 3 highest valid scores 7 (1, 3), 7 (1, 4), 5 (0, 2).
-    np.testing.assert_array_equal(M.threshold_at_count(score, 3),
-                                  [[False, False, True, False, False], [False, False, False, True, True]])
+    # Per episode: 2 in episode 0 (5 and 5 at t = 2, 3; t = 0 is not eligible), 1 in episode 1 (one of the tied 7s).
+    per_episode = M.threshold_at_count(score, np.array([2, 1]))
+    np.testing.assert_array_equal(per_episode[0], [False, False, True, True, False])
+    assert per_episode[1].sum() == 1 and per_episode[1, 3:].any()
+    # Pooled: the 3 highest valid scores 7 (1, 3), 7 (1, 4) and one of the tied 5s (0, 2), (0, 3).
+    pooled = M.threshold_at_count(score, 3)
+    np.testing.assert_array_equal(pooled[1], [False, False, False, True, True])
+    assert pooled[0].sum() == 1 and pooled[0, 2:4].any()
+    # Which of the tied steps is marked is random: over seeds, each of them.
+    picks = {int(np.flatnonzero(M.threshold_at_count(score, np.array([0, 1]), rng=seed)[1])[0]) for seed in range(40)}
+    assert picks == {3, 4}
+
+
+def test_baseline_positions_are_not_front_loaded():
+    """A constant score (all ties): the marks fall anywhere in the episode, not on its first steps."""
+    marks = M.threshold_at_count(np.zeros((200, 100)), np.full(200, 10), rng=5)
+    assert (marks.sum(axis=1) == 10).all() and not marks[:, 0].any()
+    steps = np.nonzero(marks)[1]
+    assert stats.kstest(steps, stats.randint(1, 100).cdf).pvalue > 1e-3 and 45 < steps.mean() < 55
 
 
 def test_hypergeom_p_matches_scipy():
@@ -409,6 +510,25 @@ def test_evaluate_layout_json_and_determinism():
     assert other["events"]["pad"]["all"]["lift_over_event_rate_ci"] != pad["lift_over_event_rate_ci"]
 
 
+def test_free_scores_leave_forced_steps_out_of_the_population():
+    """The free block scores only unforced steps: its event rate, boundary rate and stratified p are those of the
+    trace with the forced steps removed from the scored steps, not merely from the hits."""
+    trace = _trace(np.random.default_rng(2))
+    forced = trace.forced.copy()
+    forced[:, 5:15] = True  # a long forced stretch, rich in events
+    trace.events["pad"][:, 5:15] = True
+    trace = Trace(frames=trace.frames, reward=trace.reward, action=trace.action, events=trace.events,
+                  kl_obs=trace.kl_obs, read=trace.read, read_prob=trace.read_prob, read_prior=trace.read_prior,
+                  read_prob_prior=trace.read_prob_prior, forced=forced)
+    free = M.evaluate(trace, resamples=19, bootstrap=5)["events"]["pad"]["free"]
+    scored = M.default_valid(trace.shape) & ~forced
+    pad, read = trace.events["pad"], trace.read & ~forced
+    assert free["event_rate"] == pytest.approx((pad & scored).sum() / scored.sum(), rel=1e-12)
+    assert free["boundary_rate"] == pytest.approx((read & scored).sum() / scored.sum(), rel=1e-12)
+    assert free["hypergeom_p"] == pytest.approx(M.stratified_hypergeom_p(read, pad, scored), rel=1e-12)
+    assert free["event_rate"] < M.event_rate(pad)  # the forced stretch's events are out of the population
+
+
 def test_evaluate_prior_source():
     trace = _trace(np.random.default_rng(0))
     result = M.evaluate(trace, source="prior", resamples=19, bootstrap=5)
@@ -452,13 +572,3 @@ def test_evaluate_edge_cases_give_none_not_zero():
     pad = result["events"]["pad"]["all"]
     assert pad["event_rate"] == 1 and pad["auroc"] is None and pad["lift_over_event_rate"] == 1
     assert pad["event_at_nonboundary"] == 1 and pad["hypergeom_p"] == 1
-
-
-def test_evaluate_is_fast_at_full_size():
-    import time
-
-    rng = np.random.default_rng(0)
-    trace = _trace(rng, episodes=20, steps=1000)
-    start = time.perf_counter()
-    M.evaluate(trace, surprise=rng.random(trace.shape))
-    assert time.perf_counter() - start < 15  # a few seconds; generous for a shared machine

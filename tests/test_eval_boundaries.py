@@ -54,6 +54,7 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
     result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
     assert result["dynamics"] == "vta" and result["episodes"] == 4 and result["steps"] == 100
     assert result["settings"]["policy"] == "scripted" and result["settings"]["step"] == 128
+    assert result["boundaries"] == result["settings"]["boundaries"] == "mode"
     assert set(result["events"]) == set(EVENT_TYPES)
     for event in EVENT_TYPES:
         for part in ("all", "free"):
@@ -72,25 +73,35 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
 
 
-def _vta_trace(root, policy, constrain=False):
+def _vta_trace(root, policy, constrain=False, boundaries="mode"):
     """(run, episodes, trace) of the tiny VTA run on four 100-step episodes."""
     logdir = root / f"{TASK}_vta_len6_seed0"
     env = make_env(analysis.load_config(logdir), 100)
     run = analysis.load_run(logdir, env)
     data = analysis.collect(run, env, 4, jax.random.PRNGKey(0), policy)
-    return run, data, analysis.trace(run, data, jax.random.PRNGKey(1), constrain=constrain)
+    return run, data, analysis.trace(run, data, jax.random.PRNGKey(1), constrain=constrain,
+                                        boundaries=boundaries)
 
 
 def test_the_saved_configuration_rebuilds_the_model(root):
-    run, _, trace = _vta_trace(root, "random", constrain=True)
+    # Sampled boundaries: the tiny model's posterior mode is COPY throughout, which would never reach the
+    # segment-count limit; sampled READs reach both limits.
+    run, _, trace = _vta_trace(root, "random", constrain=True, boundaries="sample")
     config = run.config
     assert config.vta_max_seg_len == MAX_SEG_LEN and run.step == 128
     # With constraints, the prior is forced at exactly the trained limits: READ after MAX_SEG_LEN steps in a
-    # segment, COPY after max_seg_num segments, and at every episode start.
-    expected = (trace.seg_len[:, :-1] >= MAX_SEG_LEN) | (trace.seg_num[:, :-1] >= config.vta_max_seg_num)
-    np.testing.assert_array_equal(trace.forced[:, 1:], expected)
-    assert trace.forced[:, 0].all() and trace.read[:, 0].all()
-    assert trace.forced[:, 1:].any()
+    # segment, COPY after max_seg_num segments (READ wins), and at every episode start.
+    force_read = trace.seg_len[:, :-1] >= MAX_SEG_LEN
+    force_copy = (trace.seg_num[:, :-1] >= config.vta_max_seg_num) & ~force_read
+    clip = config.vta_boundary_logit_clip
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(trace.read_prob_prior[:, 1:][force_read], sigmoid(clip), rtol=1e-6)
+    np.testing.assert_allclose(trace.read_prob_prior[:, 1:][force_copy], sigmoid(-clip), rtol=1e-5)
+    free = trace.read_prob_prior[:, 1:][~(force_read | force_copy)]
+    assert force_read.any() and force_copy.any() and np.all((free > sigmoid(-clip + 1e-3)) & (free < sigmoid(clip - 1e-3)))
+    # The run trained with force scale 0: the posterior was free, so only episode starts are forced boundaries.
+    assert config.vta_boundary_force_scale == 0
+    assert trace.forced[:, 0].all() and trace.read[:, 0].all() and not trace.forced[:, 1:].any()
 
 
 def test_trace_matches_the_episodes(root):
@@ -103,6 +114,10 @@ def test_trace_matches_the_episodes(root):
     assert np.isfinite(trace.kl_obs).all() and (trace.kl_abstract[~trace.read] == 0).all()
     again = analysis.trace(run, data, jax.random.PRNGKey(1))
     np.testing.assert_array_equal(again.read, trace.read)
+    # Judged by default: the deterministic boundary, READ where q > 0.5 (the latents are still sampled).
+    np.testing.assert_array_equal(trace.read[:, 1:], trace.read_prob[:, 1:] > 0.5)
+    sampled = analysis.trace(run, data, jax.random.PRNGKey(1), boundaries="sample")
+    assert not np.array_equal(sampled.read[:, 1:], sampled.read_prob[:, 1:] > 0.5)
 
 
 def test_an_rssm_run_is_scored_by_its_surprise_and_is_a_baseline_for_vta(root, tmp_path):

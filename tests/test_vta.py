@@ -17,7 +17,8 @@ from flax import nnx
 
 from dreamer_jax import config as config_lib
 from dreamer_jax import distributions as D
-from dreamer_jax.vta import VTA, VTACarry, VTAState
+from dreamer_jax.rssm import Carry
+from dreamer_jax.vta import VTA, VTAState
 
 DETER, HIDDEN, STOCH, CLASSES, BLOCKS, ACT, EMBED = 16, 8, 3, 4, 4, 5, 7
 MAX_LEN, MAX_NUM, RATE = 4, 3, 0.2
@@ -99,12 +100,14 @@ class Fns:
         return _edit(self.params, {name.replace("__", "/"): fn for name, fn in edits.items()})
 
 
-def _abstract_cell(model, c, z):
-    return model.abstract_cell(c, [z.reshape(z.shape[:-2] + (-1,))])
+def _abstract_cell(model, state, action):
+    """The READ transition of the abstract level: from (c, z), the segment's last (h, s) and the last action."""
+    flat = lambda x: x.reshape(x.shape[:-2] + (-1,))  # noqa: E731
+    return model.abstract_cell(state.c, [flat(state.z), state.h, flat(state.s), action])
 
 
-def _prior_read_logit(model, state):
-    return model.prior_read_logit(state)
+def _prior_read_logit(model, state, action):
+    return model.prior_read_logit(state, action)
 
 
 def _z_prior_logits(model, c):
@@ -120,16 +123,23 @@ def fns():
     return Fns(_build())
 
 
+def _counters(carry, seg_len, seg_num):
+    """The carry with its state's segment counters set (scalars or (B,) arrays)."""
+    full = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.int32), carry.state.seg_len.shape)  # noqa: E731
+    return carry._replace(state=carry.state._replace(seg_len=full(seg_len), seg_num=full(seg_num)))
+
+
 def _random_carry(seed, seg_len=0, seg_num=0, batch=B):
     rng = np.random.default_rng(seed)
     onehot = lambda: jnp.asarray(np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, (batch, STOCH))])  # noqa
     normal = lambda *s: jnp.asarray(rng.normal(size=(batch,) + s).astype(np.float32))  # noqa: E731
     logits = lambda: jax.nn.log_softmax(normal(STOCH, CLASSES), -1)  # noqa: E731
+    count = jnp.zeros((batch,), jnp.int32)
     state = VTAState(normal(DETER), onehot(), logits(), normal(DETER), onehot(), logits(),
-                     jnp.ones((batch,), jnp.float32), jnp.zeros((batch,), jnp.float32), jnp.zeros((batch,), bool))
+                     jnp.ones((batch,), jnp.float32), jnp.zeros((batch,), jnp.float32), jnp.zeros((batch,), bool),
+                     count, count)
     action = jnp.asarray(np.eye(ACT, dtype=np.float32)[rng.integers(0, ACT, batch)])
-    full = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.int32), (batch,))  # noqa: E731
-    return VTACarry(state, action, full(seg_len), full(seg_num))
+    return _counters(Carry(state, action), seg_len, seg_num)
 
 
 def _step_inputs(seed=1, scale=1.0):
@@ -167,8 +177,8 @@ def test_copy_carries_abstract_state_bit_for_bit(fns):
     np.testing.assert_array_equal(post.z_logits, carry.state.z_logits)
     # The observation level takes a normal step; the segment grows and no segment is added.
     assert not np.allclose(post.h, carry.state.h, atol=1e-3)
-    np.testing.assert_array_equal(new.seg_len, 2)
-    np.testing.assert_array_equal(new.seg_num, MAX_NUM)
+    np.testing.assert_array_equal(new.state.seg_len, 2)
+    np.testing.assert_array_equal(new.state.seg_num, MAX_NUM)
     np.testing.assert_array_equal(new.action, action)
 
 
@@ -182,13 +192,13 @@ def test_read_updates_abstract_state(fns):
     np.testing.assert_array_equal(post.forced, True)
     np.testing.assert_array_equal(prior.read_logit, fns.clip)
     assert np.all(np.abs(np.asarray(post.c) - np.asarray(carry.state.c)).max(-1) > 1e-3)
-    expected = fns.apply(fns.params, _abstract_cell, carry.state.c, carry.state.z)
+    expected = fns.apply(fns.params, _abstract_cell, carry.state, carry.action)
     np.testing.assert_allclose(post.c, expected, rtol=1e-5, atol=1e-5)
     # z is a fresh one-hot sample of the new posterior logits.
     z = np.asarray(post.z)
     assert np.all((z == 0) | (z == 1)) and np.all(z.sum(-1) == 1)
-    np.testing.assert_array_equal(new.seg_len, 1)
-    np.testing.assert_array_equal(new.seg_num, 1)
+    np.testing.assert_array_equal(new.state.seg_len, 1)
+    np.testing.assert_array_equal(new.state.seg_num, 1)
 
 
 def test_is_first_always_reads(fns):
@@ -201,15 +211,16 @@ def test_is_first_always_reads(fns):
     np.testing.assert_array_equal(post.read, [1.0, 0.0, 1.0, 0.0])
     np.testing.assert_array_equal(post.forced, first)
     np.testing.assert_array_equal(prior.read_logit[np.asarray(first)], fns.clip)
-    # The reset rows read from the zero state: c = GRU_c(0, 0), the same in both rows.
-    c0 = fns.apply(params, _abstract_cell, jnp.zeros((1, DETER)), jnp.zeros((1, STOCH, CLASSES)))
+    # The reset rows read from the zero state and no action: c = GRU_c(0, [0, 0, 0, 0]), the same in both rows.
+    zero = fns.model(params).initial(1)
+    c0 = fns.apply(params, _abstract_cell, zero.state, zero.action)
     np.testing.assert_allclose(post.c[0], c0[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(post.c[0], post.c[2])
     # The COPY rows keep the carry's abstract state.
     np.testing.assert_array_equal(post.c[1], carry.state.c[1])
     np.testing.assert_array_equal(post.z_logits[3], carry.state.z_logits[3])
-    np.testing.assert_array_equal(new.seg_num, [1, 0, 1, 0])
-    np.testing.assert_array_equal(new.seg_len, [1, 2, 1, 2])
+    np.testing.assert_array_equal(new.state.seg_num, [1, 0, 1, 0])
+    np.testing.assert_array_equal(new.state.seg_len, [1, 2, 1, 2])
 
 
 # --- constraints ----------------------------------------------------------------------------------------
@@ -220,25 +231,25 @@ CASES_NUM = jnp.array([0, 0, MAX_NUM, MAX_NUM + 2], jnp.int32)  # none, length, 
 
 def test_constraints_read_wins(fns):
     model = fns.model(fns.params)
-    carry = _random_carry(6)._replace(seg_len=CASES_LEN, seg_num=CASES_NUM)
-    fr, fc = model.constraints(carry, NO_FIRST, True)
+    carry = _counters(_random_carry(6), CASES_LEN, CASES_NUM)
+    fr, fc = model.constraints(carry.state, NO_FIRST, True)
     np.testing.assert_array_equal(fr, [False, True, False, True])
     np.testing.assert_array_equal(fc, [False, False, True, False])
-    fr, fc = model.constraints(carry, NO_FIRST, False)
+    fr, fc = model.constraints(carry.state, NO_FIRST, False)
     np.testing.assert_array_equal(fr, False)
     np.testing.assert_array_equal(fc, False)
     first = jnp.array([False, False, True, False])
-    fr, fc = model.constraints(carry, first, True)
+    fr, fc = model.constraints(carry.state, first, True)
     np.testing.assert_array_equal(fr, [False, True, True, True])
     np.testing.assert_array_equal(fc, False)
-    fr, fc = model.constraints(carry, first, False)
+    fr, fc = model.constraints(carry.state, first, False)
     np.testing.assert_array_equal(fr, first)
     np.testing.assert_array_equal(fc, False)
 
 
 @pytest.mark.parametrize("force", [0.0, FORCE])
 def test_constraints_set_prior_logit_and_forced_flag(fns, force):
-    carry = _random_carry(7)._replace(seg_len=CASES_LEN, seg_num=CASES_NUM)
+    carry = _counters(_random_carry(7), CASES_LEN, CASES_NUM)
     embed, action = _step_inputs()
     _, (post, prior) = fns.obs_step(fns.params, carry, embed, action, NO_FIRST, jax.random.PRNGKey(3), True,
                                     force, 1.0)
@@ -246,8 +257,10 @@ def test_constraints_set_prior_logit_and_forced_flag(fns, force):
     logit = np.asarray(prior.read_logit)
     np.testing.assert_array_equal(logit[1:], [clip, -clip, clip])
     assert abs(logit[0]) < clip - 1e-3  # the learned prior
-    np.testing.assert_allclose(logit[0], fns.apply(fns.params, _prior_read_logit, carry.state)[0], rtol=1e-6)
-    np.testing.assert_array_equal(post.forced, [False, True, True, True])
+    np.testing.assert_allclose(logit[0], fns.apply(fns.params, _prior_read_logit, carry.state, carry.action)[0],
+                               rtol=1e-6)
+    # `forced` marks the boundary used: the posterior's, forced only when the force scale is on.
+    np.testing.assert_array_equal(post.forced, [False, True, True, True] if force else False)
     if force:  # the posterior follows (prototype semantics): logits +-scale, hard decisions certain
         np.testing.assert_array_equal(post.read_logit[1:], [force, -force, force])
         np.testing.assert_array_equal(post.read[1:], [1.0, 0.0, 1.0])
@@ -272,24 +285,54 @@ def _replay_counters(post_read, is_first, seg_len, seg_num):
     return fr_all, fc_all, seg_len, seg_num
 
 
-def test_training_resets_constraints_per_sequence(fns):
-    """training=True: counters restart at the sequence start (a carry at the max is not forced), then apply."""
+def test_training_carries_segment_length_and_restarts_the_count(fns):
+    """training=True: the segment length goes on from the context (so a segment that began in an earlier sequence
+    is forced to end at its limit right away), the segment count restarts with the sequence; then both apply."""
     carry = _random_carry(8, seg_len=10 * MAX_LEN, seg_num=10 * MAX_NUM)
     embed, action, first = _seq_inputs(seed=2)
     first = first.at[2, 6].set(True)
     last, post, prior = fns.observe(fns.params, carry, embed, action, first, jax.random.PRNGKey(4), True)
-    assert not np.any(np.asarray(post.forced[:, 0]))
-    assert np.all(np.abs(np.asarray(prior.read_logit[:, 0])) < fns.clip - 1e-3)
-    fr, fc, seg_len, seg_num = _replay_counters(post.read, first, np.zeros(B, int), np.zeros(B, int))
+    np.testing.assert_array_equal(prior.read_logit[:, 0], fns.clip)  # the carried length is past the limit
+    fr, fc, seg_len, seg_num = _replay_counters(post.read, first, np.full(B, 10 * MAX_LEN), np.zeros(B, int))
     assert fr.any() and fc.any(), "the sequence should exercise both constraints"
-    np.testing.assert_array_equal(post.forced, fr | fc)
+    np.testing.assert_array_equal(fr[:, 0], True)
     logit = np.asarray(prior.read_logit)
     np.testing.assert_array_equal(logit[fr], fns.clip)
     np.testing.assert_array_equal(logit[fc], -fns.clip)
     assert np.all(np.abs(logit[~(fr | fc)]) < fns.clip - 1e-3)
-    np.testing.assert_array_equal(last.seg_len, seg_len)
-    np.testing.assert_array_equal(last.seg_num, seg_num)
+    np.testing.assert_array_equal(post.forced, first)  # force scale 0: the posterior's boundaries are its own
+    np.testing.assert_array_equal(last.state.seg_len, seg_len)
+    np.testing.assert_array_equal(last.state.seg_num, seg_num)
+    np.testing.assert_array_equal(post.seg_len[:, -1], seg_len)
     assert post.read[2, 6] == 1.0
+
+
+@pytest.fixture(scope="module")
+def long_limit():
+    """A VTA whose max_seg_len (20) is longer than the training sequences (12 steps)."""
+    return Fns(_build(vta_max_seg_len=20, vta_boundary_force_scale=FORCE))
+
+
+@pytest.mark.parametrize("carried", [15, 0])
+def test_a_limit_longer_than_the_sequence_binds_through_the_context(long_limit, carried):
+    """The prototype's condition (max_seg_len 50, sequences of 40): with the segment length carried in from the
+    replay context, a segment that began 15 steps before the sequence must end at its step 5; counted from the
+    sequence start (carried 0) it never could within 12 steps. The free posterior never READs here."""
+    f = long_limit
+    params = f.with_params(read_post__layers__1__bias=lambda b: jnp.full_like(b, -1e3))
+    carry = _random_carry(15, seg_len=carried)
+    embed, action, first = _seq_inputs(seed=11)
+    last, post, prior = f.observe(params, carry, embed, action, first, jax.random.PRNGKey(15), True)
+    read = np.asarray(post.read)
+    if carried:
+        np.testing.assert_array_equal(read[:, :5], 0.0)
+        np.testing.assert_array_equal(read[:, 5], 1.0)
+        np.testing.assert_array_equal(post.forced[:, 5], True)
+        np.testing.assert_array_equal(prior.read_logit[:, 5], f.clip)
+        np.testing.assert_array_equal(post.seg_len[:, 4:7], [[20, 1, 2]] * B)
+    else:
+        np.testing.assert_array_equal(read, 0.0)
+        np.testing.assert_array_equal(last.state.seg_len, T)
 
 
 def test_acting_applies_no_length_or_count_constraint(fns):
@@ -307,16 +350,16 @@ def test_acting_applies_no_length_or_count_constraint(fns):
     assert np.all((read == 0) | (read == 1))
     assert read[0].any() and not read[0].all()
     # Counters keep counting (not reset) in rows without an episode start.
-    assert last.seg_num[0] >= 10 * MAX_NUM
+    assert last.state.seg_num[0] >= 10 * MAX_NUM
 
 
 def test_observe_equals_obs_step_loop_in_training(fns):
-    """observe(training=True) is the obs_step loop with constraints, counted from zero, same keys."""
-    carry = _random_carry(9, seg_len=10 * MAX_LEN, seg_num=10 * MAX_NUM)
+    """observe(training=True) is the obs_step loop with constraints, the count from zero, same keys."""
+    carry = _random_carry(9, seg_len=2, seg_num=10 * MAX_NUM)
     embed, action, first = _seq_inputs(seed=5)
     key = jax.random.PRNGKey(5)
     _, post, prior = fns.observe(fns.params, carry, embed, action, first, key, True)
-    c = carry._replace(seg_len=jnp.zeros(B, jnp.int32), seg_num=jnp.zeros(B, jnp.int32))
+    c = _counters(carry, 2, 0)
     for t, k in enumerate(jax.random.split(key, T)):
         c, (p, pr) = fns.obs_step(fns.params, c, embed[:, t], action[:, t], first[:, t], k, True, 0.0, 1.0)
         np.testing.assert_array_equal(post.read[:, t], p.read)
@@ -457,7 +500,7 @@ def test_boundary_logits_soft_clipped_for_extreme_inputs(fns):
     np.testing.assert_allclose(post.read_logit, fns.clip, rtol=1e-6)
     # The prior kernel was scaled up too; its first step sees the huge h directly.
     np.testing.assert_allclose(np.abs(prior.read_logit[:, 0]), fns.clip, rtol=1e-6)
-    huge = fns.apply(fns.params, _prior_read_logit, carry.state._replace(h=carry.state.h * 1e30))
+    huge = fns.apply(fns.params, _prior_read_logit, carry.state._replace(h=carry.state.h * 1e30), carry.action)
     assert np.all(np.isfinite(huge)) and np.all(np.abs(huge) <= fns.clip)
     np.testing.assert_allclose(np.abs(huge).max(), fns.clip, rtol=1e-6)
 
@@ -486,8 +529,8 @@ def test_imagine_shapes_and_prior_boundaries(fns, start):
     assert actions.shape == (B, H + 1, ACT)
     read = np.asarray(states.read)
     assert np.all((read == 0) | (read == 1))
-    # Each step's boundary logit is the prior's, from the previous state.
-    np.testing.assert_allclose(states.read_logit[:, 1], fns.apply(fns.params, _prior_read_logit, start),
+    # Each step's boundary logit is the prior's, from the previous state and the action taken there.
+    np.testing.assert_allclose(states.read_logit[:, 1], fns.apply(fns.params, _prior_read_logit, start, actions[:, 0]),
                                rtol=1e-5, atol=1e-6)
     assert not np.any(np.asarray(states.forced[:, 1:]))
 
@@ -511,6 +554,58 @@ def test_imagine_follows_prior_detector(fns, start, bias):
         assert np.all(dc > 1e-4)
         prior_z = fns.apply(params, _z_prior_logits, states.c[:, 1])
         np.testing.assert_allclose(states.z_logits[:, 1], prior_z, rtol=1e-5, atol=1e-5)
+
+
+def _imagined_features(model, start, actions, key):
+    """Features of the states an imagined rollout from `start` reaches under the given actions (B, H, A)."""
+    state, keys = start, jax.random.split(key, actions.shape[1])
+    out = []
+    for t in range(actions.shape[1]):
+        state = model.img_step(state, actions[:, t], keys[t])
+        out.append(model.features(state))
+    return jnp.stack(out, 1)
+
+
+@pytest.mark.parametrize("reverted", [False, True])
+def test_an_imagined_read_keeps_what_earlier_actions_did(fns, start, reverted):
+    """A reward read off the state after a READ depends on the actions before it: the abstract transition takes
+    the segment's last (h, s) and action. With those inputs cut (their branches' weights zero, the original
+    action-free VTA), every READ erases the earlier actions: the gradient is exactly zero."""
+    edits = {"read_prior__bias": lambda b: jnp.full_like(b, 1e3)}  # READ at every imagined step
+    if reverted:
+        for branch in (1, 2, 3):  # the inputs h, s and the action of the abstract cell
+            edits[f"abstract_cell__in_inputs__{branch}__linear__kernel"] = jnp.zeros_like
+    params = fns.with_params(**edits)
+    actions = jax.nn.one_hot(jnp.array([[1, 3, 0, 2]] * B), ACT)
+    head = jax.random.normal(jax.random.PRNGKey(3), (fns.model(params).feature_dim,))
+
+    def reward_after(actions):
+        features = _imagined_features(fns.model(params), start, actions, jax.random.PRNGKey(16))
+        return jnp.sum(features[:, 3] @ head)  # a linear reward head on the state after the third READ
+
+    grad = np.asarray(jax.jit(jax.grad(reward_after))(actions))
+    reads = np.asarray(fns.imagine(params, start, jax.random.PRNGKey(16))[0].read[:, 1:])
+    assert reads.all()
+    if reverted:
+        np.testing.assert_array_equal(grad[:, 0], 0.0)
+        assert np.abs(grad[:, 3]).max() > 0  # the action of the last step still acts within its own step
+    else:
+        assert np.all(np.abs(grad[:, 0]).max(-1) > 1e-6)
+
+
+def test_mode_boundaries_are_the_posterior_above_one_half(fns):
+    """observe(mode=True): READ exactly where q > 0.5 (and at episode starts), with no boundary noise (the latents
+    are still sampled, so another key gives other states and their own q)."""
+    carry = _random_carry(17, seg_len=1)
+    embed, action, first = _seq_inputs(seed=12, scale=2.0)
+    first = first.at[1, 4].set(True)
+    observe = jax.jit(lambda p, k: fns.model(p).observe(carry, embed, action, first, k, mode=True))
+    _, post, _ = observe(fns.params, jax.random.PRNGKey(1))
+    _, again, _ = observe(fns.params, jax.random.PRNGKey(2))
+    for out in (post, again):
+        expected = (np.asarray(out.read_logit) > 0) | np.asarray(first)
+        np.testing.assert_array_equal(out.read, expected.astype(np.float32))
+        assert 0 < expected.mean() < 1
 
 
 # --- loss metrics -----------------------------------------------------------------------------------------
@@ -619,4 +714,4 @@ def test_lookahead_posterior_sees_future_frames(fns):
     for name, x, y in zip(VTAState._fields, base0, moved0):
         np.testing.assert_array_equal(x[:, :t + 1], y[:, :t + 1], err_msg=name)
     np.testing.assert_array_equal(prior0.read_logit[:, :t + 1], prior0m.read_logit[:, :t + 1])
-    assert not np.allclose(base0.h[:, t + 1], moved0.h[:, t + 1])
+    assert not np.allclose(base0.s_logits[:, t + 1], moved0.s_logits[:, t + 1])  # step t + 1 reads frame t + 1

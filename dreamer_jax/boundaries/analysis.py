@@ -144,8 +144,8 @@ def collect(run: Run, env, episodes: int, key: jax.Array, policy: str | Callable
     return jax.device_get(_rollout(run.learner, run.params, env, episodes, length, policy, key))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _filter(learner: Learner, params, data: dict, key, constrain: bool) -> dict:
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _filter(learner: Learner, params, data: dict, key, constrain: bool, mode: bool) -> dict:
     """The world model over episodes (E, T): per-step diagnostics of its dynamics, `ANALYSIS_BATCH` at a time."""
     agent = nnx.merge(learner.graphdef, params)
     dynamics = agent.dynamics
@@ -157,8 +157,8 @@ def _filter(learner: Learner, params, data: dict, key, constrain: bool) -> dict:
         action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
         _, post, prior = dynamics.observe(dynamics.initial(embed.shape[0]), embed, action, data["is_first"],
                                           observe_key, reward=data["reward"], update=learner.config.vta_schedule_steps,
-                                          constrain=constrain)
-        return dynamics.diagnostics(post, prior, sample_key)
+                                          constrain=constrain, mode=mode)
+        return dynamics.diagnostics(post, prior, sample_key, mode)
 
     episodes = data["reward"].shape[0]
     batches = -(-episodes // ANALYSIS_BATCH)
@@ -176,16 +176,23 @@ def segments(read: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (steps - last_read + 1).astype(np.int32), np.cumsum(read, axis=1).astype(np.int32)
 
 
-def trace(run: Run, data: dict, key: jax.Array, constrain: bool = False) -> Trace:
+BOUNDARIES = ("mode", "sample")  # how a VTA's boundaries are read off its posterior (and prior) for evaluation
+
+
+def trace(run: Run, data: dict, key: jax.Array, constrain: bool = False, boundaries: str = "mode") -> Trace:
     """Filter collected episodes with the run's world model and gather everything the metrics read.
 
+    `boundaries`: "mode" judges the model's deterministic boundary, READ where q > 0.5 (and p > 0.5 for the
+    prior's); "sample" draws them with logistic noise as training does, so they change with `key`.
     `constrain` applies the VTA's segment constraints and posterior forcing (as at the end of
     training) from each episode's start; by default boundaries are the model's own.
     """
     if constrain and run.config.dynamics != "vta":
         raise ValueError(f"segment constraints exist only for VTA; {run.logdir} is a {run.config.dynamics} run")
+    if boundaries not in BOUNDARIES:
+        raise ValueError(f"unknown boundaries {boundaries!r}; use one of {', '.join(BOUNDARIES)}")
     inputs = {k: data[k] for k in ("image", "action", "is_first", "reward")}
-    out = jax.device_get(_filter(run.learner, run.params, inputs, key, constrain))
+    out = jax.device_get(_filter(run.learner, run.params, inputs, key, constrain, boundaries == "mode"))
     events = {k[len(EVENT_PREFIX):]: np.asarray(v, bool) for k, v in data.items() if k.startswith(EVENT_PREFIX)}
     common = dict(frames=np.asarray(data["image"]), reward=np.asarray(data["reward"], np.float32),
                   action=np.asarray(data["action"], np.int32), events=events,

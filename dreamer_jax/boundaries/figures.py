@@ -90,9 +90,11 @@ def _events_at(trace: Trace, episode: int, t: int) -> list[str]:
 
 
 def _message(text: str) -> Figure:
-    """A figure that only says something (nothing to draw)."""
+    """A figure that only says something (nothing to draw); on a hidden axes, as notebooks skip axes-less figures."""
     fig = Figure(figsize=(6, 1.5))
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, transform=ax.transAxes)
     return fig
 
 

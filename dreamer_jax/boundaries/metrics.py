@@ -1,5 +1,8 @@
 """Boundary metrics: how well a model's READ decisions (its segment boundaries) line up with ground-truth events.
 
+Chance levels are taken within each episode (stratified), so episodes busy with both boundaries and events cannot
+pass for alignment against idle ones.
+
 Pure numpy and scipy on (E, T) = (episodes, steps) arrays. A boundary at t means step t starts a new segment. Step 0
 of every episode is the episode start (a forced READ) and is never scored: `valid` masks say which steps count
 (default: t >= 1). Episode-level statistics take optional bootstrap `weights` (B, E), how often each episode is drawn
@@ -58,6 +61,12 @@ def _nan(weights: np.ndarray | None):
     return np.nan if weights is None else np.full(len(weights), np.nan)
 
 
+def _episode_counts(boundaries, events, valid):
+    """Per episode (E,): valid steps, events, boundaries and boundaries on events, all at valid steps."""
+    count = lambda x: np.asarray(x & valid).reshape(len(valid), -1).sum(axis=1)  # noqa: E731
+    return count(np.ones_like(valid)), count(events), count(boundaries), count(boundaries & events)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Rates (the prototype's metrics)
 
@@ -92,8 +101,13 @@ def event_at_nonboundary(boundaries, events, valid=None, weights=None):
 
 
 def lift_over_event_rate(boundaries, events, valid=None, weights=None):
-    """event_at_boundary / event_rate: how many times likelier an event is at a boundary than at a random step."""
-    return _ratio(event_at_boundary(boundaries, events, valid, weights), event_rate(events, valid, weights))
+    """Boundaries on events over the number expected if each episode's boundaries fell on random steps of that
+    episode: sum_e hits_e / sum_e (boundaries_e x event rate_e). Stratified by episode, so episodes busy with both
+    boundaries and events cannot fake a lift over idle ones; for one episode it is event_at_boundary / event_rate."""
+    valid = _valid(valid, boundaries.shape)
+    total, successes, draws, hits = _episode_counts(boundaries, events, valid)
+    expected = np.divide(draws * successes, total, out=np.zeros(len(total)), where=total > 0)  # no steps: none
+    return _ratio(_weighted(hits, weights), _weighted(expected, weights))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -124,6 +138,52 @@ def hypergeom_p(total: int, successes: int, draws: int, hits: int) -> float:
     The upper tail is summed in log space, so tails down to ~1e-300 keep their relative precision.
     """
     return math.exp(hypergeom_log_p(total, successes, draws, hits))
+
+
+def _hypergeom_log_pmf(total: int, successes: int, draws: int) -> np.ndarray:
+    """ln P(X = k) for k = 0 .. min(successes, draws), X ~ Hypergeometric(total, successes, draws); -inf where
+    impossible."""
+    k = np.arange(min(successes, draws) + 1)
+    possible = k >= draws - (total - successes)
+    log_pmf = np.full(len(k), -np.inf)
+    kept = k[possible]
+    log_pmf[possible] = (_log_choose(successes, kept) + _log_choose(total - successes, draws - kept)
+                         - _log_choose(total, draws))
+    return log_pmf
+
+
+def _log_convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The distribution of a sum of two independent counts, from and to natural-log pmfs (no underflow)."""
+    grid = np.full((len(a) + len(b) - 1, len(b)), -np.inf)
+    for j, log_b in enumerate(b):
+        grid[j:j + len(a), j] = a + log_b
+    return special.logsumexp(grid, axis=1)
+
+
+def stratified_hypergeom_log_p(boundaries, events, valid=None) -> float:
+    """Natural log of the exact P(sum_e X_e >= observed hits), with independent X_e ~ Hypergeometric(valid steps_e,
+    events_e, boundaries_e): each episode's boundaries placed at random among its own valid steps.
+
+    Stratified by episode, so that episodes rich in both boundaries and events (busy against idle ones) do not pass
+    for alignment, as they do in the pooled test. The per-episode pmfs are convolved in log space: finite where the
+    p-value underflows; -inf where the observed hits cannot happen.
+    """
+    total, successes, draws, hits = _episode_counts(boundaries, events, _valid(valid, boundaries.shape))
+    log_pmf = np.zeros(1)
+    for episode in zip(total, successes, draws):
+        log_pmf = _log_convolve(log_pmf, _hypergeom_log_pmf(*map(int, episode)))
+    observed = int(hits.sum())
+    if observed <= np.argmax(np.isfinite(log_pmf)):  # at most the fewest hits possible: certain
+        return 0.0
+    if observed >= len(log_pmf):
+        return -math.inf
+    return min(0.0, float(special.logsumexp(log_pmf[observed:])))
+
+
+def stratified_hypergeom_p(boundaries, events, valid=None) -> float:
+    """Exact one-sided p-value of the boundaries on events under random placement within each episode (see
+    `stratified_hypergeom_log_p`); for one episode it equals `hypergeom_p`."""
+    return math.exp(stratified_hypergeom_log_p(boundaries, events, valid))
 
 
 def _permutation_p(null: np.ndarray, observed) -> float:
@@ -338,12 +398,12 @@ def frame_delta(frames: np.ndarray) -> np.ndarray:
     return delta
 
 
-def frame_delta_events(delta, valid=None, percentile: float = 90.0) -> np.ndarray:
-    """The prototype's event: valid steps whose frame delta is >= the given percentile of all valid steps' deltas."""
+def frame_delta_events(delta, valid=None, percentile: float = 90.0, rng=0) -> np.ndarray:
+    """The prototype's event: the valid steps of largest frame delta, (100 - percentile)% of all valid steps
+    (rounded), ties broken at random with `rng`. Pinpad's deltas take few values, so a plain `>= percentile` would
+    mark far more steps than asked."""
     valid = _valid(valid, delta.shape)
-    if not valid.any():
-        return valid
-    return valid & (delta >= np.percentile(delta[valid], percentile))
+    return threshold_at_count(delta, round(valid.sum() * (1 - percentile / 100)), valid, rng)
 
 
 def frame_delta_cohen_d(delta, boundaries, valid=None, weights=None):
@@ -368,22 +428,28 @@ def frame_delta_cohen_d(delta, boundaries, valid=None, weights=None):
 # Baselines and segments
 
 
-def threshold_at_count(score, count, valid=None) -> np.ndarray:
+def threshold_at_count(score, count, valid=None, rng=0) -> np.ndarray:
     """Boundaries (E, T) at the highest-scoring valid steps: `count` of them pooled over episodes for an int, or
-    count[e] in episode e for an (E,) array. Baselines at the model's boundary count; ties go to the earlier step."""
+    count[e] in episode e for an (E,) array. Baselines at the model's boundary count. Ties are broken at random
+    (seeded by `rng`), so a score that takes few values does not pile its marks up at the earliest steps."""
     valid = _valid(valid, score.shape)
     key = np.where(valid, -np.asarray(score, float), np.inf)
+    tiebreak = np.random.default_rng(rng).random(valid.shape)
     out = np.zeros(valid.shape, bool)
     if np.ndim(count) == 0:
-        out.flat[np.argsort(key, axis=None, kind="stable")[:count]] = True
+        out.flat[np.lexsort((tiebreak.ravel(), key.ravel()))[:count]] = True
     else:
-        order = np.argsort(key, axis=1, kind="stable")
+        order = np.lexsort((tiebreak, key), axis=1)
         np.put_along_axis(out, order, np.arange(valid.shape[1]) < np.asarray(count)[:, None], axis=1)
     return out & valid
 
 
 def intervals(marks, valid=None) -> list[np.ndarray]:
-    """Steps between consecutive marked valid steps, per episode: segment lengths for boundaries, gaps for events."""
+    """Steps between consecutive marked valid steps, per episode: segment lengths for boundaries, gaps for events.
+
+    Only complete intervals count: the censored ones before the first mark and after the last are dropped, for
+    segments and pad intervals alike, so both distributions are estimated the same way (both lose their longest,
+    most often censored intervals alike)."""
     valid = _valid(valid, marks.shape)
     return [np.diff(np.flatnonzero(m & v)) for m, v in zip(marks, valid)]
 
@@ -464,10 +530,9 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
         "periodic_best": periodic_best(boundaries, events, valid, weights),
         "frame_delta_cohen_d": frame_delta_cohen_d(delta, boundaries, valid, weights),
     })
-    counts = (int(valid.sum()), int((events & valid).sum()), int((boundaries & valid).sum()),
-              int((boundaries & events & valid).sum()))
-    block["hypergeom_p"] = hypergeom_p(*counts)
-    block["hypergeom_log10_p"] = hypergeom_log_p(*counts) / math.log(10)
+    log_p = stratified_hypergeom_log_p(boundaries, events, valid)
+    block["hypergeom_p"] = math.exp(log_p)
+    block["hypergeom_log10_p"] = log_p / math.log(10)
     block["perm_p_value"] = perm_p_value(boundaries, events, valid, resamples, rng)
     block["circular_shift_p"] = circular_shift_p(boundaries, events, valid, resamples, rng)
     block["tolerance"] = {}
@@ -494,7 +559,7 @@ def _segments_block(boundaries, pad, valid, weights) -> dict:
     return _with_intervals({name: np.array([row[name] for row in rows]) for name in rows[0]})
 
 
-def _model_boundaries(trace: Trace, source: str, valid: np.ndarray):
+def _model_boundaries(trace: Trace, source: str, valid: np.ndarray, rng):
     """(boundaries, forced, READ probability, score, boundaries_from, score name) of a trace; an RSSM's boundaries
     come from its surprise (see evaluate)."""
     if trace.has_boundaries:
@@ -502,7 +567,7 @@ def _model_boundaries(trace: Trace, source: str, valid: np.ndarray):
         prob = trace.probabilities(source)
         name, prob_name = {"posterior": ("read", "read_prob"), "prior": ("read_prior", "read_prob_prior")}[source]
         return trace.boundaries(source).astype(bool), forced, prob, prob, name, None if prob is None else prob_name
-    boundaries = threshold_at_count(trace.kl_obs, int((trace.events["pad"] & valid).sum()), valid)
+    boundaries = threshold_at_count(trace.kl_obs, int((trace.events["pad"] & valid).sum()), valid, rng)
     return boundaries, np.zeros(valid.shape, bool), None, trace.kl_obs, "rssm_surprise", "kl_obs"
 
 
@@ -525,6 +590,10 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
              delta_percentile: float = 90.0, seed: int = 0, bootstrap: int = 200, surprise=None) -> dict:
     """All boundary metrics of a trace, per event type, for all and for free boundaries, with baselines; JSON-ready.
 
+    The headline p-value (`hypergeom_p`, `hypergeom_log10_p`) and `lift_over_event_rate` are stratified by episode
+    (boundaries at random within each episode). "free" scores only the steps where the boundary was not forced:
+    forced steps leave the population, not only the hits. Frame-delta events and baselines break ties at random.
+
     `source` picks the posterior or the prior READs and probabilities (the trace's `forced` flags serve both). An RSSM
     trace (no READs) is scored on its own surprise: kl_obs thresholded at as many boundaries as there are valid pad
     events, pooled over episodes (one global threshold, "boundaries_from": "rssm_surprise"), and kl_obs replaces the
@@ -536,25 +605,27 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
     valid = default_valid(trace.shape)
     episodes, steps = trace.shape
     weights = np.vstack([np.ones((1, episodes)), bootstrap_weights(episodes, bootstrap, rng)]).astype(float)
-    boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid)
+    boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid, rng)
     free = boundaries & ~forced
     delta = frame_delta(trace.frames)
     events = {name: np.asarray(x, bool) & valid for name, x in trace.events.items()}
-    events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile)
+    events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile, rng)
     per_episode = (boundaries & valid).sum(axis=1)
-    baselines = {"pixel_change": (threshold_at_count(delta, per_episode, valid), delta, "frame_delta")}
+    baselines = {"pixel_change": (threshold_at_count(delta, per_episode, valid, rng), delta, "frame_delta")}
     if surprise is not None:
         surprise = np.asarray(surprise, float)
-        baselines["rssm_surprise"] = (threshold_at_count(surprise, per_episode, valid), surprise, "surprise_kl")
+        baselines["rssm_surprise"] = (threshold_at_count(surprise, per_episode, valid, rng), surprise,
+                                      "surprise_kl")
     result_events = {}
+    model_parts = (("all", boundaries, valid), ("free", free, valid & ~forced))  # free: forced steps not scored
     for name, ev in events.items():
-        scores = _score_block(score, ev, valid, weights)
-        read_prob = np.full(len(LAGS), np.nan) if prob is None else peth(prob, ev, valid)
-        model = {
-            part: {**_boundary_block(marks, ev, valid, delta, tolerances, weights, resamples, rng), **scores,
-                   "auc_read_prob": scores["auroc"], "auc_read_prob_ci": scores["auroc_ci"],
-                   "peth": {"lags": list(LAGS), "read_prob": read_prob, "read_rate": peth(marks, ev, valid)}}
-            for part, marks in (("all", boundaries), ("free", free))}
+        model = {}
+        for part, marks, scored in model_parts:
+            scores = _score_block(score, ev, scored, weights)
+            read_prob = np.full(len(LAGS), np.nan) if prob is None else peth(prob, ev, scored)
+            model[part] = {**_boundary_block(marks, ev, scored, delta, tolerances, weights, resamples, rng), **scores,
+                           "auc_read_prob": scores["auroc"], "auc_read_prob_ci": scores["auroc_ci"],
+                           "peth": {"lags": list(LAGS), "read_prob": read_prob, "read_rate": peth(marks, ev, scored)}}
         model["baselines"] = {
             base: {**_boundary_block(marks, ev, valid, delta, tolerances, weights, resamples, rng),
                    **_score_block(base_score, ev, valid, weights), "score": base_score_name}
