@@ -10,10 +10,11 @@ DEMO_OUT ?= runs/demo
 
 install: $(INSTALLED)
 
+# PYTHONWARNINGS hides setuptools' informational block about editable installs, printed on every build.
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 # Two workers, one test file each at a time: the suite is mostly single-threaded XLA compiles.

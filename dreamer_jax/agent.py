@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dreamer_jax import distributions as dists
 from dreamer_jax.config import Config
+from dreamer_jax.distributions import sg
+from dreamer_jax.dynamics import swap_time
 from dreamer_jax.networks import Decoder, Encoder, Head
 from dreamer_jax.returns import lambda_returns, percentile_scale, percentile_update, PercentileState
 from dreamer_jax.rssm import RSSM
 from dreamer_jax.vta import VTA
-
-sg = jax.lax.stop_gradient
 
 
 def compute_dtype(config: Config):
@@ -36,8 +37,20 @@ def make_dynamics(config: Config, action_dim: int, embed_dim: int, rngs: nnx.Rng
                   free_nats=config.free_nats, dyn_scale=config.dyn_scale, rep_scale=config.rep_scale,
                   dtype=compute_dtype(config), rngs=rngs)
     if config.dynamics == "vta":
-        return VTA(config=config, **common)
+        return VTA(core=config.core, **common, **vta_options(config))
     return RSSM(core=config.core, initial=config.initial, **common)
+
+
+def vta_options(config: Config) -> dict:
+    """The VTA's own arguments from the configuration's `vta_` fields."""
+    return dict(max_seg_len=config.vta_max_seg_len, max_seg_num=config.vta_max_seg_num,
+                logit_clip=config.vta_boundary_logit_clip, lookahead=config.vta_lookahead,
+                reward_input=config.vta_boundary_reward_input, rate=config.vta_boundary_rate,
+                rate_scale=config.vta_boundary_scale, rate_mode=config.vta_rate_mode,
+                boundary_dyn_scale=config.vta_boundary_dyn_scale, boundary_rep_scale=config.vta_boundary_rep_scale,
+                force_scale=config.vta_boundary_force_scale, force_final=config.vta_force_final,
+                temp=config.vta_boundary_temp, temp_final=config.vta_temp_final,
+                schedule_steps=config.vta_schedule_steps)
 
 
 class Agent(nnx.Module):
@@ -67,10 +80,13 @@ class Agent(nnx.Module):
         """Normalised log-probabilities of the categorical policy (a uniform mixture only if actor_unimix > 0)."""
         return dists.unimix_logits(self.actor(feat), self.actor_unimix)
 
+    def policy(self, feat) -> distrax.OneHotCategorical:
+        """The categorical policy over one-hot float32 actions."""
+        return distrax.OneHotCategorical(logits=self.policy_logits(feat), dtype=jnp.float32)
+
     def sample_action(self, feat, key):
         """One-hot action sampled from the policy (no gradient: REINFORCE uses log-probabilities)."""
-        logits = self.policy_logits(feat)
-        return jax.nn.one_hot(jax.random.categorical(key, logits), self.action_dim, dtype=jnp.float32)
+        return self.policy(feat).sample(seed=key)
 
     def value(self, critic: Head, feat):
         """The expected return a critic (this one or the slow one) predicts from features."""
@@ -97,7 +113,7 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     recon = agent.decoder(deter, stoch)
     rec = jnp.square(recon - data["image"].astype(jnp.float32) / 255.0).sum((-3, -2, -1))
     rew = -agent.twohot(agent.reward(feat)).log_prob(data["reward"])
-    cont = -dists.bernoulli_log_prob(agent.cont(feat)[..., 0], continue_target(data["is_terminal"], config))
+    cont = -dists.bernoulli(agent.cont(feat)[..., 0]).log_prob(continue_target(data["is_terminal"], config))
     dyn_loss, metrics = agent.dynamics.loss(post, prior)
     terms = {"rec": (rec, config.rec_scale), "rew": (rew, config.rew_scale), "con": (cont, config.con_scale)}
     loss = dyn_loss + sum(scale * value.mean() for value, scale in terms.values())
@@ -143,9 +159,9 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     retnorm = percentile_update(retnorm, ret, config.retnorm_rate, config.retnorm_low, config.retnorm_high)
     scale = percentile_scale(retnorm)
     adv = sg((ret - target_value[:, :-1]) / scale)
-    logits = agent.policy_logits(feat[:, :-1])
-    logpi = jnp.sum(logits * actions[:, :-1], -1)
-    entropy = dists.categorical_entropy(logits)
+    policy = agent.policy(feat[:, :-1])
+    logpi = policy.log_prob(actions[:, :-1])
+    entropy = policy.entropy()
     actor = -(weight * (logpi * adv + config.actor_entropy * entropy)).mean()
 
     value = agent.twohot(critic_logits[:, :-1])
@@ -182,5 +198,4 @@ def replay_loss(agent: Agent, slow_critic: Head, config: Config, post, data: dic
 
 def batch_major(fn, *args):
     """`fn` on time-major copies of batch-major (B, T, ...) arguments (scalars pass through), batch-major out."""
-    swap = lambda x: jnp.swapaxes(x, 0, 1) if jnp.ndim(x) >= 2 else x  # noqa: E731
-    return swap(fn(*map(swap, args)))
+    return swap_time(fn(*swap_time(args)))

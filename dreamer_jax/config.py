@@ -219,21 +219,6 @@ class Config:
         """Gradient updates per env step, so that each env step is replayed train_ratio times on average."""
         return self.train_ratio / (self.batch_size * self.batch_length)
 
-    @property
-    def compute_dtype(self) -> Any:
-        """The jax.numpy compute dtype for `precision` (JAX is imported only when this is read)."""
-        import jax.numpy as jnp
-
-        return jnp.bfloat16 if self.precision == "bf16" else jnp.float32
-
-    def vta_force_scale_at(self, update: Any) -> Any:
-        """The posterior force scale after `update` updates (traceable)."""
-        return linear_schedule(self.vta_boundary_force_scale, self.vta_force_final, self.vta_schedule_steps, update)
-
-    def vta_temp_at(self, update: Any) -> Any:
-        """The boundary temperature after `update` updates (traceable)."""
-        return linear_schedule(self.vta_boundary_temp, self.vta_temp_final, self.vta_schedule_steps, update)
-
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

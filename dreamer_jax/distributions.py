@@ -1,8 +1,8 @@
 """Distributions used by the world model and the actor-critic, all maths in float32.
 
-Symlog/symexp squashing, the two-hot distribution of the reward and critic heads,
-unimix categorical latents with straight-through samples, and log-space Bernoulli
-helpers (stable for logits up to |1e4|) for the continue head and VTA boundaries.
+Symlog/symexp squashing, soft clipping, the two-hot distribution of the reward and critic heads and
+unimix logits are ours; the categorical latents (one-hot, straight-through samples) and the Bernoulli
+of the continue head and VTA boundaries are distrax distributions built in float32 here.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import dataclasses
 import functools
 
 import chex
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 f32 = jnp.float32
+sg = jax.lax.stop_gradient  # the papers' sg(.)
 
 
 def symlog(x: jax.Array) -> jax.Array:
@@ -96,7 +98,7 @@ class TwoHot:
         """Log-likelihood of raw targets (no gradient to them): sum of two-hot(target) * log_softmax(logits)."""
         chex.assert_axis_dimension(self.logits, -1, self.bins.shape[0])
         chex.assert_shape(target, self.logits.shape[:-1])
-        encoding = jax.lax.stop_gradient(twohot_encode(target, self.bins))
+        encoding = sg(twohot_encode(target, self.bins))
         return jnp.sum(encoding * jax.nn.log_softmax(self.logits.astype(f32), axis=-1), axis=-1)
 
 
@@ -112,51 +114,24 @@ def unimix_logits(logits: jax.Array, unimix: float = 0.01) -> jax.Array:
     return jnp.logaddexp(jnp.log1p(-jnp.asarray(unimix, f32)) + jax.nn.log_softmax(logits, axis=-1), uniform)
 
 
-def sample_onehot_st(key: jax.Array, logits: jax.Array) -> jax.Array:
-    """One-hot sample over the last axis with straight-through gradient onehot + (probs - stop_grad(probs))."""
-    logits = logits.astype(f32)
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(jax.random.categorical(key, logits, axis=-1), logits.shape[-1], dtype=f32)
-    # Parenthesised so the forward value is exactly the one-hot vector (the bracket is exactly 0).
-    return onehot + (probs - jax.lax.stop_gradient(probs))
+# distrax's straight-through wrapper adds probs - sg(probs) to the exact one-hot sample: the forward value is
+# exactly one-hot (the bracket is exactly 0) and the gradient is that of the probabilities.
+_OneHotStraightThrough = distrax.straight_through_wrapper(distrax.OneHotCategorical)
 
 
-def categorical_kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
-    """KL(p || q) of categoricals over the last axis (classes); callers sum over latents."""
-    chex.assert_equal_shape([p_logits, q_logits])
-    log_p = jax.nn.log_softmax(p_logits.astype(f32), axis=-1)
-    log_q = jax.nn.log_softmax(q_logits.astype(f32), axis=-1)
-    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def categorical_entropy(logits: jax.Array) -> jax.Array:
-    """Entropy of a categorical over the last axis."""
-    log_p = jax.nn.log_softmax(logits.astype(f32), axis=-1)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+def categorical(logits: jax.Array) -> distrax.OneHotCategorical:
+    """One-hot categorical over the last axis in float32 (latents pass their unimix logits): `kl_divergence`,
+    `entropy`, and `sample(seed=key)`, exactly one-hot with the straight-through gradient onehot + (probs - sg(probs)).
+    """
+    return _OneHotStraightThrough(logits=jnp.asarray(logits, f32), dtype=f32)
 
 
 # ---------------------------------------------------------------------------
-# Bernoulli in log space: log p = log_sigmoid(a), log (1 - p) = log_sigmoid(-a).
+# Bernoulli (continue head, VTA boundaries).
 
 
-def bernoulli_kl(p_logit: jax.Array, q_logit: jax.Array) -> jax.Array:
-    """KL(Bern(sigmoid p) || Bern(sigmoid q)) from log-sigmoids only; finite and accurate for |logit| up to 1e4."""
-    chex.assert_equal_shape([p_logit, q_logit])
-    p_logit, q_logit = p_logit.astype(f32), q_logit.astype(f32)
-    log_p1, log_p0 = jax.nn.log_sigmoid(p_logit), jax.nn.log_sigmoid(-p_logit)
-    log_q1, log_q0 = jax.nn.log_sigmoid(q_logit), jax.nn.log_sigmoid(-q_logit)
-    return jnp.exp(log_p1) * (log_p1 - log_q1) + jnp.exp(log_p0) * (log_p0 - log_q0)
-
-
-def bernoulli_entropy(logit: jax.Array) -> jax.Array:
-    """Entropy of Bern(sigmoid(logit)) from log-sigmoids."""
-    logit = logit.astype(f32)
-    log_p1, log_p0 = jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit)
-    return -(jnp.exp(log_p1) * log_p1 + jnp.exp(log_p0) * log_p0)
-
-
-def bernoulli_log_prob(logit: jax.Array, x: jax.Array) -> jax.Array:
-    """x log p + (1 - x) log(1 - p) for Bern(sigmoid(logit)); soft targets x in [0, 1] allowed."""
-    logit = logit.astype(f32)
-    x = jnp.asarray(x, f32)
-    return x * jax.nn.log_sigmoid(logit) + (1.0 - x) * jax.nn.log_sigmoid(-logit)
+def bernoulli(logit: jax.Array) -> distrax.Bernoulli:
+    """Bern(sigmoid(logit)) in float32. distrax works in log space (log p = -softplus(-logit), log(1 - p) =
+    -softplus(logit)), so `log_prob` (soft targets in [0, 1] allowed), `entropy` and `kl_divergence` stay finite and
+    accurate, with finite gradients, for |logit| up to 1e4."""
+    return distrax.Bernoulli(logits=jnp.asarray(logit, f32))

@@ -1,4 +1,5 @@
-"""Network building blocks of DreamerV3: RMSNorm MLPs, block-diagonal linears, the CNN encoder and decoder.
+"""Network building blocks of DreamerV3: RMSNorm MLPs, block-diagonal linears, the CNN encoder and decoder, the
+block GRU cell of the dynamics.
 
 Modules hold parameters only (Flax NNX); `dtype` is the compute dtype (bfloat16 or float32),
 parameters stay float32. Heads return float32 logits. Every weight starts as the official code's:
@@ -181,3 +182,50 @@ class Decoder(nnx.Module):
             if i < len(self.norms):
                 x = jax.nn.silu(self.norms[i](x))
         return jax.nn.sigmoid(x.astype(jnp.float32)).reshape(lead + (self.size, self.size, 3))
+
+
+class GRUCell(nnx.Module):
+    """h' = sig(u - 1) tanh(sig(r) c) + (1 - sig(u - 1)) h from h and a list of flat inputs.
+
+    `blockgru` (2024): a Linear -> RMSNorm -> SiLU branch per input and on h, concatenated;
+    each of `blocks` groups gets that plus its slice of h; block-diagonal layers give the
+    gates. `gru2023`: one input layer, then a LayerNorm GRU over all of h.
+    """
+
+    def __init__(self, deter: int, hidden: int, blocks: int, input_dims: tuple[int, ...], kind: str, *, dtype,
+                 rngs: nnx.Rngs):
+        if deter % blocks:
+            raise ValueError(f"deter={deter} must divide by blocks={blocks}")
+        if kind not in ("blockgru", "gru2023"):
+            raise ValueError(f"unknown GRU cell {kind!r}; use blockgru or gru2023")
+        self.deter, self.blocks, self.kind = deter, blocks, kind
+        if kind == "blockgru":
+            self.in_deter = Dense(deter, hidden, dtype=dtype, rngs=rngs)
+            self.in_inputs = nnx.List([Dense(d, hidden, dtype=dtype, rngs=rngs) for d in input_dims])
+            group = deter // blocks
+            width = (1 + len(input_dims)) * hidden + group
+            self.hidden_block = BlockLinear(width, group, blocks, dtype=dtype, rngs=rngs)
+            self.hidden_norm = nnx.RMSNorm(deter, dtype=dtype, rngs=rngs)
+            self.gates = BlockLinear(group, 3 * group, blocks, dtype=dtype, rngs=rngs)
+        else:
+            self.gru_in = Dense(sum(input_dims), hidden, dtype=dtype, rngs=rngs)
+            self.gru = nnx.Linear(hidden + deter, 3 * deter, use_bias=False, dtype=dtype, rngs=rngs)
+            self.gru_norm = nnx.LayerNorm(3 * deter, dtype=dtype, rngs=rngs)
+
+    def __call__(self, deter, inputs):
+        lead = deter.shape[:-1]
+        if self.kind == "gru2023":
+            x = self.gru_in(jnp.concatenate(inputs, -1))
+            gates = self.gru_norm(self.gru(jnp.concatenate([x, deter.astype(x.dtype)], -1)))
+            grouped = deter
+        else:
+            x = jnp.concatenate([self.in_deter(deter)] + [f(v) for f, v in zip(self.in_inputs, inputs)], -1)
+            grouped = deter.reshape(lead + (self.blocks, -1))
+            x = jnp.concatenate([jnp.broadcast_to(x[..., None, :], lead + (self.blocks, x.shape[-1])),
+                                 grouped.astype(x.dtype)], -1)
+            x = self.hidden_block(x).reshape(lead + (self.deter,))
+            gates = self.gates(jax.nn.silu(self.hidden_norm(x)).reshape(lead + (self.blocks, -1)))
+        reset, cand, update = jnp.split(gates.astype(jnp.float32), 3, axis=-1)
+        update = jax.nn.sigmoid(update - 1.0)
+        new = update * jnp.tanh(jax.nn.sigmoid(reset) * cand) + (1 - update) * grouped
+        return new.reshape(lead + (self.deter,))

@@ -46,6 +46,20 @@ def check_resume(saved: cfg.Config, config: cfg.Config) -> None:
             f"or drop these flags to resume it (only {', '.join(RESUMABLE[1:])} may change on resume).")
 
 
+def blocking_file(path: pathlib.Path) -> pathlib.Path | None:
+    """The existing file at or above `path` that stops it being a folder, if any."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return None if existing.is_dir() else existing
+
+
+def check_logdir(logdir: pathlib.Path) -> None:
+    """Refuse a run directory that is, or lies inside, an existing file: it must be a folder, new or a run's."""
+    file = blocking_file(logdir)
+    if file:
+        raise cfg.ConfigError(f"--logdir {logdir}: {file} is a file, not a folder; give a folder path (a new one "
+                              "starts a run, a run's folder resumes it)")
+
+
 @contextlib.contextmanager
 def _lock(logdir: pathlib.Path):
     """Hold `logdir/.lock` with our pid; a lock left by a dead process is taken over."""
@@ -168,11 +182,14 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
     (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. A stop signal
     (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
     call resumes from it; so does passing `deadline` (a `time.monotonic()` value), for a time budget.
+    Resuming takes the newest checkpoint that restores: a damaged newer one is skipped with a warning and
+    moved, unchanged, to `logdir/damaged_checkpoints/`.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")
     runs = seed_configs(config)
     for run in runs:
+        check_logdir(pathlib.Path(run.logdir))
         saved_path = pathlib.Path(run.logdir) / "config.json"
         if saved_path.exists():
             check_resume(cfg.load(saved_path), run)
@@ -202,19 +219,32 @@ def _agent(tree, i: int, seeds: int):
     return tree if seeds == 1 else jax.tree.map(lambda x: x[i], tree)
 
 
-def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> TrainState:
-    """Every agent's state from its run's latest checkpoint; all seeds must stand at the same step."""
-    steps = [mgr.latest_step() for mgr in mgrs]
+def _newest(mgr, like) -> tuple[Any, int | None, list[int]]:
+    """(state, step, damaged newer steps skipped) of the newest checkpoint that restores; (None, None, []) if none."""
+    if not mgr.all_steps():
+        return None, None, []
+    return checkpoint.restore_newest(mgr, lambda step: checkpoint.restore(mgr, like, step)[0])
+
+
+def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> tuple[TrainState, list[list[int]]]:
+    """Every agent's state from its run's newest checkpoint that restores, and each run's damaged steps skipped.
+
+    All seeds must stand at the same step.
+    """
+    seeds = len(runs)
+    found = [_newest(mgr, _agent(state, i, seeds)) for i, mgr in enumerate(mgrs)]
+    steps = [step for _, step, _ in found]
+    skipped = [newer for _, _, newer in found]
     if set(steps) == {None}:
-        return state
+        return state, skipped
     if len(set(steps)) > 1:
         listed = ", ".join(f"{run.logdir} at {step}" for run, step in zip(runs, steps))
         raise cfg.ConfigError(f"the seeds' runs stand at different steps ({listed}); resume them one by one "
                               "(--num_seeds 1), or move the unfinished ones aside")
-    seeds = len(runs)
-    parts = [checkpoint.restore(mgr, _agent(state, i, seeds))[0] for i, mgr in enumerate(mgrs)]
+    parts = [part for part, _, _ in found]
     restored = parts[0] if seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
-    return jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state))
+    return jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state)), skipped
+
 
 
 def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list[dict[str, Any]]:
@@ -224,8 +254,13 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list
     learner, state = Learner.create(config, env, _stacked([jax.random.PRNGKey(run.seed) for run in runs]), seeds,
                                     mesh)
     eval_learner = dataclasses.replace(learner, env=eval_env)
-    state = _restore(mgrs, state, runs)
+    state, skipped = _restore(mgrs, state, runs)
     env_steps, updates = int(np.max(state.env_steps)), int(np.max(state.updates))
+    if any(skipped):  # going on from an older checkpoint: the damaged newer ones move aside, unchanged
+        if primary:
+            for logdir, newer in zip(logdirs, skipped):
+                checkpoint.set_aside(logdir, newer)
+        mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
     if primary:
         for logdir in logdirs:
             _truncate_metrics(logdir / "metrics.jsonl", env_steps)
@@ -250,9 +285,9 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list
                      for ep, window in zip(episodes, windows)]
             if evaluated:
                 keys = _stacked([jax.random.fold_in(jax.random.PRNGKey(run.seed + 1), env_steps) for run in runs])
-                ret, length = eval_learner.evaluate(state.params, config.eval_episodes, keys)
-                for line, r, n in zip(lines, np.atleast_1d(ret), np.atleast_1d(length)):
-                    line.update(eval_return=float(r), eval_length=float(n))
+                ret = eval_learner.evaluate(state.params, config.eval_episodes, keys)
+                for line, r in zip(lines, np.atleast_1d(ret)):
+                    line["eval_return"] = float(r)
             if primary:
                 for logdir, line in zip(logdirs, lines):
                     with (logdir / "metrics.jsonl").open("a") as f:
@@ -270,7 +305,7 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list
             bar.update(min(env_steps, config.steps), "" if ret is None else f"return {ret:.1f}")
     if bar:
         bar.close()
-    if mgrs[0].latest_step() != env_steps:
+    if env_steps not in mgrs[0].all_steps():
         _save(mgrs, env_steps, state, runs)
     if stops and primary:
         print(f"stopped by signal {stops[0]} at step {env_steps}; checkpoint saved in "

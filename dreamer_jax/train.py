@@ -287,11 +287,12 @@ class Learner:
 
     @functools.partial(jax.jit, static_argnums=(0, 2))
     def evaluate(self, params, episodes: int, key):
-        """Mean return and length of `episodes` fresh episodes of the policy (per agent, with one key each)."""
+        """Mean return of `episodes` fresh episodes of the policy (per agent, with one key each)."""
         return self._per_seed(lambda p, k: self._evaluate(p, episodes, k))(params, key)
 
     def _evaluate(self, params, episodes: int, key):
-        """Mean return and length of `episodes` fresh episodes of one agent's policy (one per env, in parallel)."""
+        """Mean return of `episodes` fresh episodes of one agent's policy (one per env, in parallel), each of the
+        env's full length (pinpad episodes end only at the time limit)."""
         agent = nnx.merge(self.graphdef, params)
         reset_key, key = jax.random.split(key)
         env_state, obs = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
@@ -304,7 +305,6 @@ class Learner:
             env_state, obs = jax.vmap(self.env.step)(env_state, action, jax.random.split(env_key, episodes))
             return (env_state, obs, carry, ret + obs["reward"]), None
 
-        horizon = self.env.length
         (_, _, _, ret), _ = jax.lax.scan(step, (env_state, obs, carry, jnp.zeros(episodes)),
-                                         jax.random.split(key, horizon))
-        return ret.mean(), jnp.float32(horizon)
+                                         jax.random.split(key, self.env.length))
+        return ret.mean()

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dreamer_jax import distributions as dists
-from dreamer_jax.networks import MLP, Dense
-from dreamer_jax.rssm import Carry, GRUCell, balanced_kl, imagine
-
-sg = jax.lax.stop_gradient
+from dreamer_jax.config import linear_schedule
+from dreamer_jax.distributions import sg
+from dreamer_jax.dynamics import Carry, balanced_kl, flat, imagine, latent_logits, reset, scale_action, scan_time
+from dreamer_jax.networks import MLP, Dense, GRUCell
 
 
 class VTAState(NamedTuple):
@@ -57,34 +58,36 @@ class VTA(nnx.Module):
     """Two-level dynamics with learned boundaries; see the module docstring."""
 
     def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
-                 embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, config, dtype,
-                 rngs: nnx.Rngs):
+                 embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float,
+                 max_seg_len: int, max_seg_num: int, logit_clip: float, lookahead: int, reward_input: bool,
+                 rate: float, rate_scale: float, rate_mode: str, boundary_dyn_scale: float, boundary_rep_scale: float,
+                 force_scale: float, force_final: float, temp: float, temp_final: float, schedule_steps: int,
+                 dtype, rngs: nnx.Rngs, core: str = "blockgru"):
         self.deter, self.stoch, self.classes, self.action_dim = deter, stoch, classes, action_dim
         self.unimix, self.free_nats, self.dyn_scale, self.rep_scale = unimix, free_nats, dyn_scale, rep_scale
-        self.max_seg_len, self.max_seg_num = config.vta_max_seg_len, config.vta_max_seg_num
-        self.clip, self.lookahead = config.vta_boundary_logit_clip, config.vta_lookahead
-        self.reward_input = config.vta_boundary_reward_input
-        self.rate, self.rate_scale, self.rate_mode = config.vta_boundary_rate, config.vta_boundary_scale, \
-            config.vta_rate_mode
-        self.boundary_dyn, self.boundary_rep = config.vta_boundary_dyn_scale, config.vta_boundary_rep_scale
-        self.config = config  # static: the force-scale and temperature schedules
-        flat = stoch * classes
-        abstract = deter + flat
-        self.abstract_cell = GRUCell(deter, hidden, blocks, (flat, deter, flat, action_dim), config.core, dtype=dtype,
+        self.max_seg_len, self.max_seg_num = max_seg_len, max_seg_num
+        self.clip, self.lookahead, self.reward_input = logit_clip, lookahead, reward_input
+        self.rate, self.rate_scale, self.rate_mode = rate, rate_scale, rate_mode
+        self.boundary_dyn, self.boundary_rep = boundary_dyn_scale, boundary_rep_scale
+        # (start, final, updates) of the posterior force scale and the boundary temperature: linear, then held
+        self.force_schedule = (force_scale, force_final, schedule_steps)
+        self.temp_schedule = (temp, temp_final, schedule_steps)
+        latent = stoch * classes
+        abstract = deter + latent
+        self.abstract_cell = GRUCell(deter, hidden, blocks, (latent, deter, latent, action_dim), core, dtype=dtype,
                                      rngs=rngs)
         self.z_prior = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
-        self.z_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.z_prior_out = nnx.Linear(hidden, latent, dtype=jnp.float32, rngs=rngs)
         self.z_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
-        self.z_post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.z_post_out = nnx.Linear(hidden, latent, dtype=jnp.float32, rngs=rngs)
         self.restart = Dense(abstract, deter, dtype=dtype, rngs=rngs)
-        self.obs_cell = GRUCell(deter, hidden, blocks, (flat, action_dim, abstract), config.core, dtype=dtype,
-                                rngs=rngs)
+        self.obs_cell = GRUCell(deter, hidden, blocks, (latent, action_dim, abstract), core, dtype=dtype, rngs=rngs)
         self.s_prior = MLP(deter, hidden, 2, dtype=dtype, rngs=rngs)
-        self.s_prior_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
+        self.s_prior_out = nnx.Linear(hidden, latent, dtype=jnp.float32, rngs=rngs)
         self.s_post = MLP(deter + embed_dim, hidden, 1, dtype=dtype, rngs=rngs)
-        self.s_post_out = nnx.Linear(hidden, flat, dtype=jnp.float32, rngs=rngs)
-        self.read_prior = nnx.Linear(deter + flat + action_dim, 1, dtype=jnp.float32, rngs=rngs)
-        detector_in = deter + flat + embed_dim * (1 + self.lookahead) + int(self.reward_input)
+        self.s_post_out = nnx.Linear(hidden, latent, dtype=jnp.float32, rngs=rngs)
+        self.read_prior = nnx.Linear(deter + latent + action_dim, 1, dtype=jnp.float32, rngs=rngs)
+        detector_in = deter + latent + embed_dim * (1 + self.lookahead) + int(self.reward_input)
         self.read_post = nnx.Sequential(Dense(detector_in, hidden, dtype=dtype, rngs=rngs),
                                         nnx.Linear(hidden, 1, dtype=jnp.float32, rngs=rngs))
 
@@ -99,7 +102,6 @@ class VTA(nnx.Module):
 
     def decoder_inputs(self, state: VTAState):
         """(concat(h, c), concat(s, z) flat): deterministic and stochastic decoder inputs."""
-        flat = lambda x: x.reshape(x.shape[:-2] + (-1,))  # noqa: E731
         return jnp.concatenate([state.h, state.c], -1), jnp.concatenate([flat(state.s), flat(state.z)], -1)
 
     def features(self, state: VTAState):
@@ -116,13 +118,11 @@ class VTA(nnx.Module):
 
     # -- pieces -----------------------------------------------------------------------------------
     def _latent(self, out, x):
-        return dists.unimix_logits(out(x).reshape(x.shape[:-1] + (self.stoch, self.classes)), self.unimix)
-
-    def _flat(self, x):
-        return x.reshape(x.shape[:-2] + (-1,))
+        """Unimix logits (B, S, C) from a linear output."""
+        return latent_logits(out, x, self.stoch, self.classes, self.unimix)
 
     def _obs_input(self, state: VTAState):
-        return jnp.concatenate([state.h, self._flat(state.s)], -1)
+        return jnp.concatenate([state.h, flat(state.s)], -1)
 
     def prior_read_logit(self, state: VTAState, action):
         """Logit of p(m_t = READ) from the previous observation-level state and the action taken after it (which
@@ -162,20 +162,20 @@ class VTA(nnx.Module):
         """Both levels given the boundary and the previous action: update (c, z) on READ from the abstract state,
         the observation-level state that ends the segment and the action; carry them on COPY; then (h, s)."""
         z_key, s_key = keys
-        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
-        c_read = self.abstract_cell(prev.c, [self._flat(prev.z), prev.h, self._flat(prev.s), action])
+        action = scale_action(action)
+        c_read = self.abstract_cell(prev.c, [flat(prev.z), prev.h, flat(prev.s), action])
         z_logits_read = z_logits_fn(c_read)
-        z_read = dists.sample_onehot_st(z_key, z_logits_read)
+        z_read = dists.categorical(z_logits_read).sample(seed=z_key)
         m = read[:, None]
         c = m * c_read + (1 - m) * prev.c
         z = m[..., None] * z_read + (1 - m[..., None]) * prev.z
         z_logits = m[..., None] * z_logits_read + (1 - m[..., None]) * prev.z_logits
-        abstract = jnp.concatenate([c, self._flat(z)], -1)
+        abstract = jnp.concatenate([c, flat(z)], -1)
         h_base = m * self.restart(abstract).astype(jnp.float32) + (1 - m) * prev.h
         s_base = (1 - m[..., None]) * prev.s
-        h = self.obs_cell(h_base, [self._flat(s_base), action, abstract])
+        h = self.obs_cell(h_base, [flat(s_base), action, abstract])
         s_logits = s_logits_fn(h)
-        return c, z, z_logits, z_logits_read, h, s_logits, dists.sample_onehot_st(s_key, s_logits)
+        return c, z, z_logits, z_logits_read, h, s_logits, dists.categorical(s_logits).sample(seed=s_key)
 
     @staticmethod
     def _counters(prev: VTAState, read):
@@ -189,10 +189,7 @@ class VTA(nnx.Module):
         """One filtering step: reset on `is_first`, boundary from the causal posterior (sampled, or its mode), both
         levels. Acting calls it with the defaults: no constraints, no posterior forcing, temperature 1.
         """
-        start = self.initial(is_first.shape[0])
-        first = lambda x: is_first.reshape(is_first.shape + (1,) * (x.ndim - 1))  # noqa: E731
-        state = jax.tree.map(lambda s, c: jnp.where(first(c), s, c), start.state, carry.state)
-        prev_action = jnp.where(first(carry.action), 0.0, carry.action)
+        state, prev_action = reset(self.initial(is_first.shape[0]), carry, is_first)
         read_key, z_key, s_key = jax.random.split(key, 3)
         force_read, force_copy = self.constraints(state, is_first, constrain)
         prior_logit = self._forced(self.prior_read_logit(state, prev_action), force_read, force_copy, self.clip)
@@ -225,8 +222,8 @@ class VTA(nnx.Module):
         q > 0.5) instead of a sample, for evaluation.
         """
         constrain = training if constrain is None else constrain
-        force_scale = self.config.vta_force_scale_at(update) if constrain else 0.0
-        temp = self.config.vta_temp_at(update) if training else 1.0
+        force_scale = linear_schedule(*self.force_schedule, update) if constrain else 0.0
+        temp = linear_schedule(*self.temp_schedule, update) if training else 1.0
         if training:
             carry = carry._replace(state=carry.state._replace(seg_num=jnp.zeros_like(carry.state.seg_num)))
         length = embed.shape[1]
@@ -235,15 +232,13 @@ class VTA(nnx.Module):
             padded = jnp.pad(embed, ((0, 0), (0, self.lookahead), (0, 0)))
             context = jnp.concatenate([padded[:, k:k + length] for k in range(self.lookahead + 1)], -1)
         reward = jnp.zeros(embed.shape[:2]) if reward is None else reward
-        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
 
-        def step(c, xs):
-            e, a, f, k, r, ctx = xs
+        def step(c, xs, k):
+            e, a, f, r, ctx = xs
             return self.obs_step(c, e, a, f, k, r, ctx, constrain, force_scale, temp, mode)
 
-        xs = (swap(embed), swap(action), swap(is_first), jax.random.split(key, length), swap(reward), swap(context))
-        carry, (post, prior) = jax.lax.scan(step, carry, xs)
-        return carry, jax.tree.map(swap, post), jax.tree.map(swap, prior)
+        carry, (post, prior) = scan_time(step, carry, (embed, action, is_first, reward, context), key)
+        return carry, post, prior
 
     # -- imagination ------------------------------------------------------------------------------
     def img_step(self, state: VTAState, action, key) -> VTAState:
@@ -258,7 +253,7 @@ class VTA(nnx.Module):
                         *self._counters(state, read))
 
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
-        """Roll the priors (boundary, z, s) forward from `start`; see `rssm.imagine`."""
+        """Roll the priors (boundary, z, s) forward from `start`; see `dynamics.imagine`."""
         return imagine(self, start, policy, horizon, key)
 
     def diagnostics(self, post: VTAState, prior: VTAPrior, key, mode: bool = False) -> dict:
@@ -266,11 +261,12 @@ class VTA(nnx.Module):
         KLs."""
         read_prior = self.sample_read(prior.read_logit, key, 1.0, mode) > 0.5
         read = post.read > 0.5
+        cat = dists.categorical
         return {
             "read": read, "read_prob": jax.nn.sigmoid(post.read_logit), "read_prior": read_prior,
             "read_prob_prior": jax.nn.sigmoid(prior.read_logit), "forced": post.forced,
-            "kl_obs": dists.categorical_kl(post.s_logits, prior.s_logits).sum(-1),
-            "kl_abstract": jnp.where(read, dists.categorical_kl(post.z_logits, prior.z_logits).sum(-1), 0.0),
+            "kl_obs": cat(post.s_logits).kl_divergence(cat(prior.s_logits)).sum(-1),
+            "kl_abstract": jnp.where(read, cat(post.z_logits).kl_divergence(cat(prior.z_logits)).sum(-1), 0.0),
         }
 
     # -- losses -----------------------------------------------------------------------------------
@@ -278,10 +274,9 @@ class VTA(nnx.Module):
         """KL to a fixed-hazard Bernoulli(rate): per step (the prototype's) or of the batch-mean READ probability."""
         if self.rate_mode == "step":
             rate_logit = jnp.log(self.rate) - jnp.log1p(-self.rate)
-            return dists.bernoulli_kl(post_logit, jnp.full_like(post_logit, rate_logit)).mean()
+            return dists.bernoulli(post_logit).kl_divergence(dists.bernoulli(rate_logit)).mean()
         q = jax.nn.sigmoid(post_logit).mean()
-        xlogy = jax.scipy.special.xlogy
-        return xlogy(q, q) - xlogy(q, self.rate) + xlogy(1 - q, 1 - q) - xlogy(1 - q, 1 - self.rate)
+        return distrax.Bernoulli(probs=q).kl_divergence(distrax.Bernoulli(probs=jnp.float32(self.rate)))
 
     def loss(self, post: VTAState, prior: VTAPrior):
         """KL_s every step, KL_z at READs (mask detached), both-way boundary KL, rate regulariser; and metrics."""
@@ -289,8 +284,9 @@ class VTA(nnx.Module):
         z_dyn, z_rep, z_kl = balanced_kl(post.z_logits, prior.z_logits, self.free_nats)
         read = sg(post.read)
         reads = jnp.maximum(read.sum(), 1.0)
-        m_dyn = dists.bernoulli_kl(sg(post.read_logit), prior.read_logit)
-        m_rep = dists.bernoulli_kl(post.read_logit, sg(prior.read_logit))
+        bern = dists.bernoulli
+        m_dyn = bern(sg(post.read_logit)).kl_divergence(bern(prior.read_logit))
+        m_rep = bern(post.read_logit).kl_divergence(bern(sg(prior.read_logit)))
         loss = (self.dyn_scale * (s_dyn.mean() + (read * z_dyn).mean())
                 + self.rep_scale * (s_rep.mean() + (read * z_rep).mean())
                 + self.boundary_dyn * m_dyn.mean() + self.boundary_rep * m_rep.mean())
@@ -303,11 +299,11 @@ class VTA(nnx.Module):
             "kl_abstract": (read * z_kl).sum() / reads, "kl_boundary": m_rep.mean(), "loss_rate": rate,
             "boundary_ratio": read.mean(), "boundary_ratio_free": (hard & ~forced).mean(),
             "forced_ratio": forced.mean(),
-            "boundary_entropy_post": dists.bernoulli_entropy(post.read_logit).mean(),
-            "boundary_entropy_prior": dists.bernoulli_entropy(prior.read_logit).mean(),
+            "boundary_entropy_post": bern(post.read_logit).entropy().mean(),
+            "boundary_entropy_prior": bern(prior.read_logit).entropy().mean(),
             "mean_segment_length": read.size / reads,
             "no_read_share": (~hard.any(-1)).mean(), "all_read_share": hard.all(-1).mean(),
-            "post_entropy": dists.categorical_entropy(post.s_logits).sum(-1).mean(),
-            "prior_entropy": dists.categorical_entropy(prior.s_logits).sum(-1).mean(),
+            "post_entropy": dists.categorical(post.s_logits).entropy().sum(-1).mean(),
+            "prior_entropy": dists.categorical(prior.s_logits).entropy().sum(-1).mean(),
         }
         return loss, metrics

@@ -4,9 +4,9 @@
     python -m experiments.eval_boundaries --logroot ROOT      # every run below, one table
 
 Writes RUN/boundary_eval.json and boundary_{grid,internal,fired,peth}.png (or into --out).
-The model is rebuilt from the run's saved configuration and its latest checkpoint. An RSSM
-run is scored by its surprise, KL(post || prior), thresholded at the pad-event count;
-`--baseline-logdir RSSM_RUN` adds that baseline to a VTA evaluation.
+The model is rebuilt from the run's saved configuration and its newest checkpoint that restores
+(a damaged one is skipped with a warning). An RSSM run is scored by its surprise, KL(post || prior),
+thresholded at the pad-event count; `--baseline-logdir RSSM_RUN` adds that baseline to a VTA evaluation.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import jax
 import pinpad
 from dreamer_jax import config as cfg, sweep
 from dreamer_jax.boundaries import analysis, figures, metrics, table
+from dreamer_jax.run import blocking_file
 from dreamer_jax.status import write_atomic
 from experiments.envs import make_env
 
@@ -141,12 +142,16 @@ def write(trace, result: dict, out: pathlib.Path, out_json: pathlib.Path, source
 
 
 def one(args: argparse.Namespace) -> int:
+    """Evaluate the run in --logdir and write its JSON and figures; every path is checked before any work."""
     analysis.load_config(args.logdir)  # a run directory at all, before looking at where results go
     out = args.out or args.logdir
     out_json = args.out_json or out / RESULT
     for path in (out, out_json.parent):
-        if path.exists() and not path.is_dir():
-            raise analysis.RunError(f"{path} is a file; give --out / --out_json a folder path that is not a file")
+        file = blocking_file(path)
+        if file:
+            raise analysis.RunError(f"{file} is a file; give --out / --out_json a folder path that is not a file")
+    if out_json.is_dir():
+        raise analysis.RunError(f"{out_json} is a folder; give --out_json the path of a file (it is replaced)")
     trace, result = evaluate(args.logdir, args)
     for path in write(trace, result, out, out_json, args.source):
         print(path)

@@ -14,7 +14,7 @@ import pathlib
 import sys
 import time
 
-from dreamer_jax import sweep
+from dreamer_jax import sweep, sweep_view
 from dreamer_jax.progress import Panel
 from dreamer_jax.status import StatusError, read_status
 
@@ -54,7 +54,7 @@ def _watch(path: str, interval: float, stale: float, panel: Panel) -> tuple[dict
         now = time.time()
         try:
             fields = read_status(path)
-            lines = sweep.render(fields, now)
+            lines = sweep_view.render(fields, now)
         except FileNotFoundError:
             return None, (f"no status file at {path}: no sweep has written it yet; start one with "
                           "python -m experiments.sweep, or pass the --status-file it uses")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     fields, problem = _watch(args.status_file, args.interval, args.stale, panel)
     panel.close()
     if fields:
-        print("\n".join(sweep.summary(fields)))
+        print("\n".join(sweep_view.summary(fields)))
     if problem:
         print(f"monitor: {problem}", file=sys.stderr)
     return 1 if problem else 0

@@ -3,7 +3,8 @@
     python -m experiments.train --configs pinpad size12m --dynamics rssm --logdir runs/rssm
 
 Every configuration field is a flag (`--help` lists them); `--configs` applies presets in
-order. Training again in the same --logdir resumes from its latest checkpoint.
+order. Training again in the same --logdir resumes from its newest checkpoint that restores (a
+damaged one is skipped with a warning on stderr and left as it is).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import jax
 
 import pinpad
-from dreamer_jax import config as cfg
+from dreamer_jax import checkpoint, config as cfg
 from dreamer_jax.run import RunDirInUse, seed_configs, train
 from experiments.envs import make_env
 
@@ -30,6 +31,7 @@ def _saved_config(argv: list[str]) -> cfg.Config | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train (or resume) the run the flags describe; 2 with one `error:` line on bad input, 0 when done."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         # Flags given for an existing run are read on top of its saved configuration, so a bare
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             _join_job()
         env = make_env(config)
         lines = train(config, env)
-    except (cfg.ConfigError, RunDirInUse) as error:
+    except (cfg.ConfigError, RunDirInUse, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for run, line in zip(seed_configs(config), lines):

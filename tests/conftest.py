@@ -18,6 +18,9 @@ def fixtures_root() -> pathlib.Path:
 _CACHE = pathlib.Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax")))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Workers and their subprocesses read and write the cache at once; with a size limit JAX takes a file lock
+# around every read and write, so no process reads an entry another is still writing (which crashed one).
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
 # Tiny test programs run for milliseconds but compile for tens of seconds: skip XLA's costly CPU
 # optimisations (about half the compile time). Set XLA_FLAGS to test with the usual pipeline.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")

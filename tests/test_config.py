@@ -132,7 +132,6 @@ def test_booleans(text, value):
 def test_precision_aliases(text, value):
     config = C.parse(["--precision", text])
     assert config.precision == value
-    assert config.compute_dtype.__name__ == ("bfloat16" if value == "bf16" else "float32")
 
 
 def test_dynamics_and_its_alias():
@@ -271,14 +270,12 @@ def test_configs_are_frozen_and_hashable():
     assert hash(config) == hash(C.Config())
 
 
-def test_vta_schedules():
-    constant = C.make("debug", vta_boundary_force_scale=10.0, vta_boundary_temp=2.0)
-    assert constant.vta_force_scale_at(10**6) == 10.0 and constant.vta_temp_at(10**6) == 2.0
-    decaying = dataclasses.replace(constant, vta_schedule_steps=100, vta_force_final=0.0, vta_temp_final=0.5)
-    assert float(decaying.vta_force_scale_at(0)) == 10.0
-    assert float(decaying.vta_force_scale_at(50)) == pytest.approx(5.0)
-    assert float(decaying.vta_temp_at(50)) == pytest.approx(1.25)
-    assert float(decaying.vta_force_scale_at(1000)) == 0.0 and float(decaying.vta_temp_at(1000)) == 0.5
+def test_linear_schedule():
+    assert C.linear_schedule(10.0, 0.0, 0, 10**6) == 10.0  # no steps: the start, held
+    assert float(C.linear_schedule(10.0, 0.0, 100, 0)) == 10.0
+    assert float(C.linear_schedule(10.0, 0.0, 100, 50)) == pytest.approx(5.0)
+    assert float(C.linear_schedule(2.0, 0.5, 100, 50)) == pytest.approx(1.25)
+    assert float(C.linear_schedule(10.0, 0.0, 100, 1000)) == 0.0 and float(C.linear_schedule(2.0, 0.5, 100, 1000)) == 0.5
 
 
 def test_import_is_light():

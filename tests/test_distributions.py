@@ -19,6 +19,14 @@ def _logit(p):
     return np.float32(np.log(p / (1 - p)))
 
 
+def _categorical_kl(p_logits, q_logits):
+    return D.categorical(p_logits).kl_divergence(D.categorical(q_logits))
+
+
+def _bernoulli_kl(p_logit, q_logit):
+    return D.bernoulli(p_logit).kl_divergence(D.bernoulli(q_logit))
+
+
 # --- symlog / symexp / soft_clip ---------------------------------------------
 
 
@@ -152,20 +160,21 @@ def test_sample_onehot_straight_through(wrap):
     key = jax.random.PRNGKey(6)
 
     def run(lg):
-        sample, vjp = jax.vjp(lambda x: D.sample_onehot_st(key, x), lg)
+        sample, vjp = jax.vjp(lambda x: D.categorical(x).sample(seed=key), lg)
         _, vjp_soft = jax.vjp(lambda x: jax.nn.softmax(x, axis=-1), lg)
         return sample, vjp(weights)[0], vjp_soft(weights)[0]
 
     sample, grad_st, grad_soft = map(np.asarray, wrap(run)(logits))
     assert sample.dtype == np.float32
-    assert set(np.unique(sample).tolist()) <= {0.0, 1.0}
-    np.testing.assert_array_equal(sample.sum(-1), 1.0)
+    # Exactly the one-hot vector of the index jax.random.categorical draws (the straight-through bracket is 0).
+    index = jax.random.categorical(key, jax.nn.log_softmax(logits))
+    np.testing.assert_array_equal(sample, np.asarray(jax.nn.one_hot(index, 5, dtype=jnp.float32)))
     np.testing.assert_allclose(grad_st, grad_soft, rtol=1e-6, atol=1e-7)
 
 
 def test_sample_onehot_frequencies():
     logits = np.broadcast_to(np.log(np.array([0.1, 0.2, 0.7], np.float32)), (20000, 3))
-    samples = jax.jit(D.sample_onehot_st)(jax.random.PRNGKey(7), logits)
+    samples = jax.jit(lambda key, lg: D.categorical(lg).sample(seed=key))(jax.random.PRNGKey(7), logits)
     np.testing.assert_allclose(np.asarray(samples).mean(0), [0.1, 0.2, 0.7], atol=0.015)
 
 
@@ -179,13 +188,13 @@ def test_categorical_kl_and_entropy():
     def run(lp, lq, logits):
         bf16 = logits.astype(jnp.bfloat16)
         return dict(
-            kl=D.categorical_kl(lp + 3.0, lq),  # logits are defined up to a constant
-            entropy=D.categorical_entropy(lp),
-            entropy_uniform=D.categorical_entropy(jnp.zeros((2, 7))),
-            kl_same=D.categorical_kl(logits[0], logits[0]),
-            kl_random=D.categorical_kl(logits[0], logits[1]),
-            kl_bf16=D.categorical_kl(bf16[0], bf16[1]),
-            kl_extreme=D.categorical_kl(jnp.array([1e4, -1e4]), jnp.array([-1e4, 1e4])),
+            kl=_categorical_kl(lp + 3.0, lq),  # logits are defined up to a constant
+            entropy=D.categorical(lp).entropy(),
+            entropy_uniform=D.categorical(jnp.zeros((2, 7))).entropy(),
+            kl_same=_categorical_kl(logits[0], logits[0]),
+            kl_random=_categorical_kl(logits[0], logits[1]),
+            kl_bf16=_categorical_kl(bf16[0], bf16[1]),
+            kl_extreme=_categorical_kl(jnp.array([1e4, -1e4]), jnp.array([-1e4, 1e4])),
         )
 
     out = run(np.log(p).astype(np.float32), np.log(q).astype(np.float32), logits)
@@ -204,7 +213,7 @@ def test_categorical_kl_and_entropy():
 def test_bernoulli_kl_closed_form():
     p, q = 0.3, 0.6
     expect = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))  # = 0.3 ln 0.5 + 0.7 ln 1.75
-    kl, kl_same = jax.jit(lambda a, b: (D.bernoulli_kl(a, b), D.bernoulli_kl(a, a)))(_logit(p), _logit(q))
+    kl, kl_same = jax.jit(lambda a, b: (_bernoulli_kl(a, b), _bernoulli_kl(a, a)))(_logit(p), _logit(q))
     np.testing.assert_allclose(kl, expect, rtol=1e-5)
     np.testing.assert_allclose(expect, 0.3 * np.log(0.5) + 0.7 * np.log(1.75), rtol=1e-12)
     np.testing.assert_allclose(expect, 0.1837869, rtol=1e-6)
@@ -215,8 +224,8 @@ def test_bernoulli_kl_closed_form():
 def test_bernoulli_kl_extreme_logits(wrap):
     a = np.array([50.0, -50.0, 50.0, 1e4, -1e4, 1e4, 30.0, 0.0], np.float32)
     b = np.array([-50.0, 50.0, 49.0, -1e4, 1e4, 1e4, 0.0, 1e4], np.float32)
-    kl, grads = wrap(jax.value_and_grad(lambda x, y: D.bernoulli_kl(x, y).sum(), argnums=(0, 1)))(a, b)
-    kl = np.asarray(wrap(D.bernoulli_kl)(a, b))
+    kl, grads = wrap(jax.value_and_grad(lambda x, y: _bernoulli_kl(x, y).sum(), argnums=(0, 1)))(a, b)
+    kl = np.asarray(wrap(_bernoulli_kl)(a, b))
     lp1, lp0, lq1, lq0 = _log_sigmoid64(a), _log_sigmoid64(-a), _log_sigmoid64(b), _log_sigmoid64(-b)
     expect = np.exp(lp1) * (lp1 - lq1) + np.exp(lp0) * (lp0 - lq0)
     assert np.all(np.isfinite(kl)) and np.all(kl >= 0)
@@ -230,7 +239,7 @@ def test_bernoulli_entropy_and_log_prob():
     ps = np.array([0.5, 0.3, 0.999])
     logits = np.concatenate([_logit(ps), [1e4, -1e4, 50.0]]).astype(np.float32)
     labels = np.array([1.0, 0.0, c, 0.0, 1.0, 0.0], np.float32)
-    entropy, log_prob = jax.jit(lambda lg, x: (D.bernoulli_entropy(lg), D.bernoulli_log_prob(lg, x)))(logits, labels)
+    entropy, log_prob = jax.jit(lambda lg, x: (D.bernoulli(lg).entropy(), D.bernoulli(lg).log_prob(x)))(logits, labels)
     expect_entropy = -(ps * np.log(ps) + (1 - ps) * np.log(1 - ps))
     expect_log_prob = labels[:3] * np.log(ps) + (1 - labels[:3]) * np.log(1 - ps)
     np.testing.assert_allclose(entropy[:3], expect_entropy, rtol=1e-4)
@@ -238,6 +247,8 @@ def test_bernoulli_entropy_and_log_prob():
     # Extreme logits: exact limits, and H(sigmoid(50)) = 51 e^-50 to first order.
     np.testing.assert_allclose(entropy[3:], [0.0, 0.0, 51.0 * np.exp(-50.0)], rtol=1e-4, atol=1e-30)
     np.testing.assert_allclose(log_prob[3:], [-1e4, -1e4, -50.0], rtol=1e-6)
+    grads = jax.jit(jax.grad(lambda lg: (D.bernoulli(lg).entropy() + D.bernoulli(lg).log_prob(labels)).sum()))(logits)
+    assert np.all(np.isfinite(np.asarray(grads)))
 
 
 def test_twohot_nan_target_gives_nan_not_a_finite_loss():

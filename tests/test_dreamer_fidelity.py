@@ -15,7 +15,7 @@ from flax import nnx
 
 from dreamer_jax import config as C
 from dreamer_jax import replay as rp
-from dreamer_jax.agent import Agent, imagination_loss, replay_loss, world_model_loss
+from dreamer_jax.agent import imagination_loss, replay_loss, world_model_loss
 from dreamer_jax.distributions import twohot_bins
 from dreamer_jax.networks import BlockLinear, Decoder, fan_in_init
 from dreamer_jax.returns import percentile_init
@@ -150,6 +150,22 @@ def test_policy_is_a_plain_categorical_by_default(setup):
                       state.params)
     probs = np.exp(np.asarray(mixed.policy_logits(feat)))
     np.testing.assert_allclose(probs, 0.5 * jax.nn.softmax(agent.actor(feat)) + 0.5 / 5, rtol=1e-5)
+
+
+def test_policy_samples_log_prob_and_entropy(setup):
+    learner, state, _, post = setup
+    agent = nnx.merge(learner.graphdef, state.params)
+    feat = agent.dynamics.features(post)
+    logits = np.asarray(agent.actor(feat), np.float64)
+    logp = logits - np.logaddexp.reduce(logits, -1, keepdims=True)
+    action = np.asarray(agent.sample_action(feat, jax.random.PRNGKey(4)))
+    index = action.argmax(-1)
+    assert action.dtype == np.float32
+    np.testing.assert_array_equal(action, np.eye(5, dtype=np.float32)[index])  # exactly one-hot
+    policy = agent.policy(feat)
+    np.testing.assert_allclose(policy.log_prob(action), np.take_along_axis(logp, index[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy.entropy(), -np.sum(np.exp(logp) * logp, -1), rtol=1e-5)
 
 
 # -- returns and baseline --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from conftest import REPO
-from dreamer_jax import sweep
+from dreamer_jax import sweep, sweep_view
+from dreamer_jax.ledger import Current, Ledger, Outcome
 from dreamer_jax.progress import Panel
 from dreamer_jax.status import read_status, write_status
 
@@ -18,10 +19,10 @@ NOW = 1_800_000_000.0
 def ledger(tmp_path):
     """A sweep of two conditions x two seeds, at the second run's step 128 of 256, the first run done."""
     runs = sweep.plan(tmp_path, "pinpad_eight", {"rssm": (), "vta": ()}, [0, 1], ["debug"])
-    book = sweep.Ledger(runs, {"LOGROOT": str(tmp_path)}, started=NOW - 60)
-    book.outcomes[0] = sweep.Outcome("done", "", "failed", "RunError: no episodes", book.started, book.started + 30)
+    book = Ledger(runs, {"LOGROOT": str(tmp_path)}, started=NOW - 60)
+    book.outcomes[0] = Outcome("done", "", "failed", "RunError: no episodes", book.started, book.started + 30)
     book.outcomes[1].train, book.outcomes[1].started = "running", book.started + 30
-    book.current = sweep.Current(2, "train", NOW - 30, step=128, total=256, first_step=0, rate=4.3)
+    book.current = Current(2, "train", NOW - 30, step=128, total=256, first_step=0, rate=4.3)
     return book
 
 
@@ -31,7 +32,7 @@ def monitor(*args, **kwargs):
 
 
 def test_render_draws_the_current_run_and_the_whole_sweep(tmp_path):
-    run_line, sweep_line = sweep.render(ledger(tmp_path).fields(), now=NOW)
+    run_line, sweep_line = sweep_view.render(ledger(tmp_path).fields(), now=NOW)
     assert run_line == ("(2/4) pinpad_eight_vta_seed0  50% |############------------| 128/256 [00:30<00:30, 4.3/s] "
                         "env steps")
     assert sweep_line == "sweep  25% |######------------------| 1/4 [01:00<03:00, 60.0/h] 1 done, 0 failed, 0 skipped"
@@ -39,10 +40,10 @@ def test_render_draws_the_current_run_and_the_whole_sweep(tmp_path):
 
 def test_render_names_evaluation_and_the_end(tmp_path):
     book = ledger(tmp_path)
-    book.current = sweep.Current(2, "eval", NOW - 5)
-    assert sweep.render(book.fields(), now=NOW)[0] == "(2/4) pinpad_eight_vta_seed0: evaluating boundaries 00:05"
+    book.current = Current(2, "eval", NOW - 5)
+    assert sweep_view.render(book.fields(), now=NOW)[0] == "(2/4) pinpad_eight_vta_seed0: evaluating boundaries 00:05"
     book.current, book.state = None, "done"
-    assert [line[-6:] for line in sweep.render(book.fields(), now=NOW)] == ["; done"]
+    assert [line[-6:] for line in sweep_view.render(book.fields(), now=NOW)] == ["; done"]
 
 
 class Terminal(io.StringIO):

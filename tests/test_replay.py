@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from dreamer_jax import replay as rp
-from dreamer_jax.rssm import Carry
+from dreamer_jax.dynamics import Carry
 
 ENVS = 3
 OFFSET = 1000  # x = OFFSET + write count, so unwritten (zero) slots can never pass for written ones

@@ -16,9 +16,10 @@ import pytest
 import submitit
 
 from conftest import REPO
-from dreamer_jax import config as cfg, sweep
+from dreamer_jax import config as cfg, sweep, sweep_view
+from dreamer_jax.ledger import Current, Ledger, leading
 from dreamer_jax.status import read_status, write_status
-from experiments import sweep as sweep_cli
+from experiments import launchers, sweep as sweep_cli
 
 SWEEP = [sys.executable, "-m", "experiments.sweep"]
 TINY = ["--configs", "debug", "--prefill", "32", "--eval-args", "--episodes 2"]
@@ -355,16 +356,16 @@ def test_runs_in_another_state_than_their_neighbours_train_alone(tmp_path):
 
 def test_a_group_at_work_shows_in_every_run_and_the_bar_follows_the_furthest(tmp_path):
     runs = runs_of(tmp_path, [0, 1], conditions=("a",))
-    book = sweep.Ledger(runs, {}, groups=sweep.plan_groups(runs, 2, [None, None]), started=1000.0)
+    book = Ledger(runs, {}, groups=sweep.plan_groups(runs, 2, [None, None]), started=1000.0)
     for run in runs:
         book.outcomes[run.index - 1].train = "running"
-    steps = [sweep.Current(index, "train", 1000.0, step=step, total=64) for index, step in ((1, 32), (2, 48))]
-    book.current = sweep.leading([sweep.Current(0, "eval", 1000.0), *steps])
+    steps = [Current(index, "train", 1000.0, step=step, total=64) for index, step in ((1, 32), (2, 48))]
+    book.current = leading([Current(0, "eval", 1000.0), *steps])
     fields = book.fields()
     assert (fields["RUN_1_GROUP"], fields["RUN_2_GROUP"], fields["CURRENT"], fields["CURRENT_STEP"]) == (1, 1, 2, 48)
-    assert sweep.render(fields, now=1010.0)[0].startswith("(2/2) pinpad_eight_a_seed1  75% |")
-    assert sweep.render(fields, now=1010.0)[0].endswith("48/64 [00:10<00:03, 4.8/s] env steps (+1 running)")
-    assert sweep.leading([]) is None
+    assert sweep_view.render(fields, now=1010.0)[0].startswith("(2/2) pinpad_eight_a_seed1  75% |")
+    assert sweep_view.render(fields, now=1010.0)[0].endswith("48/64 [00:10<00:03, 4.8/s] env steps (+1 running)")
+    assert leading([]) is None
 
 
 TRAIN_TOGETHER = ["--seeds", "0", "1", "--seeds-per-process", "2", *TINY, "--steps", "64"]
@@ -405,7 +406,7 @@ def test_jobs_through_submitit_run_all_at_once_and_record_their_ids(tmp_path):
     jobs = {good[0]["JOB"], bad[0]["JOB"]}
     assert good[0]["JOB"] == good[1]["JOB"] and bad[0]["JOB"] == bad[1]["JOB"] and len(jobs) == 2 and "" not in jobs
     assert all(f"submitted job {job} to train 2 seeds in one process" in log for job in jobs)
-    job_log = (root / sweep_cli.JOBS_DIR / f"{good[0]['JOB']}_0_log.err").read_text()
+    job_log = (root / launchers.JOBS_DIR / f"{good[0]['JOB']}_0_log.err").read_text()
     assert job_log.count("$ python -m experiments.train ") == 1 and "--num_seeds 2" in job_log
     assert "pinpad_eight_rssm_seed1" in (root / "boundary_table.csv").read_text()
 
@@ -436,7 +437,7 @@ def cluster_sweep(tmp_path, executor, stops):
                                        "submitit-local", "--slurm-time", "5"], env={})
     runs = sweep.plan(options.logroot, options.task, options.conditions, options.seeds, options.configs)
     options.logroot.mkdir()
-    code = sweep_cli.ClusterSweeper(options, runs, sweep.plan_groups(runs, 1, [None] * 2), stops, executor).run()
+    code = launchers.ClusterSweeper(options, runs, sweep.plan_groups(runs, 1, [None] * 2), stops, executor).run()
     return code, read_status(options.status_file), runs
 
 
@@ -490,10 +491,10 @@ def test_slurm_flags_reach_the_jobs_sbatch_script(tmp_path, monkeypatch):
         ["--logroot", str(tmp_path / "runs"), "--launcher", "slurm", "--slurm-time", "720", "--slurm-partition", "gpu",
          "--slurm-gpus-per-node", "1", "--slurm-cpus-per-task", "8", "--slurm-mem-gb", "32", "--slurm-setup",
          "source .venv/bin/activate", "--slurm-param", "account=myproject"], env=os.environ)
-    assert sweep_cli._executor(options).submit(print).job_id == "4242"
+    assert launchers.make_executor(options).submit(print).job_id == "4242"
     script = (bin_dir / "job.sh").read_text()
     for line in ("--time=720", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB",
-                 "--account=myproject", f"--output={tmp_path / 'runs' / sweep_cli.JOBS_DIR}/%j_0_log.out"):
+                 "--account=myproject", f"--output={tmp_path / 'runs' / launchers.JOBS_DIR}/%j_0_log.out"):
         assert f"#SBATCH {line}\n" in script
     assert "\nsource .venv/bin/activate\n" in script
 
@@ -504,7 +505,7 @@ def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_re
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
     executor.update_parameters(timeout_min=15)
     argv = ("--configs", "debug", "--steps", "512", "--prefill", "32", "--train_ratio", "2", "--logdir", str(logdir))
-    job = executor.submit(sweep_cli.SweepJob(), argv, "", (), ())
+    job = executor.submit(launchers.SweepJob(), argv, "", (), ())
     deadline = time.monotonic() + 600
     while sweep.read_progress(logdir) is None and time.monotonic() < deadline:
         time.sleep(0.1)

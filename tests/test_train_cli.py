@@ -51,7 +51,7 @@ def test_run_writes_config_metrics_and_checkpoints(run):
     assert all(next(iter(line)) == "step" for line in log)
     last = log[-1]
     assert LOSSES | {"grad_norm", "skipped_updates", "kl_obs", "post_entropy", "prior_entropy", "policy_entropy",
-                     "return_scale", "train_return", "train_length", "eval_return", "eval_length"} | RATES <= set(last)
+                     "return_scale", "train_return", "train_length", "eval_return"} | RATES <= set(last)
     assert last["updates"] == 32 and last["skipped_updates"] == 0
     assert all(np.isfinite(last[k]) for k in LOSSES)
     assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128"]
@@ -61,8 +61,6 @@ def test_run_writes_config_metrics_and_checkpoints(run):
 def test_checkpoint_restores_bit_identical(run, tmp_path):
     logdir, _ = run
     config = cfg.load(logdir / "config.json")
-    import pinpad
-
     learner, fresh = Learner.create(config, make_env(config), jax.random.PRNGKey(9))
     state, saved_config = checkpoint.restore(checkpoint.manager(logdir), fresh)
     assert saved_config == config and int(state.env_steps) == 128 and int(state.updates) == 32

@@ -28,7 +28,9 @@ def test_bf16_run_of_hundreds_of_updates_is_finite_and_logs_boundaries(tmp_path)
         for key in LOSSES + BOUNDARY + ("grad_norm",):
             assert math.isfinite(line[key]), (line["step"], key)
         assert line["skipped_updates"] == 0
-        assert 0 < line["boundary_ratio"] <= 1 and line["forced_ratio"] <= 1
+        # With force scale 0 only episode starts are forced, and they are READs: READs are the free ones plus those.
+        assert 0 < line["boundary_ratio"] <= 1
+        assert line["boundary_ratio"] == pytest.approx(line["boundary_ratio_free"] + line["forced_ratio"], abs=1e-6)
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)

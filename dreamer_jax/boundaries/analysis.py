@@ -8,10 +8,8 @@ the world model (teacher forcing: posterior states) and returns a `Trace` of num
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import logging
 import pathlib
 from typing import Any, Callable
 
@@ -59,38 +57,24 @@ def load_config(logdir: str | pathlib.Path) -> cfg.Config:
                        "or was edited by hand") from error
 
 
-@contextlib.contextmanager
-def _quiet(logger: str):
-    """Silence a library's logger for the duration of a block."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def load_run(logdir: str | pathlib.Path, env, step: int | None = None) -> Run:
-    """The run in `logdir` with the parameters of checkpoint `step` (default: the latest), for acting in `env`."""
+    """The run in `logdir` with the parameters of checkpoint `step` (default: the newest that restores), for `env`."""
     logdir = pathlib.Path(logdir)
     config = load_config(logdir)
     learner, abstract_params = Learner.abstract(config, env)
-    with _quiet("absl"):  # orbax logs its own view of a damaged checkpoint; our error names the run and the fix
-        restored, step = _restore_params(logdir, abstract_params, step)
+    restored, step = _restore_params(logdir, abstract_params, step)
     params = jax.tree.unflatten(jax.tree.structure(abstract_params), jax.tree.leaves(restored))
     return Run(logdir, config, step, learner, params)
 
 
 def _restore_params(logdir: pathlib.Path, abstract_params, step: int | None):
-    """(parameters of checkpoint `step` or the latest, its step), placed on this machine's default device."""
+    """(parameters of checkpoint `step` or the newest that restores, its step), on this machine's default device."""
     mgr = checkpoint.manager(logdir) if (logdir / "checkpoints").is_dir() else None
     steps = mgr.all_steps() if mgr else []
     if not steps:
         raise RunError(f"{logdir} has no checkpoint; train it (python -m experiments.train --logdir {logdir}) "
                        "until it saves one")
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
         raise RunError(f"{logdir} has no checkpoint at step {step}; it has {sorted(steps)}")
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
@@ -98,11 +82,11 @@ def _restore_params(logdir: pathlib.Path, abstract_params, step: int | None):
     args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                   restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target))
     try:
-        restored = mgr.restore(step, args=ocp.args.Composite(state=args)).state["params"]
-    except Exception as error:  # orbax raises many types for damaged or foreign checkpoints
-        raise RunError(f"the checkpoint {logdir / 'checkpoints' / str(step)} cannot be restored for this run's "
-                       f"configuration ({type(error).__name__}: {str(error).splitlines()[0][:300]}); "
-                       "it is damaged or from another run") from error
+        restored, step, _ = checkpoint.restore_newest(
+            mgr, lambda s: mgr.restore(s, args=ocp.args.Composite(state=args)).state["params"],
+            steps if step is None else [step])
+    except checkpoint.CheckpointError as error:
+        raise RunError(str(error)) from error
     return restored, step
 
 

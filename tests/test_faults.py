@@ -1,0 +1,152 @@
+"""Faults a user meets are clear errors, not tracebacks: a file as --logdir or --out, damaged checkpoints."""
+
+import dataclasses
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from dreamer_jax import config as cfg
+from dreamer_jax.boundaries import analysis
+from experiments import eval_boundaries, train
+from experiments.envs import make_env
+
+# A restore that fails on damaged array data leaves tensorstore's other reads to finish on orbax's closed
+# event loop; pytest reports each as an unraisable exception (a CLI run shows nothing).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+TINY = ["--configs", "debug", "--steps", "128", "--save_every", "64", "--eval_every", "0"]
+
+# Each kind of file orbax writes into a checkpoint (relative to the step's folder; a glob picks its largest
+# match), and whether restoring fails once it is truncated (False: a restore does not need what was cut).
+KINDS = {
+    "_CHECKPOINT_METADATA": False,
+    "commit_success.txt": False,
+    "config/metadata": True,  # the saved configuration (JSON)
+    "config/commit_success.txt": False,
+    "state/_METADATA": True,  # the tree's structure (JSON)
+    "state/_sharding": False,
+    "state/array_metadatas/process_0": True,
+    "state/commit_success.txt": False,
+    "state/manifest.ocdbt": True,  # the merged OCDBT database's manifest
+    "state/d/*": True,  # its B-tree root
+    "state/ocdbt.process_0/manifest.ocdbt": False,
+    "state/ocdbt.process_0/d/*": True,  # array data
+}
+BREAKING = [kind for kind, breaks in KINDS.items() if breaks]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny finished run with checkpoints at steps 64 and 128, shared by every test (each damages a copy)."""
+    logdir = tmp_path_factory.mktemp("run") / "rssm"
+    assert train.main([*TINY, "--logdir", str(logdir)]) == 0
+    assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128", "64"]
+    return logdir
+
+
+def snapshot(folder: pathlib.Path) -> dict:
+    """Every file below `folder` with its bytes, to show that nothing was written, moved or lost."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def damaged_copy(run: pathlib.Path, dest: pathlib.Path, kind: str, steps=("128",)) -> pathlib.Path:
+    """A copy of the run (its config naming the copy) with the file `kind` of checkpoint(s) `steps` cut to half."""
+    shutil.copytree(run, dest)
+    cfg.save(dataclasses.replace(cfg.load(dest / "config.json"), logdir=str(dest)), dest / "config.json")
+    for step in steps:
+        path = max((dest / "checkpoints" / step).glob(kind), key=lambda p: p.stat().st_size)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return dest
+
+
+def messages(stderr: str) -> list[str]:
+    """The warning and error lines of stderr (the progress bar writes there too)."""
+    return [line for line in stderr.splitlines() if line.startswith(("warning:", "error:", "Traceback"))]
+
+
+def steps_logged(logdir: pathlib.Path) -> list[int]:
+    """The steps of the run's metrics lines."""
+    return [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_kinds_cover_every_file_of_a_checkpoint(run):
+    step = run / "checkpoints" / "128"
+    assert {p for kind in KINDS for p in step.glob(kind)} == {p for p in step.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_train_refuses_a_file_as_logdir(tmp_path, capsys, inside):
+    file = tmp_path / "file"
+    file.write_text("mine")
+    logdir = file / "run" if inside else file
+    assert train.main([*TINY, "--logdir", str(logdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --logdir {logdir}: {file} is a file, not a folder")
+    assert snapshot(tmp_path) == {pathlib.Path("file"): b"mine"}
+
+
+def test_eval_refuses_files_as_logdir_and_outputs(run, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("mine")
+    before = snapshot(run)
+    cases = [(["--logdir", str(file)], "is not a directory"),
+             (["--logdir", str(run), "--out", str(file)], f"{file} is a file"),
+             (["--logdir", str(run), "--out", str(file / "out")], f"{file} is a file"),
+             (["--logdir", str(run), "--out_json", str(tmp_path)], f"{tmp_path} is a folder")]
+    for args, message in cases:
+        assert eval_boundaries.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert snapshot(tmp_path) == {pathlib.Path("file"): b"mine"} and snapshot(run) == before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_skips_a_damaged_latest_checkpoint_and_moves_it_aside(run, tmp_path, capsys, kind):
+    logdir = damaged_copy(run, tmp_path / "run", kind)
+    damaged = snapshot(logdir / "checkpoints" / "128")
+    assert train.main(["--logdir", str(logdir)]) == 0
+    lines = messages(capsys.readouterr().err)
+    saved = sorted(int(p.name) for p in (logdir / "checkpoints").iterdir())
+    if KINDS[kind]:  # went on from step 64 to 128 again; the damaged checkpoint moved aside, unchanged
+        aside = logdir / "damaged_checkpoints" / "128"
+        assert len(lines) == 2 and lines[0].startswith(f"warning: skipped checkpoint 128 in {logdir / 'checkpoints'}: "
+                                                       "it cannot be restored (") and "trying step 64" in lines[0]
+        assert lines[1] == f"warning: moved the damaged checkpoint 128 to {aside}"
+        assert steps_logged(logdir) == [64, 128] and saved == [64, 128] and snapshot(aside) == damaged
+    else:  # not read on restore: the run stands at 128, its --steps, and nothing is done
+        assert lines == [] and steps_logged(logdir) == [64, 128] and saved == [64, 128]
+        assert snapshot(logdir / "checkpoints" / "128") == damaged
+
+
+@pytest.mark.parametrize("kind", BREAKING)
+def test_no_checkpoint_that_restores_is_a_clear_error(run, tmp_path, capsys, kind):
+    logdir = damaged_copy(run, tmp_path / "run", kind, steps=("64", "128"))
+    before = snapshot(logdir)
+    assert train.main(["--logdir", str(logdir)]) == 2
+    lines = messages(capsys.readouterr().err)
+    assert len(lines) == 2 and lines[0].startswith("warning: skipped checkpoint 128")
+    assert lines[1].startswith(f"error: checkpoint(s) 128, 64 in {logdir / 'checkpoints'} cannot be restored (64: ")
+    assert "Move them out of that folder" in lines[1] and "new --logdir" in lines[1]
+    assert snapshot(logdir) == before
+
+
+def test_a_single_damaged_checkpoint_is_a_clear_error(run, tmp_path, capsys):
+    logdir = damaged_copy(run, tmp_path / "run", "state/_METADATA")
+    shutil.rmtree(logdir / "checkpoints" / "64")
+    before = snapshot(logdir)
+    assert train.main(["--logdir", str(logdir)]) == 2
+    lines = messages(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint(s) 128 in ") and "JSONDecodeError" in lines[0]
+    assert snapshot(logdir) == before
+
+
+def test_evaluation_loads_the_newest_checkpoint_that_restores(run, tmp_path, capsys):
+    logdir = damaged_copy(run, tmp_path / "run", "state/_METADATA")  # evaluation reads only the parameters
+    config = cfg.load(logdir / "config.json")
+    env = make_env(config)
+    assert analysis.load_run(logdir, env).step == 64
+    assert messages(capsys.readouterr().err)[0].startswith("warning: skipped checkpoint 128")
+    with pytest.raises(analysis.RunError, match=r"checkpoint\(s\) 128 in .* cannot be restored"):
+        analysis.load_run(logdir, env, step=128)
