@@ -23,7 +23,7 @@ import numpy as np
 
 from dreamer_jax import checkpoint, config as cfg, status
 from dreamer_jax.progress import Bar
-from dreamer_jax.train import Learner, TrainState, steps_per_iteration
+from dreamer_jax.train import Learner, TrainState, release_programs, steps_per_iteration
 
 # Fields a resumed run may change; any other difference means a different run.
 RESUMABLE = ("logdir", "steps", "eval_every", "eval_episodes", "log_every", "save_every", "compile")
@@ -183,7 +183,8 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
     (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
     call resumes from it; so does passing `deadline` (a `time.monotonic()` value), for a time budget.
     Resuming takes the newest checkpoint that restores: a damaged newer one is skipped with a warning and
-    moved, unchanged, to `logdir/damaged_checkpoints/`.
+    moved, unchanged, to `logdir/damaged_checkpoints/`. On return every compiled program is released
+    (`release_programs`), so that any number of runs can train one after another in one process.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")
@@ -206,7 +207,10 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
         if primary:
             for run in runs:
                 cfg.save(run, pathlib.Path(run.logdir) / "config.json")
-        return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline)
+        try:
+            return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline)
+        finally:
+            release_programs()  # this run's programs are of no use to another
 
 
 def _stacked(keys: list[jax.Array]) -> jax.Array:

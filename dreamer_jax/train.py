@@ -33,6 +33,16 @@ def _cpu_backend() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def release_programs() -> None:
+    """Drop every compiled program of this process; call it between runs.
+
+    jit keeps its static arguments, each run's Learner among them, and with them its programs' machine code, which
+    XLA:CPU maps into memory kernel by kernel: a process that trains or evaluates runs one after another would reach
+    the kernel's limit of memory maps (vm.max_map_count, about 65k; a debug run takes some 8k) and crash.
+    """
+    jax.clear_caches()
+
+
 class Episodes(NamedTuple):
     """Running return and length per env, and sums over the episodes finished since the last log."""
 

@@ -24,6 +24,7 @@ from dreamer_jax import config as cfg, sweep
 from dreamer_jax.boundaries import analysis, figures, metrics, table
 from dreamer_jax.run import blocking_file
 from dreamer_jax.status import write_atomic
+from dreamer_jax.train import release_programs
 from experiments.envs import make_env
 
 RESULT = "boundary_eval.json"
@@ -203,6 +204,7 @@ def gather(args: argparse.Namespace) -> int:
             if result is None:
                 trace, result = evaluate(logdir, args)
                 write(trace, result, logdir, logdir / RESULT, args.source)
+                release_programs()  # each run compiles its own; keep the process's memory maps bounded
         except analysis.RunError as error:
             print(f"  skipped: {error}", flush=True)
             skipped.append((name, str(error)))

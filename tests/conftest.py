@@ -1,7 +1,10 @@
-"""Shared test settings: where the reference recordings live, one compilation cache for the session."""
+"""Shared test settings: where the reference recordings live, one compilation cache for the session, and
+the release of each test module's programs."""
 
 import os
 import pathlib
+
+import pytest
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -19,8 +22,17 @@ _CACHE = pathlib.Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REP
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Workers and their subprocesses read and write the cache at once; with a size limit JAX takes a file lock
-# around every read and write, so no process reads an entry another is still writing (which crashed one).
+# around every read and write, so no process reads an entry another is still writing.
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
 # Tiny test programs run for milliseconds but compile for tens of seconds: skip XLA's costly CPU
 # optimisations (about half the compile time). Set XLA_FLAGS to test with the usual pipeline.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_programs():
+    """Drop each test module's compiled programs after it: a worker runs many modules, and the programs' memory
+    maps would otherwise add up to the kernel's limit (a segfault inside XLA; see `train.release_programs`)."""
+    yield
+    from dreamer_jax.train import release_programs  # not at the top: JAX must read the settings above first
+    release_programs()

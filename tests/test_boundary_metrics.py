@@ -42,9 +42,17 @@ def test_rates_on_hand_example():
 def test_hypergeom_on_hand_example():
     # P(X >= 2), X ~ Hypergeom(11 steps, 3 events, 5 boundaries) = (C(3,2) C(8,3) + C(3,3) C(8,2)) / C(11,5)
     #   = (3 * 56 + 28) / 462 = 14 / 33.
-    assert M.hypergeom_p(11, 3, 5, 2) == pytest.approx(14 / 33, rel=1e-13)
-    # One episode: the stratified test is the hypergeometric one.
     assert M.stratified_hypergeom_p(BOUNDARIES, EVENTS) == pytest.approx(14 / 33, rel=1e-12)
+
+
+def _one_episode(total, successes, draws, hits):
+    """(boundaries, events, valid) of one episode of `total` valid steps with `successes` events and `draws`
+    boundaries, `hits` of them on events."""
+    events, boundaries = np.zeros((2, 1, total), bool)
+    events[0, :successes] = True
+    boundaries[0, :hits] = True
+    boundaries[0, successes:successes + draws - hits] = True
+    return boundaries, events, np.ones((1, total), bool)
 
 
 def _stratified_by_enumeration(total, successes, draws, observed):
@@ -88,7 +96,8 @@ def test_stratified_log_p_stays_finite_where_the_p_value_underflows():
     boundaries = events.copy()  # every event a boundary, 300 of 1000 steps, in each of three episodes
     log_p = M.stratified_hypergeom_log_p(boundaries, events)
     assert M.stratified_hypergeom_p(boundaries, events) == 0.0 and math.isfinite(log_p)
-    assert log_p == pytest.approx(3 * M.hypergeom_log_p(1000, 300, 300, 300), rel=1e-9)  # independent: logs add
+    log_choose = math.lgamma(1001) - math.lgamma(301) - math.lgamma(701)  # P = 1 / C(1000, 300) per episode
+    assert log_p == pytest.approx(-3 * log_choose, rel=1e-9)  # independent: logs add
     assert M.stratified_hypergeom_log_p(np.zeros_like(events), events) == 0.0
 
 
@@ -105,8 +114,7 @@ def test_busy_and_idle_episodes_do_not_fake_alignment():
         boundaries, events = _episodes(rng, 101, event_rate, boundary_rate)
         valid = M.default_valid(boundaries.shape)
         stratified.append(M.stratified_hypergeom_p(boundaries, events))
-        counts = ((valid.sum()), (events & valid).sum(), (boundaries & valid).sum(), (boundaries & events & valid).sum())
-        pooled.append(M.hypergeom_p(*map(int, counts)))
+        pooled.append(M.stratified_hypergeom_p(boundaries.reshape(1, -1), events.reshape(1, -1), valid.reshape(1, -1)))
         lifts.append(M.lift_over_event_rate(boundaries, events))
     low, high = stats.binom.interval(0.999, datasets, alpha)
     rejected = int(np.sum(np.array(stratified) <= alpha))
@@ -290,33 +298,33 @@ def test_baseline_positions_are_not_front_loaded():
     assert stats.kstest(steps, stats.randint(1, 100).cdf).pvalue > 1e-3 and 45 < steps.mean() < 55
 
 
-def test_hypergeom_p_matches_scipy():
-    cases = [(11, 3, 5, 2), (60, 10, 20, 0), (60, 10, 20, 11), (60, 10, 20, 21), (60, 60, 20, 20),
-             (1000, 300, 300, 300), (2000, 400, 1500, 400), (2000, 100, 1000, 100), (5000, 250, 250, 150),
-             (1270, 300, 300, 300), (1280, 300, 300, 300), (3000, 1500, 1500, 1230), (3000, 1500, 1500, 1240)]
+def test_one_episode_p_is_the_hypergeometric_tail_of_scipy():
+    """Every reachable hit count of a grid of one-episode cases, tails down to about 1e-300."""
+    cases = [(11, 3, 5, 2), (60, 10, 20, 0), (60, 60, 20, 20), (1000, 300, 300, 300), (2000, 400, 1500, 400),
+             (2000, 100, 1000, 100), (5000, 250, 250, 150), (1270, 300, 300, 300), (1280, 300, 300, 300),
+             (3000, 1500, 1500, 1230), (3000, 1500, 1500, 1240)]
     for total in (40, 500, 3000):
         for successes in (0, 1, total // 7, total // 2, total - 1):
             for draws in (0, 1, total // 5, total // 2, total):
                 low, high = max(0, draws - (total - successes)), min(successes, draws)
-                cases += [(total, successes, draws, h) for h in {0, low, low + 1, (low + high) // 2, high, high + 1}]
+                cases += [(total, successes, draws, h) for h in {low, min(low + 1, high), (low + high) // 2, high}]
     tiny = 0
     for total, successes, draws, hits in cases:
         expected = stats.hypergeom.sf(hits - 1, total, successes, draws)
-        got = M.hypergeom_p(total, successes, draws, hits)
+        got = M.stratified_hypergeom_p(*_one_episode(total, successes, draws, hits))
         assert got == pytest.approx(expected, rel=1e-10, abs=0), (total, successes, draws, hits)
         tiny += 0 < expected < 1e-290
     assert tiny >= 4  # the grid reaches p ~ 1e-300
-    assert M.hypergeom_p(1000, 300, 300, 300) < 1e-250
-    assert M.hypergeom_p(60, 10, 20, 0) == 1.0 and M.hypergeom_p(60, 10, 20, 11) == 0.0
+    assert M.stratified_hypergeom_p(*_one_episode(60, 10, 20, 0)) == 1.0
 
 
-def test_hypergeom_log_p_stays_finite_where_the_p_value_underflows():
+def test_one_episode_log_p_stays_finite_where_the_p_value_underflows():
     # All 900 boundaries on the 900 events among 3000 steps: P = 1 / C(3000, 900), about 10^-780.
     exact = -(math.lgamma(3001) - math.lgamma(901) - math.lgamma(2101))
-    assert M.hypergeom_p(3000, 900, 900, 900) == 0.0
-    assert M.hypergeom_log_p(3000, 900, 900, 900) == pytest.approx(exact, rel=1e-9)
-    assert M.hypergeom_log_p(40, 10, 12, 5) == pytest.approx(math.log(M.hypergeom_p(40, 10, 12, 5)), rel=1e-12)
-    assert M.hypergeom_log_p(60, 10, 20, 11) == -math.inf
+    assert M.stratified_hypergeom_p(*_one_episode(3000, 900, 900, 900)) == 0.0
+    assert M.stratified_hypergeom_log_p(*_one_episode(3000, 900, 900, 900)) == pytest.approx(exact, rel=1e-9)
+    assert M.stratified_hypergeom_log_p(*_one_episode(40, 10, 12, 5)) == pytest.approx(
+        math.log(stats.hypergeom.sf(4, 40, 10, 12)), rel=1e-12)
 
 
 def test_perm_p_value_converges_to_hypergeom_p():
@@ -326,7 +334,7 @@ def test_perm_p_value_converges_to_hypergeom_p():
     boundaries[0, np.flatnonzero(events[0, 1:])[:9] + 1] = True  # 9 hits of 30 boundaries
     boundaries[0, rng.choice(np.flatnonzero(~events[0, 1:]) + 1, 21, replace=False)] = True
     valid = M.default_valid(events.shape)
-    exact = M.hypergeom_p(200, int((events & valid).sum()), 30, 9)
+    exact = M.stratified_hypergeom_p(boundaries, events, valid)
     assert 0.05 < exact < 0.5
     resamples = 20000
     sampled = M.perm_p_value(boundaries, events, resamples=resamples, rng=1)
@@ -430,7 +438,7 @@ def test_undefined_metrics_are_nan_not_zero():
     assert math.isnan(M.f1(0, 0, 0)) and math.isnan(M.r_value(0, 5, 0))
     assert math.isnan(M.frame_delta_cohen_d(DELTA, none))
     assert math.isnan(M.lift_over_event_rate(BOUNDARIES, none))
-    assert M.hypergeom_p(11, 3, 0, 0) == 1.0
+    assert M.stratified_hypergeom_p(none, EVENTS) == 1.0
     assert M.circular_shift_p(none, EVENTS, resamples=9) == 1.0
 
 

@@ -150,3 +150,20 @@ def test_evaluation_loads_the_newest_checkpoint_that_restores(run, tmp_path, cap
     assert messages(capsys.readouterr().err)[0].startswith("warning: skipped checkpoint 128")
     with pytest.raises(analysis.RunError, match=r"checkpoint\(s\) 128 in .* cannot be restored"):
         analysis.load_run(logdir, env, step=128)
+
+
+def _memory_maps() -> int:
+    """How many memory maps this process holds (Linux)."""
+    return len(pathlib.Path("/proc/self/maps").read_text().splitlines())
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="counts /proc/self/maps (Linux)")
+def test_runs_trained_one_after_another_release_their_programs(tmp_path):
+    """XLA:CPU maps each compiled kernel into memory and jit keeps every run's programs (the Learner is a static
+    argument): unreleased, a tiny run holds about 8k maps, and a process training run after run segfaults at
+    the kernel's limit of about 65k."""
+    counts = [_memory_maps()]
+    for i in range(2):
+        assert train.main([*TINY, "--logdir", str(tmp_path / f"run{i}")]) == 0
+        counts.append(_memory_maps())
+    assert counts[2] - counts[0] < 2000 and counts[2] - counts[1] < 1000, counts

@@ -119,27 +119,6 @@ def _log_choose(n, k):
     return -np.log1p(n) - special.betaln(n - k + 1, k + 1)
 
 
-def hypergeom_log_p(total: int, successes: int, draws: int, hits: int) -> float:
-    """Natural log of the exact one-sided P(X >= hits), X ~ Hypergeometric(total, successes, draws): finite where
-    the p-value itself underflows (strong effects on long evaluations); -inf where hits cannot happen."""
-    low, high = max(0, draws - (total - successes)), min(successes, draws)
-    if hits <= low:
-        return 0.0
-    if hits > high:
-        return -math.inf
-    k = np.arange(hits, high + 1)
-    log_pmf = _log_choose(successes, k) + _log_choose(total - successes, draws - k) - _log_choose(total, draws)
-    return min(0.0, float(special.logsumexp(log_pmf)))
-
-
-def hypergeom_p(total: int, successes: int, draws: int, hits: int) -> float:
-    """Exact one-sided P(X >= hits) for X ~ Hypergeometric(total, successes, draws): the uniform null in closed form.
-
-    The upper tail is summed in log space, so tails down to ~1e-300 keep their relative precision.
-    """
-    return math.exp(hypergeom_log_p(total, successes, draws, hits))
-
-
 def _hypergeom_log_pmf(total: int, successes: int, draws: int) -> np.ndarray:
     """ln P(X = k) for k = 0 .. min(successes, draws), X ~ Hypergeometric(total, successes, draws); -inf where
     impossible."""
@@ -182,7 +161,7 @@ def stratified_hypergeom_log_p(boundaries, events, valid=None) -> float:
 
 def stratified_hypergeom_p(boundaries, events, valid=None) -> float:
     """Exact one-sided p-value of the boundaries on events under random placement within each episode (see
-    `stratified_hypergeom_log_p`); for one episode it equals `hypergeom_p`."""
+    `stratified_hypergeom_log_p`); for one episode it is the hypergeometric upper tail."""
     return math.exp(stratified_hypergeom_log_p(boundaries, events, valid))
 
 
