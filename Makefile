@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: test demo bench install clean
+.PHONY: test demo study bench install clean
 
 install: $(INSTALLED)
 
@@ -30,6 +30,11 @@ demo: $(INSTALLED)
 		--eval_every 1000 --save_every 1000 --logdir $(DEMO_OUT)/vta
 	$(BIN)/python -m experiments.eval_boundaries --logdir $(DEMO_OUT)/vta --policy scripted --episodes 20 \
 		--length 500
+
+# The study behind docs/results/study.md: the prototype's four conditions and ours, three seeds each, on
+# pinpad_three at the CPU preset (about 2 hours on 2 cores); running it again resumes where it stopped.
+study: $(INSTALLED)
+	$(BIN)/python -m experiments.study
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.env_throughput

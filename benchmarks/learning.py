@@ -7,8 +7,10 @@
 Trains each dynamics with `--num_seeds` seeds side by side (resumable: running it again continues the runs in
 --logroot), measures the random and the scripted policy's return over episodes of the same length, evaluates
 every seed's final policy, and writes into --out:
-- learning.json: the settings, machine, versions and wall time, random_return, scripted_return, and per run
-  {dynamics, seed, final_eval_return, curve [[env_step, eval_return], ...]}, plus the open-loop errors;
+- learning.json: the settings, machine, versions, this invocation's wall time (None for --report), random_return,
+  scripted_return, per dynamics the summary with its training seconds (summed over every invocation, from the
+  logged rates), and per run {dynamics, seed, final_eval_return, curve [[env_step, eval_return], ...]}, plus the
+  open-loop errors;
 - learning_curves.png: eval return against env steps, mean and 95% interval over seeds per dynamics, with
   the random and scripted returns as lines;
 - learning_diagnostics.png: the quantities that say why a run does or does not learn (reward loss and
@@ -20,7 +22,6 @@ The target: every RSSM seed's final eval return at least 10x the random policy's
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import platform
@@ -28,7 +29,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import pinpad
@@ -47,16 +47,10 @@ DIAGNOSTICS = ("loss_rew", "imag_reward", "imag_value", "policy_entropy", "retur
 
 # Settings: presets and fields on top of the defaults; the benchmark adds task, dynamics, seeds and logdir.
 SETTINGS = {
-    # 16x16 images (exactly the 64x64 information, 1/16 of the pixels), a small model, a short warm-up,
-    # imagination from the last 8 steps of each sequence. In exploration runs of this model one seed first earned
-    # reward after about 30k env steps (eval return 117 at 35k); at 3e-4 the policy collapsed before any reward.
-    # Each dynamics trains its 3 seeds (vmapped) to 40k env steps: about 2.6 hours for RSSM on 2 cores.
-    "cpu": dict(
-        configs=(), seeds=3, time_budget=None,
-        fields=dict(size=16, deter=256, hidden=64, stoch=16, classes=8, depth=4, units=64, batch_size=16,
-                    batch_length=32, imag_last=8, train_ratio=128, lr=1e-4, warmup=100, envs=4, time_limit=1000,
-                    prefill=2000, steps=40_000, replay_size=100_000, eval_every=2500, eval_episodes=4,
-                    log_every=2500, save_every=10_000, precision="fp32")),
+    # The `pinpad_cpu` preset. In exploration runs of this model one seed first earned reward after about 30k env steps
+    # (eval return 117 at 35k). Each dynamics trains its 3 seeds (vmapped) to 40k env steps: about 2.6 hours for
+    # RSSM on 2 cores.
+    "cpu": dict(configs=("pinpad_cpu",), seeds=3, time_budget=None, fields={}),
     # The official model at size12m on 64x64 images at the official train ratio and batch, 8 seeds vmapped in one
     # process, trained for a time budget (about 8 minutes of GPU time with compiling, saving and evaluating).
     # Learning rate 1e-4 with a 200-update warm-up instead of the official 4e-5 over 1000: a few thousand updates
@@ -104,27 +98,6 @@ def setting_config(name: str, dynamics: str, seeds: int, logroot: pathlib.Path, 
     return cfg.parse([token for flag in flags for token in flag], base=base)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def policy_return(env, policy: str, episodes: int, key) -> jax.Array:
-    """Mean return of `episodes` whole episodes of uniform random actions or the scripted solver."""
-    reset_key, key = jax.random.split(key)
-    state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
-
-    def step(carry, key):
-        state, ret = carry
-        act_key, env_key = jax.random.split(key)
-        act_keys = jax.random.split(act_key, episodes)
-        if policy == "random":
-            action = jax.random.randint(act_key, (episodes,), 0, env.num_actions)
-        else:
-            action = jax.vmap(lambda s, k: pinpad.scripted_action(env, s, k, random_rate=0.0))(state, act_keys)
-        state, obs = jax.vmap(env.step)(state, action, jax.random.split(env_key, episodes))
-        return (state, ret + obs["reward"]), None
-
-    (_, ret), _ = jax.lax.scan(step, (state, jnp.zeros(episodes)), jax.random.split(key, env.length))
-    return ret.mean()
-
-
 def final_return(logdir: pathlib.Path, env, episodes: int, seed: int) -> tuple[float, int]:
     """(mean return of `episodes` fresh episodes of the run's latest policy, the checkpoint's step)."""
     run = analysis.load_run(logdir, env)
@@ -146,8 +119,8 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
     """Measure baselines and final returns, draw the figures and write learning.json; returns its content."""
     env = make_env(configs[0])
     key = jax.random.PRNGKey(0)
-    random_return = float(policy_return(env, "random", BASELINE_EPISODES, key))
-    scripted_return = float(policy_return(env, "scripted", BASELINE_EPISODES, key))
+    random_return = float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, key))
+    scripted_return = float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, key))
     runs, groups, openloops = [], {}, {}
     for config in configs:
         lines_of_seeds = []
@@ -172,7 +145,8 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
         finals = np.array([r["final_eval_return"] for r in runs if r["dynamics"] == dynamics])
         mean, low, high = curves.interval(finals)
         summary[dynamics] = {"final_mean": float(mean), "final_ci95": [float(low), float(high)],
-                             "seeds_at_target": int((finals >= target).sum()), "seeds": int(finals.size)}
+                             "seeds_at_target": int((finals >= target).sum()), "seeds": int(finals.size),
+                             "train_s": max(lines[-1]["time"] for lines in groups[dynamics])}
     lines = {"random": random_return, "scripted": scripted_return, f"target ({TARGET:g}x random)": target}
     title = f"{TASK}, {args.setting} setting"
     curves.plot(groups, ["eval_return"], "step", args.out / "learning_curves.png", hlines=lines, title=title)
@@ -206,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             raise cfg.ConfigError(f"--seeds {seeds} must be at least 1")
         configs = [setting_config(args.setting, d, seeds, args.logroot, args.set) for d in args.dynamics]
         wall_s = None if args.report else train_setting(configs, budgets)
-        if args.report:
-            previous = args.out / "learning.json"
-            wall_s = json.loads(previous.read_text()).get("wall_s") if previous.exists() else None
         args.out.mkdir(parents=True, exist_ok=True)
         result = report(args, configs, wall_s)
     except (cfg.ConfigError, curves.CurveError, analysis.RunError, run_lib.RunDirInUse) as error:

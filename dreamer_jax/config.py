@@ -223,6 +223,18 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
+# Fields that only the host loop reads (where a run writes, its seed, how long it trains, how often it logs, evaluates
+# and saves, how it is launched): no compiled program depends on them.
+HOST_FIELDS = ("logdir", "seed", "steps", "prefill", "compile", "eval_every", "eval_episodes", "log_every",
+               "save_every", "num_seeds", "devices", "distributed")
+
+
+def model_config(config: Config) -> Config:
+    """`config` with its host-loop fields at their defaults: what the compiled programs see, so that runs of the same
+    model share one `Learner` and with it every compiled program (jit keys its cache on the Learner)."""
+    return dataclasses.replace(config, **{name: _FIELDS[name].default for name in HOST_FIELDS})
+
+
 def linear_schedule(start: float, final: float, steps: int, update: Any) -> Any:
     """`start` decayed linearly to `final` over `steps` updates, then held; steps 0 means constant `start`."""
     if steps == 0:
@@ -330,6 +342,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
         task="pinpad_eight", envs=1, prefill=1200, batch_size=12, batch_length=40, train_ratio=320.0,
         time_limit=1000, steps=40_000, eval_every=10_000, log_every=10_000, action_repeat=1, size=64,
         replay_size=40_000,  # the whole run stays in replay (about 0.5 GB of images)
+    ),
+    # The learning benchmark's CPU setting (benchmarks/learning.py), also the study's (experiments/study.py): 16x16
+    # images (exactly the 64x64 information), a small model, a short warm-up, imagination from the last 8 steps of
+    # each sequence, lr 1e-4 (at 3e-4 the policy collapsed before any reward), 1000-step episodes, fp32.
+    "pinpad_cpu": dict(
+        size=16, deter=256, hidden=64, stoch=16, classes=8, depth=4, units=64, batch_size=16, batch_length=32,
+        imag_last=8, train_ratio=128.0, lr=1e-4, warmup=100, envs=4, time_limit=1000, prefill=2000, steps=40_000,
+        replay_size=100_000, eval_every=2500, eval_episodes=4, log_every=2500, save_every=10_000, precision="fp32",
     ),
     # The 2023 (arXiv) DreamerV3 where it differs from the 2024 defaults.
     "dreamer2023": dict(dyn_scale=0.5, optimizer="adam2023", warmup=0, core="gru2023", initial="learned",

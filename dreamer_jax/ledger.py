@@ -3,7 +3,7 @@
 The status file (`Ledger.fields`; read back, every value is a string), times in unix seconds, empty until then:
 - SWEEP_STATE running, done, stopped or crashed; SWEEP_ERROR why it stopped; SWEEP_PID; SWEEP_STARTED,
   SWEEP_UPDATED (refreshed every second while it runs), SWEEP_ENDED; the settings LOGROOT, TASK, SEEDS,
-  CONDITIONS, CONFIGS, FLAGS, EVAL_ARGS, RUN_LOG, SEEDS_PER_PROCESS, LAUNCHER.
+  CONDITIONS, CONFIGS, FLAGS, EVAL_ARGS, EVAL_BASELINE, RUN_LOG, SEEDS_PER_PROCESS, LAUNCHER.
 - RUNS_TOTAL; RUNS_ENDED (runs the sweep is through with); RUNS_<STATE> and EVALS_<STATE> for each of STATES:
   how many runs' training, and evaluation, are in it (RUNS_DONE, RUNS_FAILED, RUNS_RUNNING, EVALS_SKIPPED, ...).
 - CURRENT (1-based run index, 0 for none), CURRENT_RUN, CURRENT_PHASE (train, eval, table or empty),

@@ -216,6 +216,18 @@ def resume_state(run: Run) -> tuple[int | None, bool]:
     return latest_checkpoint(run.logdir), is_finished(run)
 
 
+def eval_argv(run: Run, runs: Sequence[Run], eval_args: Sequence[str], baseline: str | None = None
+              ) -> tuple[str, ...]:
+    """The flags of a run's `python -m experiments.eval_boundaries`: its --logdir; with a `baseline` condition, its
+    seed's run of that condition as --baseline-logdir (an RSSM's surprise as a baseline; not for the baseline's own
+    runs); then the sweep's `eval_args`."""
+    argv = ["--logdir", str(run.logdir)]
+    if baseline is not None and run.condition != baseline:
+        partner = next(r for r in runs if r.condition == baseline and r.seed == run.seed)
+        argv += ["--baseline-logdir", str(partner.logdir)]
+    return (*argv, *eval_args)
+
+
 def eval_skip_reason(logdir: str | os.PathLike) -> str:
     """Why the run's boundaries need no evaluation now (no checkpoint, or evaluated since the newest); empty if
     they do."""

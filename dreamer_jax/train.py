@@ -22,7 +22,7 @@ from flax import nnx
 
 from dreamer_jax import optim, replay as rp
 from dreamer_jax.agent import Agent, imagination_loss, replay_loss, world_model_loss
-from dreamer_jax.config import Config
+from dreamer_jax.config import Config, model_config
 from dreamer_jax.returns import PercentileState, percentile_init
 
 OBS_KEYS = ("image", "reward", "is_first", "is_last", "is_terminal")
@@ -132,7 +132,9 @@ class Learner:
 
     @staticmethod
     def abstract(config: Config, env, seeds: int = 1, mesh=None, fused: bool | None = None) -> tuple["Learner", Any]:
-        """The learner and its agent's parameters as shapes only (for restoring them), without building any state."""
+        """The learner and its agent's parameters as shapes only (for restoring them), without building any state.
+        The learner keeps only what its programs read (`model_config`), so runs of one model share them."""
+        config = model_config(config)
         agent = nnx.eval_shape(lambda: Agent(config, env.num_actions, nnx.Rngs(params=0)))
         graphdef, params = nnx.split(agent)
         return Learner(config, env, graphdef, nnx.split(agent.critic)[0], seeds, mesh, fused), params

@@ -175,9 +175,11 @@ def runs_below(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p.parent for p in root.rglob("config.json") if "checkpoints" not in p.relative_to(root).parts)
 
 
-def stored(logdir: pathlib.Path, args: argparse.Namespace) -> dict | None:
-    """The run's stored result if it was computed with these settings from its latest checkpoint."""
-    path = logdir / RESULT
+def stored(logdir: pathlib.Path, args: argparse.Namespace, path: pathlib.Path | None = None) -> dict | None:
+    """The run's stored result (in `path`, default the run's RESULT) if it was computed with these settings from its
+    latest checkpoint; without --baseline-logdir, one computed with a baseline holds too (a sweep's --eval-baseline
+    adds it per run)."""
+    path = path or logdir / RESULT
     if args.force or not path.exists():
         return None
     try:
@@ -185,7 +187,10 @@ def stored(logdir: pathlib.Path, args: argparse.Namespace) -> dict | None:
     except (OSError, ValueError):
         return None
     step = sweep.latest_checkpoint(logdir)
-    return result if result.get("settings") == settings(args, -1 if step is None else step) else None
+    wanted, had = settings(args, -1 if step is None else step), dict(result.get("settings", {}))
+    if args.baseline_logdir is None:
+        had["baseline_logdir"] = None
+    return result if had == wanted else None
 
 
 def gather(args: argparse.Namespace) -> int:

@@ -105,8 +105,8 @@ class SweepJob:
     def __init__(self):
         self.trained: tuple[str, str] | None = None  # how the training ended, kept across requeues
 
-    def __call__(self, train: tuple[str, ...], train_note: str, logdirs: tuple[str, ...], eval_args: tuple[str, ...]
-                 ) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+    def __call__(self, train: tuple[str, ...], train_note: str, logdirs: tuple[str, ...],
+                 evals: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
         warning = requeue_signal()
         with stop_requests((signal.SIGINT, signal.SIGTERM, warning)) as stops:
             if train and self.trained is None:
@@ -116,14 +116,14 @@ class SweepJob:
             else:
                 trained = self.trained
             evaluations = []
-            for logdir in logdirs:
+            for logdir, eval_argv in zip(logdirs, evals):
                 skip = sweep.eval_skip_reason(logdir)
                 if stops:
                     evaluations.append(("pending", ""))
                 elif skip:
                     evaluations.append(("skipped", skip))
                 else:
-                    code, last = run_child((EVAL, "--logdir", logdir, *eval_args), None, sys.stderr, stops,
+                    code, last = run_child((EVAL, *eval_argv), None, sys.stderr, stops,
                                            every=JOB_POLL_S)
                     evaluations.append(_ending(code, last, stops, ""))
         if warning in stops and callable(signal.getsignal(warning)):
@@ -157,6 +157,7 @@ class Sweeper:
         settings = {"LOGROOT": options.logroot, "TASK": options.task, "SEEDS": " ".join(map(str, options.seeds)),
                     "CONDITIONS": " ".join(options.conditions), "CONFIGS": " ".join(options.configs),
                     "FLAGS": shlex.join(options.flags), "EVAL_ARGS": shlex.join(options.eval_args),
+                    "EVAL_BASELINE": options.eval_baseline or "",
                     "RUN_LOG": options.run_log, "SEEDS_PER_PROCESS": options.seeds_per_process,
                     "LAUNCHER": options.launcher}
         self.ledger = Ledger(runs, {k: str(v) for k, v in settings.items()}, groups=groups)
@@ -246,6 +247,10 @@ class Sweeper:
         self.outcome(run).eval, self.outcome(run).eval_note = state, note
         self.currents.pop(run.index, None)
         self.event(f"{self.head((run,))}: evaluation {state}" + (f": {note}" if note else ""))
+
+    def eval_argv(self, run: sweep.Run) -> tuple[str, ...]:
+        """The flags of the run's evaluation (its --logdir, its baseline's, the sweep's --eval-args)."""
+        return sweep.eval_argv(run, self.runs, self.options.eval_args, self.options.eval_baseline)
 
     def table(self) -> None:
         """Gather every evaluated run under the log root into the conditions x seeds table."""
@@ -351,7 +356,7 @@ class LocalSweeper(Sweeper):
             return
         self.event(f"{self.head((run,))}: evaluating checkpoint {sweep.latest_checkpoint(run.logdir)}")
         self.begin((run,), "eval")
-        code, last = self.child((EVAL, "--logdir", str(run.logdir), *self.options.eval_args), self.refresh)
+        code, last = self.child((EVAL, *self.eval_argv(run)), self.refresh)
         self.evaluated(run, *self.ending(code, last, ""))
 
 
@@ -400,7 +405,8 @@ class ClusterSweeper(Sweeper):
         self.executor.update_parameters(name=runs[0].name)
         try:
             job = self.executor.submit(SweepJob(), () if trained else group.argv, resumed,
-                                       tuple(str(run.logdir) for run in runs), self.options.eval_args)
+                                       tuple(str(run.logdir) for run in runs),
+                                       tuple(self.eval_argv(run) for run in runs))
         except Exception as error:  # refused by the scheduler (e.g. an unknown partition): its runs fail, not the sweep
             self.failed(group, f"not submitted: {_job_error(error)}")
             return None

@@ -68,6 +68,7 @@ class Options:
     run_log: pathlib.Path
     status_file: pathlib.Path
     eval_args: tuple[str, ...]
+    eval_baseline: str | None  # the condition whose same-seed run is every other run's --baseline-logdir
     dry_run: bool
     seeds_per_process: int
     launcher: str
@@ -80,7 +81,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="python -m experiments.sweep", allow_abbrev=False,
         usage="%(prog)s [-h] [--logroot DIR] [--task NAME] [--seeds N [N ...]] [--conditions FILE]\n"
               "       [--skip-rssm] [--configs PRESET [PRESET ...]] [--seeds-per-process K] [--run-log FILE]\n"
-              "       [--status-file FILE] [--eval-args FLAGS] [--dry-run] "
+              "       [--status-file FILE] [--eval-args FLAGS] [--eval-baseline CONDITION] [--dry-run] "
               f"[--launcher {{{','.join(launchers.LAUNCHERS)}}}]\n"
               "       [--slurm-* VALUE ...] [--TRAINING_FLAG VALUE ...]",
         description="Train every condition with every seed, evaluate each run's boundaries and gather the "
@@ -117,6 +118,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help=f"KEY=VALUE status for experiments.monitor (env STATUS_FILE; default LOGROOT/{sweep.STATUS_NAME})")
     add("--eval-args", metavar="FLAGS", default="",
         help=f"extra flags for every `python -m {launchers.EVAL} --logdir RUN`, quoted: --eval-args \"--episodes 2\"")
+    add("--eval-baseline", metavar="CONDITION",
+        help="evaluate every other condition's run with the same seed's run of CONDITION (an RSSM) as "
+        "--baseline-logdir, so its surprise is scored beside the boundaries; its runs train first if it is listed "
+        "first (the local launcher keeps the order)")
     add("--dry-run", action="store_true", help="list the training processes and their commands, then exit")
     add("--launcher", choices=launchers.LAUNCHERS, default="local",
         help="local: subprocesses, one after another (default); slurm: a SLURM job per training process, all at "
@@ -155,13 +160,20 @@ def parse_options(argv: list[str], env: Mapping[str, str]) -> Options:
         conditions.pop(sweep.BASELINE, None)
     if not conditions:
         raise sweep.SweepError(f"no conditions left after --skip-rssm; add conditions other than {sweep.BASELINE}")
+    eval_args = tuple(shlex.split(known.eval_args))
+    if known.eval_baseline is not None and known.eval_baseline not in conditions:
+        raise sweep.SweepError(f"--eval-baseline {known.eval_baseline} is not a condition of this sweep "
+                               f"({', '.join(conditions)}); name one of them, or drop the flag")
+    if known.eval_baseline is not None and any(a.split("=")[0] in ("--baseline-logdir", "--baseline_logdir")
+                                               for a in eval_args):
+        raise sweep.SweepError("--eval-args sets --baseline-logdir and --eval-baseline sets it per run; drop one")
     logroot = pathlib.Path(known.logroot)
     result = Options(
         logroot=logroot, task=known.task, seeds=_seeds(known.seeds, env), conditions=conditions,
         configs=tuple(known.configs), flags=tuple(flags),
         run_log=pathlib.Path(known.run_log or logroot / sweep.LOG_NAME),
         status_file=pathlib.Path(known.status_file or logroot / sweep.STATUS_NAME),
-        eval_args=tuple(shlex.split(known.eval_args)), dry_run=known.dry_run,
+        eval_args=eval_args, eval_baseline=known.eval_baseline, dry_run=known.dry_run,
         seeds_per_process=_count("--seeds-per-process", known.seeds_per_process, 1), launcher=known.launcher,
         slurm=_slurm_parameters(known))
     _check_launcher(result, known, env)

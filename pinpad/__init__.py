@@ -2,7 +2,7 @@
 
 from pinpad.env import DEFAULT_LENGTH, DEFAULT_SIZE, EVENTS, NUM_ACTIONS, SIZES, Pinpad, PinpadState, make
 from pinpad.layouts import TASKS
-from pinpad.solver import next_pad, scripted_action, scripted_rollout
+from pinpad.solver import baseline_return, next_pad, scripted_action, scripted_rollout
 from pinpad import gymnasium_env as _gymnasium_env  # registers the gymnasium ids
 
 GYM_IDS = _gymnasium_env.GYM_IDS
@@ -17,6 +17,7 @@ __all__ = [
     "PinpadState",
     "SIZES",
     "TASKS",
+    "baseline_return",
     "make",
     "next_pad",
     "scripted_action",

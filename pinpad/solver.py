@@ -105,3 +105,26 @@ def scripted_rollout(env: Pinpad, state: PinpadState, key: jax.Array, steps: int
         return state, obs
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def baseline_return(env: Pinpad, policy: str, episodes: int, key: jax.Array) -> jax.Array:
+    """Mean return of `episodes` whole episodes of uniform random actions (`policy` "random") or of the scripted
+    solver ("scripted"): the floor and the ceiling an agent's return is read against."""
+    if policy not in ("random", "scripted"):
+        raise ValueError(f"policy {policy!r}: give 'random' or 'scripted'")
+    reset_key, key = jax.random.split(key)
+    state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+    def step(carry, key):
+        state, ret = carry
+        act_key, env_key = jax.random.split(key)
+        if policy == "random":
+            action = jax.random.randint(act_key, (episodes,), 0, NUM_ACTIONS)
+        else:
+            action = jax.vmap(lambda s, k: scripted_action(env, s, k))(state, jax.random.split(act_key, episodes))
+        state, obs = jax.vmap(env.step)(state, action, jax.random.split(env_key, episodes))
+        return (state, ret + obs["reward"]), None
+
+    (_, ret), _ = jax.lax.scan(step, (state, jnp.zeros(episodes)), jax.random.split(key, env.length))
+    return ret.mean()

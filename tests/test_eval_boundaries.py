@@ -135,6 +135,11 @@ def test_an_rssm_run_is_scored_by_its_surprise_and_is_a_baseline_for_vta(root, t
     result = json.loads((tmp_path / "vta" / eval_boundaries.RESULT).read_text())
     baseline = result["events"]["pad"]["baselines"]["rssm_surprise"]
     assert baseline["boundary_count"] == result["events"]["pad"]["all"]["boundary_count"]
+    # A result with a baseline holds for a gathering without one (a sweep's --eval-baseline), not for another baseline.
+    stored = lambda *flags: eval_boundaries.stored(vta, eval_boundaries.parser().parse_args(  # noqa: E731
+        ["--logdir", str(vta), *EVAL, *flags]), tmp_path / "vta" / eval_boundaries.RESULT)
+    assert stored() == result and stored("--baseline-logdir", str(rssm)) == result
+    assert stored("--baseline-logdir", str(tmp_path)) is None and stored("--episodes", "5") is None
 
 
 def test_logroot_gathers_a_table_and_lists_runs_it_skipped(root, tmp_path, capsys):

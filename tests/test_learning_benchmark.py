@@ -38,6 +38,7 @@ def test_results_hold_baselines_runs_and_curves(result):
     assert set(data["summary"]) == {"rssm", "vta"} and data["summary"]["rssm"]["seeds"] == 1
     assert data["settings"]["vta"]["dynamics"] == "vta" and data["settings"]["rssm"]["steps"] == 128
     assert data["wall_s"] > 0 and data["machine"]["backend"] == "cpu" and data["versions"]["jax"]
+    assert all(data["summary"][d]["train_s"] > 0 for d in ("rssm", "vta"))
     assert "rssm: final eval return" in stdout and "vta: final eval return" in stdout
 
 

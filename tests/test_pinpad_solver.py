@@ -62,3 +62,12 @@ def test_solver_with_random_moves_still_earns_reward():
     state, _ = env.reset(jax.random.key(0))
     rewards, _ = jax.jit(functools.partial(_rollout, env, steps=3000, random_rate=0.15))(state, jax.random.key(1))
     assert float(jnp.sum(rewards)) >= 10 * 5
+
+
+def test_baseline_returns_put_random_play_below_the_solver_and_name_a_bad_policy():
+    env = pinpad.make("pinpad_three", length=200)
+    key = jax.random.PRNGKey(0)
+    scripted, random = (float(pinpad.baseline_return(env, p, 8, key)) for p in ("scripted", "random"))
+    assert scripted > random >= 0 and scripted == float(pinpad.baseline_return(env, "scripted", 8, key))
+    with pytest.raises(ValueError, match="policy 'agent': give 'random' or 'scripted'"):
+        pinpad.baseline_return(env, "agent", 8, key)

@@ -218,6 +218,17 @@ def test_plan_names_runs_seed_by_seed(tmp_path):
                             "3", "--configs", "debug", "--dynamics", "vta", "--x", "1")
 
 
+def test_each_run_is_judged_against_its_own_seeds_baseline_run(tmp_path):
+    runs = sweep.plan(tmp_path, "pinpad_three", {"rssm": (), "vta": ("--dynamics", "vta")}, [0, 1], ["debug"])
+    argvs = {r.name: sweep.eval_argv(r, runs, ("--policy", "scripted"), "rssm") for r in runs}
+    assert argvs["pinpad_three_vta_seed1"] == ("--logdir", str(tmp_path / "pinpad_three_vta_seed1"),
+                                               "--baseline-logdir", str(tmp_path / "pinpad_three_rssm_seed1"),
+                                               "--policy", "scripted")
+    assert argvs["pinpad_three_rssm_seed0"] == ("--logdir", str(tmp_path / "pinpad_three_rssm_seed0"), "--policy",
+                                                "scripted")  # the baseline's own runs have none
+    assert sweep.eval_argv(runs[1], runs, ()) == ("--logdir", str(runs[1].logdir))
+
+
 def test_conditions_file_format():
     text = "# comment\n\nbase   # no flags\nfast --steps 10 --vta_boundary_temp '2'\n"
     assert sweep.parse_conditions(text, "f") == {"base": (), "fast": ("--steps", "10", "--vta_boundary_temp", "2")}
@@ -269,6 +280,9 @@ def test_finished_means_a_checkpoint_at_the_steps_the_command_trains_to(tmp_path
     ([], {"SKIP_RSSM": "maybe"}, "SKIP_RSSM='maybe' is not a boolean"),
     (["--skip-rssm", "--conditions", "{top}/rssm.txt"], {}, "no conditions left after --skip-rssm"),
     (["--num_seeds", "2"], {}, "--num_seeds is set by the sweep"),
+    (["--eval-baseline", "rsm"], {}, "--eval-baseline rsm is not a condition of this sweep (rssm, vta_force0_t1,"),
+    (["--eval-baseline", "rssm", "--eval-args", "--baseline-logdir x"], {},
+     "--eval-args sets --baseline-logdir and --eval-baseline sets it per run; drop one"),
     (["--seeds-per-process", "0"], {}, "--seeds-per-process 0: give a whole number, 1 or more"),
     (["--slurm-partition", "gpu"], {}, "--slurm-partition is a setting of cluster jobs; add --launcher slurm"),
     (["--launcher", "slurm"], {}, "--launcher slurm needs --slurm-time MINUTES"),
@@ -476,7 +490,7 @@ def test_a_stopped_cluster_sweep_cancels_its_jobs(tmp_path):
     for i, controller in ((1, first), (2, second)):
         assert (fields[f"RUN_{i}_TRAIN"], fields[f"RUN_{i}_EVAL"]) == ("stopped", "pending")
         assert fields[f"RUN_{i}_TRAIN_NOTE"] == f"stopped by signal {signal.SIGTERM}; job {controller.pid} cancelled"
-    assert executor.submitted[0] == (runs[0].argv, "", (str(runs[0].logdir),), ())
+    assert executor.submitted[0] == (runs[0].argv, "", (str(runs[0].logdir),), (("--logdir", str(runs[0].logdir)),))
 
 
 def test_slurm_flags_reach_the_jobs_sbatch_script(tmp_path, monkeypatch):
