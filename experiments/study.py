@@ -52,10 +52,12 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
                   "--vta_boundary_temp", "1", "--vta_boundary_rate", "0.1", "--vta_boundary_scale", "0.5",
                   "--vta_rate_mode", "batch"),
 }
-# Settings: training presets, seeds, env steps per run, and the evaluation's flags (both policies).
+# Settings: training presets and flags on top (cpu: a point of the learning curve and a checkpoint every 1000 env
+# steps, so a stopped study loses little), seeds, env steps per run, and the evaluation's flags (both policies).
 SETTINGS = {
-    "cpu": dict(configs=("pinpad_cpu",), seeds=(0, 1, 2), steps=5000, eval=("--episodes", "8")),
-    "tiny": dict(configs=("debug",), seeds=(0,), steps=128,
+    "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "1000", "--log_every", "1000", "--save_every", "1000"),
+                seeds=(0, 1, 2), steps=5000, eval=("--episodes", "8")),
+    "tiny": dict(configs=("debug",), flags=(), seeds=(0,), steps=128,
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
 POLICIES = ("scripted", "agent")
@@ -106,11 +108,16 @@ def check(args: argparse.Namespace) -> None:
     args.seeds, args.steps = tuple(seeds), steps
 
 
+def training_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """The flags of every training run on top of the presets."""
+    return (*SETTINGS[args.setting]["flags"], "--steps", str(args.steps))
+
+
 def plan(args: argparse.Namespace) -> list[sweep.Run]:
     """The study's runs, as the sweep plans them."""
-    setting = SETTINGS[args.setting]
     conditions = {name: CONDITIONS[name] for name in args.conditions}
-    return sweep.plan(args.logroot, TASK, conditions, args.seeds, setting["configs"], ("--steps", str(args.steps)))
+    return sweep.plan(args.logroot, TASK, conditions, args.seeds, SETTINGS[args.setting]["configs"],
+                      training_flags(args))
 
 
 def eval_args(setting: str, policy: str) -> tuple[str, ...]:
@@ -120,14 +127,13 @@ def eval_args(setting: str, policy: str) -> tuple[str, ...]:
 
 def train_and_judge(args: argparse.Namespace) -> int:
     """Step 1: the sweep (training, the judgement on scripted episodes with the RSSM baseline, the table)."""
-    args.logroot.mkdir(parents=True, exist_ok=True)
     conditions = args.logroot / "conditions.txt"
     write_atomic(conditions, "".join(f"{name} {shlex.join(CONDITIONS[name])}\n" for name in args.conditions))
     setting = SETTINGS[args.setting]
     argv = ["--logroot", str(args.logroot), "--task", TASK, "--seeds", *map(str, args.seeds), "--conditions",
             str(conditions), "--configs", *setting["configs"], "--seeds-per-process", str(len(args.seeds)),
             "--eval-args", shlex.join(eval_args(args.setting, "scripted")), "--eval-baseline", BASELINE,
-            "--steps", str(args.steps)]
+            *training_flags(args)]
     print(f"python -m experiments.sweep {shlex.join(argv)}", flush=True)
     return sweep_cli.main(argv)
 
@@ -154,11 +160,12 @@ def judge_agent(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def record_time(logroot: pathlib.Path, wall_s: float, command: str) -> None:
-    """Add an invocation's wall time to LOGROOT/study_time.json."""
+def record_time(logroot: pathlib.Path, started: str, wall_s: float | None, command: str) -> None:
+    """Record an invocation in LOGROOT/study_time.json: at its start (wall time None, which stays if it is killed)
+    and again at its end."""
     path = logroot / TIMES
-    times = json.loads(path.read_text()) if path.exists() else []
-    times.append({"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": round(wall_s, 1), "command": command})
+    times = [t for t in (json.loads(path.read_text()) if path.exists() else []) if t["started"] != started]
+    times.append({"started": started, "wall_s": None if wall_s is None else round(wall_s, 1), "command": command})
     write_atomic(path, json.dumps(times, indent=1) + "\n")
 
 
@@ -345,7 +352,7 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
             "runs": [{k: v for k, v in r.items() if k != "lines"} | {"scripted": _headline(r["scripted"]),
                                                                       "agent": _headline(r["agent"])} for r in rows],
             "evaluation": {p: eval_args(args.setting, p) for p in POLICIES}, "invocations": times,
-            "wall_s": sum(t["wall_s"] for t in times), "versions": _versions(),
+            "wall_s": sum(t["wall_s"] or 0.0 for t in times), "versions": _versions(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                         "cpus": os.cpu_count(), "backend": jax.default_backend()}}
     write_atomic(args.out / "study.json", json.dumps(data, indent=1) + "\n")
@@ -385,6 +392,7 @@ def _markdown(args, data: dict, table: dict, evaluation: dict, figures: list[pat
         "## Setup",
         f"- Task `{TASK}`; {_count(seeds, 'seed')} per condition ({', '.join(map(str, args.seeds))}), trained side "
         f"by side in one process; {args.steps} env steps per run.",
+        f"- Training flags on top of the preset: `{' '.join(training_flags(args))}`.",
         f"- Preset `{SETTINGS[args.setting]['configs'][0]}`: " + ", ".join(f"{k}={v}" for k, v in preset.items())
         + ".",
         "- Conditions (flags on top of the preset):",
@@ -407,7 +415,9 @@ def _markdown(args, data: dict, table: dict, evaluation: dict, figures: list[pat
         f"- Machine: {data['machine']['platform']}, {data['machine']['cpus']} CPUs, JAX backend "
         f"{data['machine']['backend']}. Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
         f"- Wall time: {data['wall_s']:.0f} s ({hours:.2f} h) over {_count(len(data['invocations']), 'invocation')}: "
-        + "; ".join(f"{t['date']}, {t['wall_s']:.0f} s, `{t['command']}`" for t in data["invocations"]) + ".",
+        + "; ".join(f"{t['started']}, " + ("stopped before it recorded its time" if t["wall_s"] is None else
+                                          f"{t['wall_s']:.0f} s") + f", `{t['command']}`"
+                    for t in data["invocations"]) + ".",
         "",
         "## Headline (pad events, scripted episodes)",
         *_table(["condition", "final return", "boundaries per step", "lift", "log10 p", "circular p", "F1@1",
@@ -445,12 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check(args)
         if not args.report:
-            started = time.monotonic()
+            command = " ".join(["python -m experiments.study", *(sys.argv[1:] if argv is None else argv)])
+            started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.monotonic()
+            args.logroot.mkdir(parents=True, exist_ok=True)
+            record_time(args.logroot, started, None, command)
             try:
                 code = train_and_judge(args) or judge_agent(args)
             finally:
-                record_time(args.logroot, time.monotonic() - started,
-                            " ".join(["python -m experiments.study", *(sys.argv[1:] if argv is None else argv)]))
+                record_time(args.logroot, started, time.monotonic() - clock, command)
             if code:
                 print("the study stopped before its report; run it again to resume", file=sys.stderr)
                 return code
