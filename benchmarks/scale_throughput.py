@@ -2,7 +2,7 @@
 
     python -m benchmarks.scale_throughput [--configs debug] [--dynamics rssm] [--precision fp32]
                                           [--batch_size 8] [--train_ratio 32] [--seeds 1 2 4 8]
-                                          [--devices 4] [--seconds 20]
+                                          [--devices 4] [--seconds 20] [--envs 1] [--scan_unroll 1]
 
 Seeds: `learner.chunk` with K agents stacked and stepped with `jax.vmap` (`--num_seeds K`),
 timed after compiling, as env steps per second summed over the K agents; the ratio is that
@@ -16,7 +16,7 @@ starts) against one device, in this process. On a CPU the host devices share the
 so this measures the overhead of the sharded program rather than a speed-up.
 
 All rows run in one process with the same configuration (the presets of `--configs`, then
-the flags above; `--batch_size` and `--train_ratio` default to 8 and 32), one env per agent,
+the flags above; `--batch_size` and `--train_ratio` default to 8 and 32, `--envs` per agent to 1),
 and a replay prefilled by the policy. `--devices 1` leaves the device rows out, e.g. on one
 GPU: `--configs pinpad size12m --dynamics vta --precision bf16 --batch_size 12
 --train_ratio 320 --seeds 1 8 --devices 1`.
@@ -64,16 +64,24 @@ def steps_per_second(config, seeds: int, devices: int, seconds: float) -> tuple[
     return iterations * per_iteration / (time.perf_counter() - start), first
 
 
-def main(argv=None) -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["debug"], help="presets, applied in order")
     parser.add_argument("--dynamics", default="rssm", choices=("rssm", "vta"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--batch_size", type=int, default=8, help="sequences per batch (divisible by --devices)")
     parser.add_argument("--train_ratio", type=float, default=32.0)
+    parser.add_argument("--envs", type=int, default=1, help="envs per agent")
+    parser.add_argument("--scan_unroll", type=int, default=1, help="time steps per loop iteration of the observe "
+                        "and imagine scans")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8], help="agents per process")
     parser.add_argument("--devices", type=int, default=4, help="fake host devices for the data-parallel rows (1: none)")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per row")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if "jax" in sys.modules:
         parser.error("run as a script: the fake devices must be made before JAX starts")
@@ -85,11 +93,12 @@ def main(argv=None) -> None:
 
     from dreamer_jax import config as config_lib
 
-    config = config_lib.make(*args.configs, envs=1, dynamics=args.dynamics, precision=args.precision,
-                             batch_size=args.batch_size, train_ratio=args.train_ratio)
+    config = config_lib.make(*args.configs, envs=args.envs, dynamics=args.dynamics, precision=args.precision,
+                             batch_size=args.batch_size, train_ratio=args.train_ratio, scan_unroll=args.scan_unroll)
     config = config_lib.make(base=config, replay_size=4 * config.batch_length)
     print(f"Scale, presets {' '.join(args.configs)}, {args.dynamics}, {args.precision}, batch "
-          f"{config.batch_size}x{config.batch_length}, train ratio {config.train_ratio:g}: "
+          f"{config.batch_size}x{config.batch_length}, train ratio {config.train_ratio:g}, {config.envs} envs per "
+          f"agent, scan unroll {config.scan_unroll}: "
           f"{jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} cpus, jax {jax.__version__}")
     alone, first = steps_per_second(config, 1, 1, args.seconds)
     print("\n| agents in one process | env steps/s (all agents) | ratio to one agent alone | first chunk (s) |"

@@ -30,9 +30,14 @@ separately (see `Learner.chunk`); on accelerators it is one scan.
 The benchmark configs use one env and a replay of 2 x batch_length steps, filled by a prefill
 `chunk(state, k, False)` first; the cost of an update does not depend on the replay's size.
 
-Reference figures, printed beside ours: the public official JAX DreamerV3 measured on the same
-2-core CPU, float32, batch 16 x 64: 4.76 s per update at size1m and 20.4 s at size12m. The
-ratio column is reference seconds / our seconds, for those rows only.
+The learner's programs compile with `dreamer_jax.train.COMPILER_OPTIONS` (XLA:CPU without YNNPACK);
+`--xla_defaults` times the update rows as XLA compiles by default instead, for comparison.
+
+Recorded figures, printed beside ours: the public official JAX DreamerV3 timed on the same kind of
+2-core CPU, float32, batch 16 x 64, on another day (4.76 s per update at size1m, 20.4 s at size12m).
+Their ratio column (recorded seconds / our seconds) is NOT a side-by-side measurement: the same
+machine type has given figures up to 20% apart on different days. For a ratio measured side by side,
+use `python -m benchmarks.official_ratio`, which times the official code and ours one after the other.
 """
 
 from __future__ import annotations
@@ -50,13 +55,14 @@ import time
 import jax
 
 from dreamer_jax import config as config_lib
-from dreamer_jax.train import Learner, steps_per_iteration
+from dreamer_jax.train import COMPILER_OPTIONS, Learner, steps_per_iteration
 from experiments.envs import make_env
 
 PRESETS = ("debug", "size1m", "size12m")
 BATCHES = ("16x64", "12x40")
 TRAIN_RATIOS = (32, 320)  # the DreamerV3 default and the pinpad preset's
-# Seconds per update of the public official JAX DreamerV3 on this same 2-core CPU, float32, 16 x 64.
+# Seconds per update of the public official JAX DreamerV3 on this kind of 2-core CPU, float32, 16 x 64, recorded
+# on another day (not side by side; see benchmarks.official_ratio).
 REFERENCE = {("size1m", 16, 64, "fp32"): 4.76, ("size12m", 16, 64, "fp32"): 20.4}
 MIB = 1 << 20
 
@@ -114,24 +120,26 @@ def _timed(fn, state):
     return state, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _compile_update(learner: Learner, state):
-    """`jax.jit(learner.update, donate_argnums=0)` lowered and compiled for `state`; returns it and the timings."""
+def _compile_update(learner: Learner, state, xla_defaults: bool = False):
+    """`learner.update` jitted as the learner jits its programs (with `COMPILER_OPTIONS`, or with XLA's defaults),
+    lowered and compiled for `state`; returns it and the timings."""
     t0 = time.perf_counter()
-    lowered = jax.jit(learner.update, donate_argnums=0).lower(state)
+    options = None if xla_defaults else COMPILER_OPTIONS
+    lowered = jax.jit(learner.update, donate_argnums=0, compiler_options=options).lower(state)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     return compiled, t1 - t0, time.perf_counter() - t1
 
 
 def update_row(preset: str, batch: tuple[int, int], precision: str, updates: int, seed: int,
-               image: int | None = None):
+               image: int | None = None, xla_defaults: bool = False):
     """Compile time, seconds per update and memory of one preset at one batch and image size; also the compiled
     update."""
     start = time.perf_counter()
     config = _config(preset, batch, precision, image=image)
     learner, state = _prefilled(config, seed)
     params = sum(x.size for x in jax.tree.leaves(state.params))
-    compiled, lower_s, compile_s = _compile_update(learner, state)
+    compiled, lower_s, compile_s = _compile_update(learner, state, xla_defaults)
     memory = compiled.memory_analysis()
 
     state, metrics = jax.block_until_ready(compiled(state))  # warm-up: the first execution allocates
@@ -146,7 +154,7 @@ def update_row(preset: str, batch: tuple[int, int], precision: str, updates: int
     reference = REFERENCE.get((preset, size, length, precision)) if config.size == 64 else None
     row = dict(
         preset=preset, image=config.size, batch_size=size, batch_length=length, precision=precision,
-        params=int(params),
+        compiler_options="XLA defaults" if xla_defaults else COMPILER_OPTIONS, params=int(params),
         lower_s=lower_s, compile_s=compile_s, lower_compile_s=lower_s + compile_s,
         update_times_s=times, update_cpu_times_s=cpu_times, seconds_per_update=seconds,
         cpu_seconds_per_update=statistics.median(cpu_times), cores_busy=sum(cpu_times) / sum(times),
@@ -226,6 +234,8 @@ def main(argv=None) -> None:
                         help="train ratios to time the fused loop at")
     parser.add_argument("--fused_seconds", "--fused-seconds", type=float, default=5.0,
                         help="timed seconds per fused row (at least two calls)")
+    parser.add_argument("--xla_defaults", "--xla-defaults", action="store_true",
+                        help="compile the update rows with XLA's default options instead of the learner's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
@@ -244,9 +254,10 @@ def main(argv=None) -> None:
             for batch in args.batches:
                 print(f"update: {preset} {image or ''} {batch[0]}x{batch[1]} {args.precision} ...", file=sys.stderr,
                       flush=True)
-                row, compiled = update_row(preset, batch, args.precision, args.updates, args.seed, image)
+                row, compiled = update_row(preset, batch, args.precision, args.updates, args.seed, image,
+                                           args.xla_defaults)
                 rows.append(row)
-                if preset in args.fused_presets and image is None:
+                if preset in args.fused_presets and image is None and not args.xla_defaults:
                     kept[preset, batch] = compiled
             print(f"  {rows[-1]['seconds_per_update']:.4f} s/update, compile {rows[-1]['lower_compile_s']:.1f} s, "
                   f"row {rows[-1]['row_wall_s']:.0f} s", file=sys.stderr, flush=True)
@@ -261,11 +272,14 @@ def main(argv=None) -> None:
                 print(f"  {fused[-1]['env_steps_per_s']:.3g} env steps/s, "
                       f"{fused[-1]['ratio_to_implied']:.2f} of updates alone", file=sys.stderr, flush=True)
 
+    options = "XLA's defaults" if args.xla_defaults else f"the learner's options {COMPILER_OPTIONS}"
     print(f"Training throughput, {args.precision}; {machine['platform']} ({machine['device']}), "
-          f"{machine['processor']}, {machine['cpus']} cpus, jax {machine['jax']}; one env, replay 2 x batch_length")
+          f"{machine['processor']}, {machine['cpus']} cpus, jax {machine['jax']}; one env, replay 2 x batch_length; "
+          f"updates compiled with {options}")
     print()
     print("| preset | image | batch | params | compile s | s / update | CPU s / update | cores busy | updates/s "
-          "| env steps/s @32 | env steps/s @320 | reference s / update | reference / ours | max RSS MiB "
+          "| env steps/s @32 | env steps/s @320 | official s / update, recorded another day | recorded / ours "
+          "(not side by side) | max RSS MiB "
           "| XLA temp MiB | device peak MiB | load |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -296,7 +310,8 @@ def main(argv=None) -> None:
           "after one warm-up. CPU s / update: the process's CPU time (user + system, all threads) per update; "
           f"cores busy: CPU time / wall time (at most {machine['cpus']}; lower when other processes hold cores or "
           "the work does not spread over threads). env steps/s @r = updates/s x batch_size x batch_length / r. "
-          "Reference: the public official JAX DreamerV3 on this same 2-core CPU, float32, 16x64. Max RSS: the "
+          "Official: the public official JAX DreamerV3 on this kind of 2-core CPU, float32, 16x64, recorded on "
+          "another day, so its ratio is not side by side (that is benchmarks.official_ratio). Max RSS: the "
           "process peak so far (it only grows, row by row). load: the 1-minute load average at the end of the row.")
 
     if args.json:

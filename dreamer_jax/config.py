@@ -116,6 +116,8 @@ class Config:
     unimix: float = _field(0.01, "model", "uniform mixture in the categorical latents", _FRACTION)
     free_nats: float = _field(1.0, "model", "KL free nats, applied after summing over latents", _NONNEG)
     bins: int = _field(255, "model", "two-hot bins of the reward head and critic", _ODD)
+    scan_unroll: int = _field(1, "model", "time steps per loop iteration of the observe and imagine scans "
+                              "(lax.scan's unroll): the same maths in fewer, larger loop bodies", _POSITIVE)
 
     # loss scales
     rec_scale: float = _field(1.0, "loss", "image reconstruction loss scale", _NONNEG)
@@ -222,6 +224,10 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
+
+# Fields added after runs had been saved, with the value that reproduces those runs: a config saved without one of
+# them loads with this value. Every other missing field is refused.
+ADDED_FIELDS = {"scan_unroll": 1}
 
 # Fields that only the host loop reads (where a run writes, its seed, how long it trains, how often it logs, evaluates
 # and saves, how it is launched): no compiled program depends on them.
@@ -450,7 +456,9 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(values: Mapping[str, Any]) -> Config:
-    """A Config from a saved dict; refuses missing or unknown fields rather than filling in defaults."""
+    """A Config from a saved dict; refuses missing or unknown fields rather than filling in defaults, except the
+    fields of `ADDED_FIELDS`, which get the value that runs saved before them used."""
+    values = {**{name: value for name, value in ADDED_FIELDS.items() if name not in values}, **values}
     missing = [name for name in _FIELDS if name not in values]
     unknown = [name for name in values if name not in _FIELDS]
     if missing or unknown:

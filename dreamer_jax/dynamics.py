@@ -50,16 +50,17 @@ def reset(initial: Carry, carry: Carry, is_first):
     return state, jnp.where(first(carry.action), 0.0, carry.action)
 
 
-def scan_time(step: Callable, carry, xs, key):
+def scan_time(step: Callable, carry, xs, key, unroll: int = 1):
     """`lax.scan` of `step(carry, x_t, key_t)` over the time axis of batch-major inputs `xs` (a tuple), a key
-    per step; batch-major outputs."""
+    per step, `unroll` steps per loop iteration; batch-major outputs."""
     keys = jax.random.split(key, jax.tree.leaves(xs)[0].shape[1])
-    carry, ys = jax.lax.scan(lambda c, inputs: step(c, *inputs), carry, (swap_time(xs), keys))
+    carry, ys = jax.lax.scan(lambda c, inputs: step(c, *inputs), carry, (swap_time(xs), keys), unroll=unroll)
     return carry, swap_time(ys)
 
 
-def imagine(dynamics, start, policy: Callable, horizon: int, key):
-    """Roll `dynamics.img_step` forward `horizon` steps from `start` (B, ...) with actions from `policy`.
+def imagine(dynamics, start, policy: Callable, horizon: int, key, unroll: int = 1):
+    """Roll `dynamics.img_step` forward `horizon` steps from `start` (B, ...) with actions from `policy`, `unroll`
+    steps per loop iteration.
 
     `policy(features, key)` returns a one-hot action and sees stop-gradient features. Returns the
     states (B, H + 1, ...) with the start first, and the actions taken at each of them (B, H + 1, A).
@@ -71,7 +72,7 @@ def imagine(dynamics, start, policy: Callable, horizon: int, key):
         return dynamics.img_step(state, action, img_key), (state, action)
 
     keys = jax.random.split(key, horizon + 1)
-    last, (states, actions) = jax.lax.scan(step, start, keys[:-1])
+    last, (states, actions) = jax.lax.scan(step, start, keys[:-1], unroll=unroll)
     last_action = policy(sg(dynamics.features(last)), keys[-1])
     states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
     actions = jnp.concatenate([actions, last_action[None]], 0)

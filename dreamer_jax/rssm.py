@@ -31,10 +31,11 @@ class RSSM(nnx.Module):
 
     def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
                  embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, dtype,
-                 rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros"):
+                 rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros", unroll: int = 1):
         if initial not in ("zeros", "learned"):
             raise ValueError(f"unknown initial state {initial!r}; use zeros or learned")
         self.deter, self.stoch, self.classes, self.initial_kind = deter, stoch, classes, initial
+        self.unroll = unroll  # time steps per loop iteration of the observe and imagine scans
         self.action_dim, self.unimix, self.free_nats = action_dim, unimix, free_nats
         self.dyn_scale, self.rep_scale = dyn_scale, rep_scale
         latent = stoch * classes
@@ -114,12 +115,12 @@ class RSSM(nnx.Module):
         the RSSM needs none of them.
         """
         step = lambda c, xs, k: self.obs_step(c, *xs, k)  # noqa: E731
-        carry, (post, prior) = scan_time(step, carry, (embed, action, is_first), key)
+        carry, (post, prior) = scan_time(step, carry, (embed, action, is_first), key, self.unroll)
         return carry, post, prior
 
     def imagine(self, start: RSSMState, policy: Callable, horizon: int, key):
         """Roll the prior forward from `start` (B, ...); see `dynamics.imagine`."""
-        return imagine(self, start, policy, horizon, key)
+        return imagine(self, start, policy, horizon, key, self.unroll)
 
     def diagnostics(self, post: RSSMState, prior_logits, key, mode: bool = False) -> dict:
         """Per-step (B, T) quantities for analysis: KL(post || prior), the surprise baseline of boundaries."""

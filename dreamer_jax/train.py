@@ -26,6 +26,10 @@ from dreamer_jax.config import Config, model_config
 from dreamer_jax.returns import PercentileState, percentile_init
 
 OBS_KEYS = ("image", "reward", "is_first", "is_last", "is_terminal")
+# XLA options of the learner's programs. XLA:CPU hands convolutions and dots to the YNNPACK library by default; its
+# convolution filter gradients run three to four times slower than XLA's own kernels on the encoder's and decoder's
+# shapes (docs/speed.md), so the learner compiles without it. Other backends ignore `xla_cpu_` options.
+COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def _cpu_backend() -> bool:
@@ -169,7 +173,7 @@ class Learner:
         sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
         return jax.lax.with_sharding_constraint(tree, sharding)
 
-    @functools.partial(jax.jit, static_argnums=0)
+    @functools.partial(jax.jit, static_argnums=0, compiler_options=COMPILER_OPTIONS)
     def init(self, key: jax.Array) -> TrainState:
         """Fresh parameters, optimiser, envs, acting carry and an empty replay."""
         config = self.config
@@ -269,7 +273,7 @@ class Learner:
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
 
-    @functools.partial(jax.jit, static_argnums=(0, 2, 3), donate_argnums=1)
+    @functools.partial(jax.jit, static_argnums=(0, 2, 3), donate_argnums=1, compiler_options=COMPILER_OPTIONS)
     def _fused(self, state: TrainState, iterations: int, train: bool):
         def run(state):
             state, metrics = jax.lax.scan(lambda s, _: self.iteration(s, train), state, None, length=iterations)
@@ -277,7 +281,7 @@ class Learner:
 
         return self._per_seed(run)(state)
 
-    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
+    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1, compiler_options=COMPILER_OPTIONS)
     def _single(self, state: TrainState, train: bool):
         return self._per_seed(lambda s: self.iteration(s, train))(state)
 
@@ -297,7 +301,7 @@ class Learner:
             parts.append(metrics)
         return state, jax.tree.map(lambda *ms: jnp.concatenate(ms, axis=-1), *parts)
 
-    @functools.partial(jax.jit, static_argnums=(0, 2))
+    @functools.partial(jax.jit, static_argnums=(0, 2), compiler_options=COMPILER_OPTIONS)
     def evaluate(self, params, episodes: int, key):
         """Mean return of `episodes` fresh episodes of the policy (per agent, with one key each)."""
         return self._per_seed(lambda p, k: self._evaluate(p, episodes, k))(params, key)

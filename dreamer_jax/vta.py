@@ -62,8 +62,9 @@ class VTA(nnx.Module):
                  max_seg_len: int, max_seg_num: int, logit_clip: float, lookahead: int, reward_input: bool,
                  rate: float, rate_scale: float, rate_mode: str, boundary_dyn_scale: float, boundary_rep_scale: float,
                  force_scale: float, force_final: float, temp: float, temp_final: float, schedule_steps: int,
-                 dtype, rngs: nnx.Rngs, core: str = "blockgru"):
+                 dtype, rngs: nnx.Rngs, core: str = "blockgru", unroll: int = 1):
         self.deter, self.stoch, self.classes, self.action_dim = deter, stoch, classes, action_dim
+        self.unroll = unroll  # time steps per loop iteration of the observe and imagine scans
         self.unimix, self.free_nats, self.dyn_scale, self.rep_scale = unimix, free_nats, dyn_scale, rep_scale
         self.max_seg_len, self.max_seg_num = max_seg_len, max_seg_num
         self.clip, self.lookahead, self.reward_input = logit_clip, lookahead, reward_input
@@ -237,7 +238,7 @@ class VTA(nnx.Module):
             e, a, f, r, ctx = xs
             return self.obs_step(c, e, a, f, k, r, ctx, constrain, force_scale, temp, mode)
 
-        carry, (post, prior) = scan_time(step, carry, (embed, action, is_first, reward, context), key)
+        carry, (post, prior) = scan_time(step, carry, (embed, action, is_first, reward, context), key, self.unroll)
         return carry, post, prior
 
     # -- imagination ------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class VTA(nnx.Module):
 
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
         """Roll the priors (boundary, z, s) forward from `start`; see `dynamics.imagine`."""
-        return imagine(self, start, policy, horizon, key)
+        return imagine(self, start, policy, horizon, key, self.unroll)
 
     def diagnostics(self, post: VTAState, prior: VTAPrior, key, mode: bool = False) -> dict:
         """Per-step (B, T) quantities for analysis: both boundaries (the prior's sampled here, or its mode), forcing,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -61,6 +62,8 @@ SETTINGS = {
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
 POLICIES = ("scripted", "agent")
+# A run's entry in study.json: these fields, and the headline figures of its evaluations.
+RUN_FIELDS = ("condition", "seed", "logdir", "final_step", "final_return")
 AGENT_DIR = "eval_agent"  # RUN/eval_agent/boundary_eval.json: the judgement on the agent's own episodes
 EVENTS = ("pad", "reward")
 SOURCES = (("model", None), ("pixel change", "pixel_change"), ("RSSM surprise", "rssm_surprise"))
@@ -298,7 +301,7 @@ def plot_peth(rows: list[dict], conditions: list[str], out: pathlib.Path) -> pat
 
     fig, axes = plt.subplots(len(POLICIES), len(EVENTS), figsize=(5.5 * len(EVENTS), 3.4 * len(POLICIES)),
                              squeeze=False)
-    for (i, policy), (j, event) in ((p, e) for p in enumerate(POLICIES) for e in enumerate(EVENTS)):
+    for (i, policy), (j, event) in itertools.product(enumerate(POLICIES), enumerate(EVENTS)):
         ax = axes[i, j]
         for index, condition in enumerate(conditions):
             peths = [r[policy]["events"][event]["all"]["peth"] for r in rows if r["condition"] == condition]
@@ -349,8 +352,7 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
     data = {"task": TASK, "setting": args.setting, "conditions": {c: list(CONDITIONS[c]) for c in args.conditions},
             "seeds": list(args.seeds), "steps": args.steps, "presets": list(SETTINGS[args.setting]["configs"]),
             "baseline_returns": baselines, "baseline_episodes": BASELINE_EPISODES, "summary": table,
-            "runs": [{k: v for k, v in r.items() if k != "lines"} | {"scripted": _headline(r["scripted"]),
-                                                                      "agent": _headline(r["agent"])} for r in rows],
+            "runs": [{k: r[k] for k in RUN_FIELDS} | {p: _headline(r[p]) for p in POLICIES} for r in rows],
             "evaluation": {p: eval_args(args.setting, p) for p in POLICIES}, "invocations": times,
             "wall_s": sum(t["wall_s"] or 0.0 for t in times), "versions": _versions(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",

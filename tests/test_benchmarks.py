@@ -1,5 +1,7 @@
-"""The benchmarks: the env rollout steps the real env, the CLI prints its table; bad scale flags are refused."""
+"""The benchmarks: the env rollout steps the real env, the CLI prints its table; bad scale flags are refused; the
+side-by-side timing against the official code and the GPU check plan the commands they should."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pinpad
-from benchmarks import env_throughput
+from benchmarks import env_throughput, official_ratio, scale_throughput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,3 +58,54 @@ def test_scale_benchmark_refuses_a_batch_the_devices_cannot_split():
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert "--batch_size 6 must be divisible by --devices 4" in done.stderr
+
+
+def test_official_ratio_plans_official_ours_ours_official_per_preset(tmp_path):
+    argv = ["--official-tree", str(tmp_path / "tree"), "--official-python", str(tmp_path / "python"),
+            "--presets", "size12m", "--updates", "3", "--dry-run"]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.official_ratio", *argv], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.splitlines()
+    assert len(out) == 4
+    for line in (out[0], out[3]):
+        assert line.startswith(f"DV3_JAX_REPO={tmp_path / 'tree'} {tmp_path / 'python'} ")
+        assert "bench_jax.py --size size12m --batch_size 16 --batch_length 64 --updates 3 --warmup 1" in line
+    ours = "-m benchmarks.train_throughput --presets size12m --batches 16x64 --updates 3 --fused_presets --json"
+    assert ours in out[1] and out[1].endswith("--xla_defaults")
+    assert ours in out[2] and "--xla_defaults" not in out[2]
+
+
+def test_official_ratio_refuses_a_missing_official_tree(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.official_ratio", "--official-tree", str(tmp_path),
+                           "--official-python", sys.executable], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"--official-tree: {tmp_path / 'dreamerv3'} does not exist" in done.stderr and "peerbench" in done.stderr
+
+
+def test_official_ratio_divides_the_mean_official_time_by_ours():
+    steps = [dict(preset="size1m", side=side, variant=variant, seconds=s) for side, variant, s in (
+        ("official", "first", 5.0), ("ours", "XLA defaults", 4.0), ("ours", "learner options", 2.0),
+        ("official", "second", 7.0))]
+    [row] = official_ratio.summarise(steps)
+    assert row == dict(preset="size1m", official_first_s=5.0, official_second_s=7.0, ours_xla_defaults_s=4.0,
+                       ours_s=2.0, ratio=3.0, ratio_xla_defaults=1.5)
+
+
+def test_gpu_check_dry_run_prints_commands_the_scale_benchmark_accepts():
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert len(out) == 5
+    parsed = []
+    for line in out:
+        words = shlex.split(line)
+        if words[0] == "env":  # env "XLA_FLAGS=..." python3 -m ...
+            assert words[1].startswith("XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true")
+            words = words[2:]
+        assert words[1:3] == ["-m", "benchmarks.scale_throughput"]
+        parsed.append(scale_throughput.make_parser().parse_args(words[3:]))
+    assert all((a.configs, a.precision, a.batch_size, a.train_ratio, a.devices) == (["pinpad", "size12m"], "bf16", 12,
+                                                                                   320.0, 1) for a in parsed)
+    assert [(a.dynamics, a.seeds, a.scan_unroll, a.envs) for a in parsed] == [
+        ("rssm", [1], 1, 1), ("rssm", [1], 5, 1), ("rssm", [1], 1, 1), ("rssm", [1], 1, 4), ("vta", [1, 8], 1, 1)]
+    bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--bogus"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "unknown argument '--bogus'" in bad.stderr

@@ -256,6 +256,14 @@ def test_from_dict_refuses_missing_and_unknown_fields(tmp_path):
         C.load(tmp_path / "broken.json")
 
 
+def test_a_config_saved_before_an_added_field_loads_with_the_value_it_ran_with():
+    saved = C.to_dict(C.make("debug", scan_unroll=4))
+    for name in C.ADDED_FIELDS:
+        del saved[name]
+    assert C.from_dict(saved) == C.make("debug", **C.ADDED_FIELDS)
+    assert C.from_dict({**saved, "scan_unroll": 4}).scan_unroll == 4
+
+
 def test_diff_lists_exactly_the_changed_fields():
     a = C.make("debug")
     b = dataclasses.replace(a, seed=7, dynamics="vta", lr=1e-3)

@@ -1,4 +1,5 @@
-"""The CNN's fast paths equal their plain definitions: reshape max pooling, and upsampling convs by output phase."""
+"""The CNN's fast paths equal their plain definitions: reshape max pooling, upsampling convs by output phase, and
+the learner's compiler options."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dreamer_jax.networks import max_pool2, upsample_conv
+from dreamer_jax.networks import Decoder, Encoder, max_pool2, upsample_conv
+from dreamer_jax.train import COMPILER_OPTIONS
 
 
 def test_max_pool2_equals_a_pooling_window():
@@ -37,3 +39,24 @@ def test_upsample_conv_gradients_match():
 
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, True)), jax.tree.leaves(jax.grad(loss)(params, False))):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_the_learner_compiler_options_change_kernels_not_gradients():
+    """The learner compiles without YNNPACK on the CPU (train.COMPILER_OPTIONS): XLA's default hands these
+    convolutions to it, and the encoder's and decoder's gradients agree either way to float tolerance."""
+    encoder = Encoder(8, 16, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    decoder = Decoder(32, 12, 8, 8, 4, 16, dtype=jnp.float32, rngs=nnx.Rngs(1))
+    graphdef, params = nnx.split((encoder, decoder))
+    image = jax.random.randint(jax.random.PRNGKey(2), (64, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    stoch = jax.random.normal(jax.random.PRNGKey(3), (64, 12))
+
+    def loss(params):
+        enc, dec = nnx.merge(graphdef, params)
+        embed = enc(image)
+        return jnp.sum(jnp.square(dec(embed[:, :32], stoch) - image / 255.0))
+
+    default, options = jax.jit(jax.grad(loss)), jax.jit(jax.grad(loss), compiler_options=COMPILER_OPTIONS)
+    assert "ynn" in default.lower(params).compile().as_text()
+    assert "ynn" not in options.lower(params).compile().as_text()
+    for a, b in zip(jax.tree.leaves(options(params)), jax.tree.leaves(default(params)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
