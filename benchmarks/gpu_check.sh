@@ -12,7 +12,7 @@
 # --xla_gpu_enable_command_buffer= now; CUDA graphs are on by default); RSSM with 4 envs per agent; VTA alone
 # and 8 VTA seeds in one process (vmap). A row that fails prints its last error line and the rest go on.
 # The training state is always donated to each chunk, so donation has no row of its own.
-# Targets (issue 17): one RSSM agent >= 100 env steps/s; VTA <= 1.5x RSSM's cost; 8 seeds >= 0.8 x 8 one seed.
+# Targets: one RSSM agent >= 100 env steps/s; VTA <= 1.5x RSSM's cost; 8 seeds >= 0.8 x 8 one seed.
 #
 # Needs JAX with CUDA, flax, optax, chex, orbax-checkpoint, scipy and matplotlib (installed on the lent GPU
 # machines) and distrax, tfp-nightly and gymnasium with the packages they need that are not there. Those travel
@@ -72,7 +72,7 @@ EOF
   echo "gpu_check.sh: missing packages: $missing; carry them as wheels (see the header of $0)" >&2
   exit 2
 fi
-"$PY" -c "import jax; assert jax.default_backend() == 'gpu', 'no GPU: ' + jax.default_backend()" || {
+"$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" || {
   echo "gpu_check.sh: JAX sees no GPU; run this on a GPU machine (or pass --dry-run)" >&2; exit 2; }
 
 LOG=$(mktemp -d)
@@ -80,11 +80,7 @@ echo "| row | agents | env steps/s (all agents) | ratio to one agent | first chu
 echo "|---|---:|---:|---:|---:|"
 for i in "${!ROWS[@]}"; do
   IFS='|' read -r label env args <<< "${ROWS[$i]}"
-  if [ -n "$env" ]; then
-    env "$env" "$PY" -m benchmarks.scale_throughput $COMMON $args > "$LOG/$i.txt" 2> "$LOG/$i.err" || true
-  else
-    "$PY" -m benchmarks.scale_throughput $COMMON $args > "$LOG/$i.txt" 2> "$LOG/$i.err" || true
-  fi
+  env ${env:+"$env"} "$PY" -m benchmarks.scale_throughput $COMMON $args > "$LOG/$i.txt" 2> "$LOG/$i.err" || true
   if ! grep -q '^| [0-9]' "$LOG/$i.txt"; then
     echo "| $label | failed: $(tail -n 1 "$LOG/$i.err") | | | |"
     continue
