@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Training throughput on one GPU at the prototype's settings, in one table, in about 8 minutes.
+# Training throughput on one GPU at the prototype's settings, in one table: about 12 minutes for every row on
+# one H200 (each RSSM row 1.5 to 2 minutes, most of it compiling; the VTA row about 4).
 #
 #   benchmarks/gpu_check.sh            # run every row, print the table
-#   benchmarks/gpu_check.sh --dry-run  # print the commands only (any machine)
+#   benchmarks/gpu_check.sh 0 4        # run rows 0 and 4 only (numbers as --dry-run prints them)
+#   benchmarks/gpu_check.sh --dry-run  # print the numbered commands only (any machine)
 #
 # Settings of every row: pinpad (pinpad_eight, 64x64), size12m, bf16, batch 12 x 40, train ratio 320, one
 # device, `python -m benchmarks.scale_throughput` timing `--seconds` of training after its compile. Rows:
@@ -28,11 +30,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DRY=0
-case "${1:-}" in
-  --dry-run) DRY=1 ;;
-  "") ;;
-  *) echo "gpu_check.sh: unknown argument '$1'; use --dry-run or nothing" >&2; exit 2 ;;
-esac
+SELECTED=()
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    [0-4]) SELECTED+=("$arg") ;;
+    *) echo "gpu_check.sh: unknown argument '$arg'; use --dry-run and/or row numbers 0 to 4" >&2; exit 2 ;;
+  esac
+done
 
 PY=${PYTHON:-python3}
 SECONDS_PER_ROW=${SECONDS_PER_ROW:-10}
@@ -52,10 +57,12 @@ command_of() {  # the row's command line, as it runs
   echo "${env:+env \"$env\" }$PY -m benchmarks.scale_throughput $COMMON $args"
 }
 
+[ ${#SELECTED[@]} -gt 0 ] || SELECTED=("${!ROWS[@]}")
+
 if [ "$DRY" = 1 ]; then
-  for row in "${ROWS[@]}"; do
-    IFS='|' read -r label env args <<< "$row"
-    command_of "$env" "$args"
+  for i in "${SELECTED[@]}"; do
+    IFS='|' read -r label env args <<< "${ROWS[$i]}"
+    echo "$i: $(command_of "$env" "$args")"
   done
   exit 0
 fi
@@ -64,7 +71,12 @@ if ! missing=$("$PY" - <<'EOF'
 import importlib.util
 names = ["jax", "flax", "optax", "chex", "orbax.checkpoint", "scipy", "matplotlib", "distrax",
          "tensorflow_probability", "gymnasium"]
-missing = [n for n in names if importlib.util.find_spec(n) is None]
+def found(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+missing = [n for n in names if not found(n)]
 print(" ".join(missing))
 raise SystemExit(1 if missing else 0)
 EOF
@@ -76,9 +88,10 @@ fi
   echo "gpu_check.sh: JAX sees no GPU; run this on a GPU machine (or pass --dry-run)" >&2; exit 2; }
 
 LOG=$(mktemp -d)
+"$PY" -c "import jax; print(jax.devices()[0].device_kind, '- jax', jax.__version__)"
 echo "| row | agents | env steps/s (all agents) | ratio to one agent | first chunk s |"
 echo "|---|---:|---:|---:|---:|"
-for i in "${!ROWS[@]}"; do
+for i in "${SELECTED[@]}"; do
   IFS='|' read -r label env args <<< "${ROWS[$i]}"
   env ${env:+"$env"} "$PY" -m benchmarks.scale_throughput $COMMON $args > "$LOG/$i.txt" 2> "$LOG/$i.err" || true
   if ! grep -q '^| [0-9]' "$LOG/$i.txt"; then
@@ -89,4 +102,3 @@ for i in "${!ROWS[@]}"; do
     echo "| $label |$agents |$rate |$ratio |$first |"
   done
 done
-head -n 1 "$LOG/0.txt"

@@ -93,10 +93,10 @@ def test_official_ratio_divides_the_mean_official_time_by_ours():
 def test_gpu_check_dry_run_prints_commands_the_scale_benchmark_accepts():
     out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, check=True).stdout.splitlines()
-    assert len(out) == 5
+    assert [line.split(": ", 1)[0] for line in out] == ["0", "1", "2", "3", "4"]
     parsed = []
     for line in out:
-        words = shlex.split(line)
+        words = shlex.split(line.split(": ", 1)[1])
         if words[0] == "env":  # env "XLA_FLAGS=..." python3 -m ...
             assert words[1].startswith("XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true")
             words = words[2:]
@@ -106,6 +106,10 @@ def test_gpu_check_dry_run_prints_commands_the_scale_benchmark_accepts():
                                                                                    320.0, 1) for a in parsed)
     assert [(a.dynamics, a.seeds, a.scan_unroll, a.envs) for a in parsed] == [
         ("rssm", [1], 1, 1), ("rssm", [1], 5, 1), ("rssm", [1], 1, 1), ("rssm", [1], 1, 4), ("vta", [1, 8], 1, 1)]
-    bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--bogus"], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
-    assert bad.returncode == 2 and "unknown argument '--bogus'" in bad.stderr
+    some = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "4", "1"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True).stdout.splitlines()
+    assert some == [out[4], out[1]]
+    for bad_argument in ("--bogus", "5"):
+        bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", bad_argument], cwd=REPO, capture_output=True, text=True,
+                             timeout=60)
+        assert bad.returncode == 2 and f"unknown argument '{bad_argument}'" in bad.stderr
