@@ -82,8 +82,9 @@ class Config:
                             "its own run directory: put {seed} in --logdir", _POSITIVE)
     devices: int = _field(1, "run", "devices each training batch is split over (data parallel; batch_size must "
                           "divide by it)", _POSITIVE)
-    distributed: bool = _field(False, "run", "join a multi-host job first (jax.distributed.initialize; SLURM and "
-                               "Open MPI fill in its arguments)")
+    distributed: bool = _field(False, "run", "join a multi-host job first (jax.distributed.initialize, with "
+                               "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or from SLURM or "
+                               "Open MPI); --devices then counts every process's devices")
 
     # environment and replay
     time_limit: int = _field(2000, "data", "episode length in env steps (pinpad's default length is 2000)", _POSITIVE)

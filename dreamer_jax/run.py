@@ -20,9 +20,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dreamer_jax import checkpoint, config as cfg, status
 from dreamer_jax.progress import Bar
+from dreamer_jax.sweep import latest_checkpoint
 from dreamer_jax.train import Learner, TrainState, release_programs, steps_per_iteration
 
 # Fields a resumed run may change; any other difference means a different run.
@@ -34,6 +36,10 @@ CHUNK_STEPS = 1000  # env steps per chunk at most, so progress and signals are s
 
 class RunDirInUse(RuntimeError):
     """Another live process trains in this run directory."""
+
+
+class JobFailed(RuntimeError):
+    """A multi-host job lost a process (it died, or a collective with it failed); every process must start again."""
 
 
 def check_resume(saved: cfg.Config, config: cfg.Config) -> None:
@@ -162,7 +168,12 @@ def seed_configs(config: cfg.Config) -> list[cfg.Config]:
 
 
 def make_mesh(devices: int):
-    """A one-axis ("batch") mesh over the first `devices` devices; None for one device."""
+    """A one-axis ("batch") mesh over the first `devices` devices; None for one device. A multi-host job's mesh
+    spans every device of every process, so that each process holds a share of every batch."""
+    if jax.process_count() > 1 and devices != jax.device_count():
+        raise cfg.ConfigError(
+            f"--devices {devices} in a multi-host job of {jax.process_count()} processes with {jax.device_count()} "
+            f"devices in all; pass --devices {jax.device_count()} (every process's devices)")
     if devices == 1:
         return None
     if jax.device_count() < devices:
@@ -209,8 +220,23 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
                 cfg.save(run, pathlib.Path(run.logdir) / "config.json")
         try:
             return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline)
+        except jax.errors.JaxRuntimeError as error:
+            if jax.process_count() == 1:
+                raise
+            raise JobFailed(_job_failure(error, runs)) from error
         finally:
             release_programs()  # this run's programs are of no use to another
+
+
+def _job_failure(error: Exception, runs: list[cfg.Config]) -> str:
+    """What a lost process means for the run, in one message: the cause, the checkpoint kept, how to resume."""
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    logdir = pathlib.Path(runs[0].logdir)
+    step = latest_checkpoint(logdir)
+    kept = f"its newest checkpoint is step {step} in {logdir / 'checkpoints'}" if step is not None else (
+        f"no checkpoint was saved in {logdir} yet")
+    return (f"process {jax.process_index()} of the multi-host job lost contact with another process, which died or "
+            f"stopped ({cause}); {kept}. Start every process again with the same command to resume")
 
 
 def _stacked(keys: list[jax.Array]) -> jax.Array:
@@ -264,6 +290,8 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list
         if primary:
             for logdir, newer in zip(logdirs, skipped):
                 checkpoint.set_aside(logdir, newer)
+        if jax.process_count() > 1:  # the other processes look at the folders only once they are moved
+            multihost_utils.sync_global_devices("damaged checkpoints set aside")
         mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
     if primary:
         for logdir in logdirs:

@@ -9,6 +9,7 @@ damaged one is skipped with a warning on stderr and left as it is).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -16,7 +17,7 @@ import jax
 
 import pinpad
 from dreamer_jax import checkpoint, config as cfg
-from dreamer_jax.run import RunDirInUse, seed_configs, train
+from dreamer_jax.run import JobFailed, RunDirInUse, seed_configs, train
 from experiments.envs import make_env
 
 
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except (cfg.ConfigError, RunDirInUse, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except JobFailed as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # A normal exit would wait in jax.distributed's shutdown barrier for the lost process, then abort.
+        os._exit(3)
+    if jax.process_index() > 0:  # one process of a multi-host job reports
+        return 0
     for run, line in zip(seed_configs(config), lines):
         logdir = pathlib.Path(run.logdir)
         print(f"metrics: {logdir / 'metrics.jsonl'}\ncheckpoints: {logdir / 'checkpoints'}")
@@ -56,13 +64,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _join_job() -> None:
-    """Join a multi-host job: jax.distributed.initialize() takes its arguments from SLURM or Open MPI."""
+    """Join a multi-host job: from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID when they are set
+    (any launcher, or by hand), else from SLURM or Open MPI. CPU processes exchange gradients over gloo."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+    given = {name: os.environ.get(name) for name in names}
     try:
-        jax.distributed.initialize()
+        if any(given.values()):
+            if not all(given.values()):
+                raise ValueError(f"{', '.join(n for n in names if not given[n])} not set beside "
+                                 f"{', '.join(n for n in names if given[n])}; set all three")
+            jax.distributed.initialize(given["JAX_COORDINATOR_ADDRESS"], int(given["JAX_NUM_PROCESSES"]),
+                                       int(given["JAX_PROCESS_ID"]))
+        else:
+            jax.distributed.initialize()
     except (ValueError, RuntimeError) as error:
         raise cfg.ConfigError(f"--distributed True could not join a multi-host job ({error}); launch under srun "
-                              "(SLURM) or mpirun (Open MPI), or drop --distributed") from error
-
+                              "(SLURM) or mpirun (Open MPI), set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+                              "JAX_PROCESS_ID, or drop --distributed") from error
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -110,6 +110,6 @@ def test_gpu_check_dry_run_prints_commands_the_scale_benchmark_accepts():
                           text=True, timeout=60, check=True).stdout.splitlines()
     assert some == [out[4], out[1]]
     for bad_argument in ("--bogus", "5"):
-        bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", bad_argument], cwd=REPO, capture_output=True, text=True,
-                             timeout=60)
+        bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", bad_argument], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
         assert bad.returncode == 2 and f"unknown argument '{bad_argument}'" in bad.stderr
