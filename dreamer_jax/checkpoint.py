@@ -71,8 +71,8 @@ def set_aside(logdir: str | pathlib.Path, steps: Sequence[int]) -> None:
         print(f"warning: moved the damaged checkpoint {step} to {target}", file=sys.stderr, flush=True)
 
 
-def _reason(error: BaseException) -> str:
-    """Why a restore failed, in one line: the type and first line of the innermost cause (orbax wraps them)."""
+def reason(error: BaseException) -> str:
+    """Why an operation failed, in one line: the type and first line of the innermost cause (orbax wraps them)."""
     while error.__cause__ is not None:
         error = error.__cause__
     lines = str(error).strip().splitlines()
@@ -94,7 +94,7 @@ def restore_newest(mgr: ocp.CheckpointManager, restore_step: Callable[[int], T],
             with _quiet("absl"):  # orbax logs its own view of a damaged checkpoint; ours names step and cause
                 return restore_step(step), step, steps[:i]
         except Exception as error:  # orbax raises many types for damaged or foreign checkpoints
-            why = _reason(error)
+            why = reason(error)
         if i + 1 < len(steps):
             print(f"warning: skipped checkpoint {step} in {mgr.directory}: it cannot be restored ({why}); "
                   f"trying step {steps[i + 1]}", file=sys.stderr, flush=True)

@@ -230,13 +230,12 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
 
 def _job_failure(error: Exception, runs: list[cfg.Config]) -> str:
     """What a lost process means for the run, in one message: the cause, the checkpoint kept, how to resume."""
-    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     logdir = pathlib.Path(runs[0].logdir)
     step = latest_checkpoint(logdir)
     kept = f"its newest checkpoint is step {step} in {logdir / 'checkpoints'}" if step is not None else (
         f"no checkpoint was saved in {logdir} yet")
     return (f"process {jax.process_index()} of the multi-host job lost contact with another process, which died or "
-            f"stopped ({cause}); {kept}. Start every process again with the same command to resume")
+            f"stopped ({checkpoint.reason(error)}); {kept}. Start every process again with the same command to resume")
 
 
 def _stacked(keys: list[jax.Array]) -> jax.Array:
