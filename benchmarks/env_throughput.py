@@ -93,9 +93,9 @@ def scan_rollout(env: pinpad.Pinpad, batch: int, horizon: int, store: bool):
     return rollout, (state, obs, trajectory, jnp.int32(0))
 
 
-def jax_scan(task: str, batch: int, seconds: float, store: bool) -> float:
-    """Env steps/s of `scan_rollout` calls of STEPS_PER_CALL steps each."""
-    horizon = max(1, STEPS_PER_CALL // batch)
+def jax_scan(task: str, batch: int, seconds: float, store: bool, steps_per_call: int = STEPS_PER_CALL) -> float:
+    """Env steps/s of `scan_rollout` calls of `steps_per_call` env steps each."""
+    horizon = max(1, steps_per_call // batch)
     rollout, carry = scan_rollout(pinpad.make(task), batch, horizon, store)
     holder = [carry]
     keys = iter(jax.random.split(jax.random.key(1), 1 << 16))
@@ -111,14 +111,19 @@ def main(argv=None) -> None:
     parser.add_argument("--task", default="pinpad_eight", choices=pinpad.TASKS)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row (best of three blocks)")
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="env batch sizes of the scan rows")
+    parser.add_argument("--steps_per_call", type=int, default=STEPS_PER_CALL,
+                        help="env steps per jitted call of the scan rows (scan length x batch)")
     args = parser.parse_args(argv)
+    if args.steps_per_call < 1:
+        parser.error(f"--steps_per_call {args.steps_per_call}: give a whole number, 1 or more")
 
     rows = [("gymnasium adapter, one env at a time", 1, gymnasium_single(args.task, args.seconds))]
     rows.append(("gymnasium vector env (vmap)", 1024, gymnasium_vector(args.task, 1024, args.seconds)))
     for batch in args.batches:
-        rows.append(("jit + vmap + scan", batch, jax_scan(args.task, batch, args.seconds, store=False)))
+        rows.append(("jit + vmap + scan", batch, jax_scan(args.task, batch, args.seconds, False, args.steps_per_call)))
     for batch in args.batches:
-        rows.append(("jit + vmap + scan, trajectory stored", batch, jax_scan(args.task, batch, args.seconds, store=True)))
+        rows.append(("jit + vmap + scan, trajectory stored", batch,
+                     jax_scan(args.task, batch, args.seconds, True, args.steps_per_call)))
 
     base = rows[0][2]
     print(f"{args.task}, 64x64 images rendered; {jax.devices()[0].platform}, "

@@ -127,12 +127,16 @@ class Learner:
     @staticmethod
     def create(config: Config, env, key: jax.Array, seeds: int = 1, mesh=None,
                fused: bool | None = None) -> tuple["Learner", TrainState]:
-        """Build the learner and its initial state from a raw key, or from `seeds` stacked keys (seeds, 2)."""
+        """Build the learner and its initial state from a raw key, or from `seeds` stacked keys (seeds, 2).
+
+        The state is committed to its devices (replicated over the mesh, else on the default device), as every
+        state after a checkpoint or a log line is: jit keys its programs on whether arguments are committed, so
+        an uncommitted first state would compile each program once more."""
         learner, _ = Learner.abstract(config, env, seeds, mesh, fused)
         state = learner._per_seed(learner.init)(key)
-        if mesh is not None:
-            state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-        return learner, state
+        if mesh is None:
+            return learner, jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        return learner, jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
     @staticmethod
     def abstract(config: Config, env, seeds: int = 1, mesh=None, fused: bool | None = None) -> tuple["Learner", Any]:

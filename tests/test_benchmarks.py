@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import pinpad
 from benchmarks import env_throughput, official_ratio, scale_throughput
@@ -40,7 +41,7 @@ def test_scan_rollout_stores_the_observations_of_env_step():
 
 def test_cli_prints_every_row_with_its_ratio():
     out = subprocess.run([sys.executable, "-m", "benchmarks.env_throughput", "--task", "pinpad_three",
-                          "--seconds", "0.05", "--batches", "2", "8"],
+                          "--seconds", "0.05", "--batches", "2", "8", "--steps_per_call", "256"],
                          cwd=REPO, capture_output=True, text=True, timeout=600, check=True).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")][1:]
     assert [(name.strip(), int(batch)) for name, batch, _, _ in rows] == [
@@ -51,6 +52,12 @@ def test_cli_prints_every_row_with_its_ratio():
     ratios = [float(ratio.strip().rstrip("x").replace(",", "")) for _, _, _, ratio in rows]
     assert all(rate > 0 for rate in rates) and ratios[0] == 1.0
     np.testing.assert_allclose(ratios, np.array(rates) / rates[0], rtol=0.06, atol=0.06)
+
+
+def test_env_benchmark_refuses_calls_without_steps(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        env_throughput.main(["--steps_per_call", "0"])
+    assert exit_info.value.code == 2 and "--steps_per_call 0: give a whole number, 1 or more" in capsys.readouterr().err
 
 
 def test_scale_benchmark_refuses_a_batch_the_devices_cannot_split():

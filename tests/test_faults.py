@@ -167,6 +167,18 @@ def test_a_run_releases_its_programs_when_it_ends(tmp_path):
     assert _memory_maps() - before < 2000, (before, _memory_maps())
 
 
+def test_a_run_compiles_its_update_once(tmp_path, caplog):
+    """jit keys its programs on whether the arguments are committed to a device, and a state that went through a
+    log line or a checkpoint is: the first state is too, so a log line after training began (at 48, prefill 32)
+    does not compile the update a second and a third time."""
+    import jax
+
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        assert train.main([*TINY, "--prefill", "32", "--log_every", "48", "--logdir", str(tmp_path / "run")]) == 0
+    compiled = [r.getMessage().split(" with ")[0] for r in caplog.records]
+    assert compiled.count("Compiling jit(_single)") == 1, [c for c in compiled if c.startswith("Compiling jit(")]
+
+
 def test_runs_of_one_model_share_a_learner_and_so_their_programs():
     """jit keys its programs on the Learner: a run's directory, seed, length and periods must not make a new one."""
     from dreamer_jax.train import Learner

@@ -27,9 +27,9 @@ def test_solver_rewards_from_every_start(task):
     starts = jax.tree.map(lambda *v: np.stack(v), *[env.state_from((x, y)) for x, y in zip(xs, ys)])
     bound = BOUND_PER_PAD * env.num_pads
     rollout = jax.jit(jax.vmap(functools.partial(_rollout, env, steps=bound)))
-    rewards, pads = rollout(starts, jax.random.split(jax.random.key(0), len(xs)))
-    first = np.argmax(np.asarray(rewards) > 0, axis=1)
-    assert (np.asarray(rewards) > 0).any(axis=1).all(), "some start never earned the reward"
+    rewards, pads = jax.device_get(rollout(starts, jax.random.split(jax.random.key(0), len(xs))))
+    first = np.argmax(rewards > 0, axis=1)
+    assert (rewards > 0).any(axis=1).all(), "some start never earned the reward"
     # Without random moves, no pad outside the sequence is visited: exactly N pad events
     # up to and including the reward (plus possibly the pad a start cell sits on).
     counts = np.array([pads[i, : first[i] + 1].sum() for i in range(len(xs))])

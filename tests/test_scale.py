@@ -132,8 +132,9 @@ def test_the_batch_is_split_over_the_devices_and_parameters_replicated():
 
 
 def test_accelerator_loop_matches_the_cpu_loop():
-    """The loop accelerators run (a chunk is one scan, seeds vmapped), forced on the CPU, gives the CPU loop's
-    (iterations dispatched one by one, seeds unrolled) results within float tolerance, and the same env data."""
+    """The loop accelerators run (a chunk is one scan, seeds vmapped), forced on the CPU, trains each of its agents as
+    the CPU loop (iterations dispatched one by one) trains that agent alone: the same results within float tolerance,
+    and the same env data."""
     import jax
     import jax.numpy as jnp
 
@@ -143,20 +144,23 @@ def test_accelerator_loop_matches_the_cpu_loop():
 
     config = cfg.make("debug", precision="fp32", size=16)
     keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
-    out = {}
-    for fused in (False, True):
-        learner, state = Learner.create(config, make_env(config), keys, seeds=2, fused=fused)
+
+    def train(key, seeds, fused):
+        learner, state = Learner.create(config, make_env(config), key, seeds=seeds, fused=fused)
         assert learner.is_fused == fused
         state, _ = learner.chunk(state, 40, False)
-        out[fused] = jax.device_get(learner.chunk(state, 3, True))
-    (cpu, cpu_metrics), (acc, acc_metrics) = out[False], out[True]
-    assert set(cpu_metrics) == set(acc_metrics)
-    for key in cpu_metrics:
-        assert cpu_metrics[key].shape == acc_metrics[key].shape == (2, 3), key
-        np.testing.assert_allclose(acc_metrics[key], cpu_metrics[key], rtol=1e-5, atol=1e-6, err_msg=key)
-    for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(cpu.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(acc.replay.steps), jax.tree.leaves(cpu.replay.steps)):
-        np.testing.assert_array_equal(a, b)
+        return jax.device_get(learner.chunk(state, 3, True))
+
+    acc, acc_metrics = train(keys, 2, True)
+    for i in range(2):
+        cpu, cpu_metrics = train(keys[i], 1, False)
+        assert set(cpu_metrics) == set(acc_metrics)
+        for key in cpu_metrics:
+            assert acc_metrics[key].shape == (2, 3) and cpu_metrics[key].shape == (3,), key
+            np.testing.assert_allclose(acc_metrics[key][i], cpu_metrics[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(cpu.params), strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(acc.replay.steps), jax.tree.leaves(cpu.replay.steps), strict=True):
+            np.testing.assert_array_equal(a[i], b)
     assert not np.array_equal(acc.params["actor"]["out"]["kernel"][...][0],
                               acc.params["actor"]["out"]["kernel"][...][1])  # two different agents

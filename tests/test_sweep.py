@@ -1,6 +1,6 @@
 """Sweeps: conditions, run names, planning and seed groups; `python -m experiments.sweep` end to end on the debug
-preset (a failing condition, a status file read while it changes, a second invocation, a stop and a resume, seeds
-trained in one process, jobs through submitit's local executor); cluster jobs that fail or are cancelled; bad
+preset (a condition's seeds trained in one process, a failing condition, a status file read while it changes, a second
+invocation, a stop and a resume, jobs through submitit's local executor); cluster jobs that fail or are cancelled; bad
 input."""
 
 import json
@@ -52,12 +52,13 @@ def run_sweep(*args):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """A tiny sweep of two conditions x two seeds, one condition invalid, watched while it runs, then run again."""
+    """A tiny sweep of two conditions x two seeds, each condition's seeds in one process, one condition invalid,
+    watched while it runs, then run again."""
     top = tmp_path_factory.mktemp("sweep")
     (top / "conditions.txt").write_text(CONDITIONS)
     root, status = top / "runs", top / "runs" / sweep.STATUS_NAME
-    args = ["--logroot", str(root), "--seeds", "0", "1", "--conditions", str(top / "conditions.txt"), *TINY,
-            "--steps", "64"]
+    args = ["--logroot", str(root), "--seeds", "0", "1", "--seeds-per-process", "2", "--conditions",
+            str(top / "conditions.txt"), *TINY, "--steps", "64"]
     watcher = subprocess.Popen([sys.executable, "-c", WATCH, str(status)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     proc = subprocess.Popen([*SWEEP, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not status.exists() and proc.poll() is None:
@@ -86,13 +87,13 @@ def test_the_sweep_finishes_despite_a_failing_condition(swept):
     first, fields = swept["first"], swept["status"]
     assert first.returncode == 1, first.stderr[-3000:]  # 1: something failed, and the sweep still went to the end
     assert fields["SWEEP_STATE"] == "done" and fields["RUNS_TOTAL"] == "4" and fields["RUNS_ENDED"] == "4"
-    assert (fields["RUNS_DONE"], fields["RUNS_FAILED"]) == ("2", "2")
+    assert (fields["RUNS_DONE"], fields["RUNS_FAILED"], fields["SEEDS_PER_PROCESS"]) == ("2", "2", "2")
     runs = runs_by_name(fields)
     assert list(runs) == ["pinpad_eight_rssm_seed0", "pinpad_eight_bad_seed0", "pinpad_eight_rssm_seed1",
                           "pinpad_eight_bad_seed1"]
     for seed in (0, 1):
         good, bad = runs[f"pinpad_eight_rssm_seed{seed}"], runs[f"pinpad_eight_bad_seed{seed}"]
-        assert good["TRAIN"] == "done" and good["SEED"] == str(seed)
+        assert (good["TRAIN"], good["SEED"], good["GROUP"], bad["GROUP"]) == ("done", str(seed), "1", "2")
         assert bad["TRAIN"] == "failed" and bad["TRAIN_NOTE"] == (
             "error: invalid --vta_max_seg_len=0: must be positive; pass e.g. --vta_max_seg_len 30")
         assert float(good["STARTED"]) <= float(good["ENDED"]) <= float(bad["STARTED"])
@@ -104,7 +105,8 @@ def test_runs_train_in_their_named_directories(swept):
                                                                    "pinpad_eight_rssm_seed1"]
     for seed in (0, 1):
         logdir = root / f"pinpad_eight_rssm_seed{seed}"
-        assert cfg.load(logdir / "config.json").seed == seed
+        config = cfg.load(logdir / "config.json")
+        assert (config.seed, config.num_seeds) == (seed, 1)  # trained with the other seed, saved as its own run
         assert sweep.latest_checkpoint(logdir) == 64
         progress = json.loads((logdir / "progress.json").read_text())
         assert (progress["step"], progress["total"]) == (64, 64) and progress["env_steps_per_s"] > 0
@@ -150,9 +152,11 @@ def test_the_monitor_follows_the_sweep_to_its_end(swept):
 
 def test_the_run_log_holds_the_sweep_and_every_run(swept):
     log = swept["log"]
-    assert "(1/4) pinpad_eight_rssm_seed0: training\n" in log
+    assert "(1/4) pinpad_eight_rssm_seed0 + (3/4) pinpad_eight_rssm_seed1: training 2 seeds in one process\n" in log
+    commands = [line for line in log.splitlines() if line.startswith("$ python -m experiments.train ")]
+    assert len(commands) == 2 and all(command.endswith("--num_seeds 2") for command in commands)  # one per condition
     assert f"metrics: {swept['root'] / 'pinpad_eight_rssm_seed1' / 'metrics.jsonl'}" in log  # the child's stdout
-    assert log.count("error: invalid --vta_max_seg_len=0") >= 4  # the child's stderr, then the sweep's note
+    assert log.count("error: invalid --vta_max_seg_len=0") >= 2  # the child's stderr, then the sweep's note
     assert "sweep 100% |" in log and "pinpad_eight_bad_seed1: train failed" in log
 
 
@@ -382,33 +386,11 @@ def test_a_group_at_work_shows_in_every_run_and_the_bar_follows_the_furthest(tmp
     assert leading([]) is None
 
 
-TRAIN_TOGETHER = ["--seeds", "0", "1", "--seeds-per-process", "2", *TINY, "--steps", "64"]
-
-
-def sweep_together(top, conditions, *args):
-    """A tiny sweep of `conditions` (a conditions file's text), seeds 0 and 1 trained in one process, with `args`."""
-    (top / "conditions.txt").write_text(conditions)
-    return run_sweep("--logroot", str(top / "runs"), "--conditions", str(top / "conditions.txt"), *TRAIN_TOGETHER,
-                     *args)
-
-
-def test_seeds_of_a_condition_train_in_one_process(tmp_path):
-    result = sweep_together(tmp_path, "rssm --dynamics rssm\n")
-    root = tmp_path / "runs"
-    fields, log = read_status(root / sweep.STATUS_NAME), (root / sweep.LOG_NAME).read_text()
-    assert result.returncode == 0, result.stderr[-3000:]
-    commands = [line for line in log.splitlines() if line.startswith("$ python -m experiments.train ")]
-    assert len(commands) == 1 and commands[0].endswith("--num_seeds 2")
-    assert "(1/2) pinpad_eight_rssm_seed0 + (2/2) pinpad_eight_rssm_seed1: training 2 seeds in one process" in log
-    for seed, run in enumerate(runs_by_name(fields).values()):
-        config = cfg.load(root / f"pinpad_eight_rssm_seed{seed}" / "config.json")
-        assert (config.seed, config.num_seeds) == (seed, 1)
-        assert (run["GROUP"], run["TRAIN"], run["EVAL"], run["STEP"], run["TOTAL"]) == ("1", "done", "done", "64", "64")
-    assert (fields["SWEEP_STATE"], fields["SEEDS_PER_PROCESS"], fields["TABLE"]) == ("done", "2", "done")
-
-
 def test_jobs_through_submitit_run_all_at_once_and_record_their_ids(tmp_path):
-    result = sweep_together(tmp_path, CONDITIONS, "--launcher", "submitit-local", "--slurm-time", "30")
+    (tmp_path / "conditions.txt").write_text(CONDITIONS)
+    result = run_sweep("--logroot", str(tmp_path / "runs"), "--conditions", str(tmp_path / "conditions.txt"), "--seeds",
+                       "0", "1", "--seeds-per-process", "2", *TINY, "--steps", "64", "--launcher", "submitit-local",
+                       "--slurm-time", "30")
     root = tmp_path / "runs"
     fields, log = read_status(root / sweep.STATUS_NAME), (root / sweep.LOG_NAME).read_text()
     assert result.returncode == 1, result.stderr[-3000:]  # 1: the bad condition failed
@@ -518,7 +500,7 @@ def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_re
     logdir = tmp_path / "run"
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
     executor.update_parameters(timeout_min=15)
-    argv = ("--configs", "debug", "--steps", "512", "--prefill", "32", "--train_ratio", "2", "--logdir", str(logdir))
+    argv = ("--configs", "debug", "--steps", "256", "--prefill", "32", "--logdir", str(logdir))
     job = executor.submit(launchers.SweepJob(), argv, "", (), ())
     deadline = time.monotonic() + 600
     while sweep.read_progress(logdir) is None and time.monotonic() < deadline:
@@ -536,7 +518,7 @@ def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_re
     stopped = [line for line in out.splitlines() if line.startswith("stopped by signal")]
     assert len(stopped) == 1 and stopped[0].startswith(f"stopped by signal {int(signal.SIGUSR2)} at step ")
     at = int(stopped[0].split(" at step ")[1].split(";")[0])
-    assert 0 < at < 512 and err.count("$ python -m experiments.train ") == 2  # the requeued job trained again
+    assert 0 < at < 256 and err.count("$ python -m experiments.train ") == 2  # the requeued job trained again
     steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == 512 and at in steps  # resumed from `at`, not from 0
-    assert sweep.read_progress(logdir)["step"] == 512
+    assert steps == sorted(set(steps)) and steps[-1] == 256 and at in steps  # resumed from `at`, not from 0
+    assert sweep.read_progress(logdir)["step"] == 256
