@@ -110,7 +110,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pinpad_eight", choices=pinpad.TASKS)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row (best of three blocks)")
-    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="env batch sizes of the scan rows")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
+                        help="env batch sizes of the scan rows")
     parser.add_argument("--steps_per_call", type=int, default=STEPS_PER_CALL,
                         help="env steps per jitted call of the scan rows (scan length x batch)")
     args = parser.parse_args(argv)

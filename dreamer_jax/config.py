@@ -295,7 +295,8 @@ def _check_combinations(c: Config) -> None:
                        "pass e.g. --vta_boundary_rate 0.1, or --vta_boundary_scale 0 to disable the regulariser")
     if c.batch_size % c.devices:
         raise _invalid("devices", c.devices, f"must divide --batch_size={c.batch_size} (each device takes an equal "
-                       "share of every batch)", f"pass a batch size that is a multiple of {c.devices}, or fewer devices")
+                       "share of every batch)",
+                       f"pass a batch size that is a multiple of {c.devices}, or fewer devices")
     if c.num_seeds > 1 and c.logdir and "{seed}" not in c.logdir:
         raise _invalid("logdir", c.logdir, f"must contain {{seed}} with --num_seeds={c.num_seeds} (each seed writes "
                        "its own run directory)", f"pass e.g. --logdir {c.logdir}_seed{{seed}}")

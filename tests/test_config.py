@@ -283,7 +283,8 @@ def test_linear_schedule():
     assert float(C.linear_schedule(10.0, 0.0, 100, 0)) == 10.0
     assert float(C.linear_schedule(10.0, 0.0, 100, 50)) == pytest.approx(5.0)
     assert float(C.linear_schedule(2.0, 0.5, 100, 50)) == pytest.approx(1.25)
-    assert float(C.linear_schedule(10.0, 0.0, 100, 1000)) == 0.0 and float(C.linear_schedule(2.0, 0.5, 100, 1000)) == 0.5
+    assert float(C.linear_schedule(10.0, 0.0, 100, 1000)) == 0.0
+    assert float(C.linear_schedule(2.0, 0.5, 100, 1000)) == 0.5
 
 
 def test_import_is_light():

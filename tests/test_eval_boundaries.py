@@ -102,7 +102,8 @@ def test_the_saved_configuration_rebuilds_the_model(root):
     np.testing.assert_allclose(trace.read_prob_prior[:, 1:][force_read], sigmoid(clip), rtol=1e-6)
     np.testing.assert_allclose(trace.read_prob_prior[:, 1:][force_copy], sigmoid(-clip), rtol=1e-5)
     free = trace.read_prob_prior[:, 1:][~(force_read | force_copy)]
-    assert force_read.any() and force_copy.any() and np.all((free > sigmoid(-clip + 1e-3)) & (free < sigmoid(clip - 1e-3)))
+    assert force_read.any() and force_copy.any()
+    assert np.all((free > sigmoid(-clip + 1e-3)) & (free < sigmoid(clip - 1e-3)))
     # The run trained with force scale 0: the posterior was free, so only episode starts are forced boundaries.
     assert config.vta_boundary_force_scale == 0
     assert trace.forced[:, 0].all() and trace.read[:, 0].all() and not trace.forced[:, 1:].any()

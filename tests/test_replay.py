@@ -91,7 +91,8 @@ def test_buffer_layout_and_dtypes():
     wrapped = _fill(8, 19)
     np.testing.assert_array_equal(np.asarray(wrapped.steps["x"])[0], OFFSET + np.array([16, 17, 18, 11, 12, 13, 14,
                                                                                         15]))
-    np.testing.assert_array_equal(np.asarray(wrapped.carry.state["c"])[2], np.array([16, 17, 18, 11, 12, 13, 14, 15]) + 0.5)
+    np.testing.assert_array_equal(np.asarray(wrapped.carry.state["c"])[2],
+                                  np.array([16, 17, 18, 11, 12, 13, 14, 15]) + 0.5)
 
 
 def test_add_casts_to_buffer_dtype():

@@ -2,9 +2,9 @@
 
 One small VTA per module (plus a bf16 one and a lookahead one), built with nnx.eval_shape and given
 seeded numpy parameters (no eager init ops); every function is jitted once over (params, inputs) and
-reused, and parameter edits make new trees of the same shapes (no recompiles). READ/COPY are controlled by the constraints with a large
-posterior force scale (the hard sample is logit + logistic noise > 0, so +-50 makes it certain), by
-`is_first`, or by editing the boundary detectors' biases.
+reused, and parameter edits make new trees of the same shapes (no recompiles). READ/COPY are
+controlled by the constraints with a large posterior force scale (the hard sample is logit + logistic
+noise > 0, so +-50 makes it certain), by `is_first`, or by editing the boundary detectors' biases.
 """
 
 import math
