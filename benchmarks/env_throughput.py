@@ -93,7 +93,7 @@ def scan_rollout(env: pinpad.Pinpad, batch: int, horizon: int, store: bool):
     return rollout, (state, obs, trajectory, jnp.int32(0))
 
 
-def jax_scan(task: str, batch: int, seconds: float, store: bool, steps_per_call: int = STEPS_PER_CALL) -> float:
+def jax_scan(task: str, batch: int, seconds: float, store: bool, steps_per_call: int) -> float:
     """Env steps/s of `scan_rollout` calls of `steps_per_call` env steps each."""
     horizon = max(1, steps_per_call // batch)
     rollout, carry = scan_rollout(pinpad.make(task), batch, horizon, store)

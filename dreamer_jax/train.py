@@ -134,9 +134,9 @@ class Learner:
         an uncommitted first state would compile each program once more."""
         learner, _ = Learner.abstract(config, env, seeds, mesh, fused)
         state = learner._per_seed(learner.init)(key)
-        if mesh is None:
-            return learner, jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-        return learner, jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        sharding = (jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None
+                    else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        return learner, jax.device_put(state, sharding)
 
     @staticmethod
     def abstract(config: Config, env, seeds: int = 1, mesh=None, fused: bool | None = None) -> tuple["Learner", Any]:

@@ -83,5 +83,6 @@ def _join_job() -> None:
                               "(SLURM) or mpirun (Open MPI), set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
                               "JAX_PROCESS_ID, or drop --distributed") from error
 
+
 if __name__ == "__main__":
     sys.exit(main())
