@@ -36,14 +36,17 @@ from dreamer_jax import config as cfg, curves, run as run_lib
 from dreamer_jax.boundaries import analysis
 from dreamer_jax.status import write_atomic
 from dreamer_jax.train import release_programs
+from experiments import tracking
 from experiments.envs import make_env
 from experiments.plot import open_loop
 
 TASK = "pinpad_three"
-TARGET = 10.0  # final eval return over the random policy's, every RSSM seed
+TARGET = 10.0  # eval return over the random policy's, every seed
 BASELINE_EPISODES = 64
 FINAL_EPISODES = 16
+TRACKING_EPISODES = 32  # scripted episodes for each run's final agent tracking
 DIAGNOSTICS = ("loss_rew", "imag_reward", "imag_value", "policy_entropy", "return_scale", "loss_rec")
+TRACKING = ("tracking_posterior", "tracking_imagined_1", "tracking_imagined_15", "tracking_imagined_45")
 
 # Settings: presets and fields on top of the defaults; the benchmark adds task, dynamics, seeds and logdir.
 SETTINGS = {
@@ -98,12 +101,22 @@ def setting_config(name: str, dynamics: str, seeds: int, logroot: pathlib.Path, 
     return cfg.parse([token for flag in flags for token in flag], base=base)
 
 
-def final_return(logdir: pathlib.Path, env, episodes: int, seed: int) -> tuple[float, int]:
-    """(mean return of `episodes` fresh episodes of the run's latest policy, the checkpoint's step)."""
+def final_measures(logdir: pathlib.Path, env, seed: int) -> tuple[float, int, dict]:
+    """(mean return of FINAL_EPISODES fresh episodes of the run's latest policy, the checkpoint's step, its world
+    model's agent tracking on TRACKING_EPISODES scripted episodes)."""
     run = analysis.load_run(logdir, env)
-    ret = float(run.learner.evaluate(run.params, episodes, jax.random.PRNGKey(10_000 + seed)))
+    ret = float(run.learner.evaluate(run.params, FINAL_EPISODES, jax.random.PRNGKey(10_000 + seed)))
+    tracking_env = pinpad.make(env.task, max(env.length, tracking.LENGTH), env.size)
+    data, out = tracking.predict_episodes(run.learner, run.params, tracking_env, TRACKING_EPISODES,
+                                          jax.random.PRNGKey(20_000 + seed))
+    tracked = tracking.tracking(out["recon"], data["agent_cell"], tracking.CONTEXT)
     release_programs()  # each run compiles its own; keep the process's memory maps bounded
-    return ret, run.step
+    return ret, run.step, tracked
+
+
+def first_at(curve: list[list[float]], target: float) -> int | None:
+    """The first env step whose periodic evaluation reached `target`, or None if none did."""
+    return next((int(step) for step, value in curve if value >= target), None)
 
 
 def train_setting(configs: list[cfg.Config], budgets: dict[str, float] | None) -> float:
@@ -111,8 +124,16 @@ def train_setting(configs: list[cfg.Config], budgets: dict[str, float] | None) -
     start = time.monotonic()
     for config in configs:
         deadline = None if budgets is None else time.monotonic() + budgets[config.dynamics]
-        run_lib.train(config, make_env(config), deadline=deadline)
+        env = make_env(config)
+        run_lib.train(config, env, deadline=deadline, probe=tracking.probe(env))
     return time.monotonic() - start
+
+
+def median_first(firsts: list[int | None]) -> float | None:
+    """The median over seeds of the first step at the target, a seed that never reached it counting as later than
+    any; None when that median is such a seed."""
+    median = float(np.median([np.inf if step is None else step for step in firsts]))
+    return None if np.isinf(median) else median
 
 
 def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
@@ -121,6 +142,7 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
     key = jax.random.PRNGKey(0)
     random_return = float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, key))
     scripted_return = float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, key))
+    target = TARGET * random_return
     runs, groups, openloops = [], {}, {}
     for config in configs:
         lines_of_seeds = []
@@ -128,24 +150,27 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
             logdir = pathlib.Path(seed_config.logdir)
             lines = curves.read_metrics(logdir)
             lines_of_seeds.append(lines)
-            final, step = final_return(logdir, env, FINAL_EPISODES, seed_config.seed)
+            final, step, tracked = final_measures(logdir, env, seed_config.seed)
             xs, ys = curves.series(lines, "eval_return")
+            curve = [[int(x), float(y)] for x, y in zip(xs, ys)]
             runs.append({"dynamics": config.dynamics, "seed": seed_config.seed, "final_eval_return": final,
-                         "final_step": step, "curve": [[int(x), float(y)] for x, y in zip(xs, ys)],
-                         "logdir": str(logdir)})
+                         "final_step": step, "first_target_step": first_at(curve, target), "tracking": tracked,
+                         "curve": curve, "logdir": str(logdir)})
         groups[config.dynamics] = lines_of_seeds
         if args.openloop:
             first = pathlib.Path(run_lib.seed_configs(config)[0].logdir)
             result = open_loop(first, 5, 50, 0, args.out, name=f"openloop_{config.dynamics}")
-            openloops[config.dynamics] = {k: result[k] for k in ("step", "context", "mse_per_step",
+            openloops[config.dynamics] = {k: result[k] for k in ("step", "context", "mse_per_step", "tracking",
                                                                  "imagined_reads")}
-    target = TARGET * random_return
     summary = {}
     for dynamics in groups:
         finals = np.array([r["final_eval_return"] for r in runs if r["dynamics"] == dynamics])
         mean, low, high = curves.interval(finals)
+        firsts = [r["first_target_step"] for r in runs if r["dynamics"] == dynamics]
         summary[dynamics] = {"final_mean": float(mean), "final_ci95": [float(low), float(high)],
                              "seeds_at_target": int((finals >= target).sum()), "seeds": int(finals.size),
+                             "seeds_ever_at_target": sum(step is not None for step in firsts),
+                             "median_first_target_step": median_first(firsts),
                              "train_s": max(lines[-1]["time"] for lines in groups[dynamics])}
     lines = {"random": random_return, "scripted": scripted_return, f"target ({TARGET:g}x random)": target}
     title = f"{TASK}, {args.setting} setting"
@@ -153,6 +178,9 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
     diagnostics = [m for m in DIAGNOSTICS if m in curves.available_metrics([l for g in groups.values() for l in g])]
     if diagnostics:  # none before the first update
         curves.plot(groups, diagnostics, "step", args.out / "learning_diagnostics.png", title=title)
+    tracked = [m for m in TRACKING if m in curves.available_metrics([l for g in groups.values() for l in g])]
+    if tracked:  # the share of decoded frames that draw the agent in its cell, at each periodic evaluation
+        curves.plot(groups, tracked, "step", args.out / "learning_tracking.png", title=title)
     result = {
         "task": TASK, "setting": args.setting, "command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]),
         "episode_length": env.length, "random_return": random_return, "scripted_return": scripted_return,
@@ -185,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     except (cfg.ConfigError, curves.CurveError, analysis.RunError, run_lib.RunDirInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for r in result["runs"]:
+        print(f"{r['dynamics']} seed {r['seed']}: final return {r['final_eval_return']:.1f}, first at target "
+              f"{r['first_target_step']}, agent tracked in {r['tracking']['posterior']:.0%} of observed frames, "
+              f"{r['tracking']['imagined']['15']:.0%} at imagined step 15")
     print(f"random {result['random_return']:.1f}, scripted {result['scripted_return']:.1f}, target "
           f"{result['target_return']:.1f} per {result['episode_length']}-step episode")
     for dynamics, s in result["summary"].items():

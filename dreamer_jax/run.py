@@ -15,7 +15,7 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -185,12 +185,14 @@ def make_mesh(devices: int):
 
 
 def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
-          deadline: float | None = None) -> list[dict[str, Any]]:
+          deadline: float | None = None, probe: Callable | None = None) -> list[dict[str, Any]]:
     """Train (or resume) the run in `config.logdir` with `env`; returns the last metrics line of each seed's run.
 
     With `num_seeds` K > 1, K agents (seed, seed + 1, ...) train side by side in this process, each
     writing its own run directory (`{seed}` in logdir) exactly as a single run would. `eval_env`
-    (default `env`) runs `eval_episodes` episodes every `eval_every` env steps. A stop signal
+    (default `env`) runs `eval_episodes` episodes every `eval_every` env steps; `probe(learner, params, key)`, if
+    given, measures each agent's world model then too, its metrics joining the line (e.g. pinpad's agent
+    tracking, `experiments.tracking.probe`). A stop signal
     (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
     call resumes from it; so does passing `deadline` (a `time.monotonic()` value), for a time budget.
     Resuming takes the newest checkpoint that restores: a damaged newer one is skipped with a warning and
@@ -219,7 +221,7 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
             for run in runs:
                 cfg.save(run, pathlib.Path(run.logdir) / "config.json")
         try:
-            return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline)
+            return _loop(runs, env, eval_env or env, mesh, stops, progress and primary, primary, deadline, probe)
         except jax.errors.JaxRuntimeError as error:
             if jax.process_count() == 1:
                 raise
@@ -276,7 +278,7 @@ def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> tuple[Tra
 
 
 
-def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list[dict[str, Any]]:
+def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline, probe) -> list[dict[str, Any]]:
     config, seeds = runs[0], len(runs)
     logdirs = [pathlib.Path(run.logdir) for run in runs]
     mgrs = [checkpoint.manager(logdir) for logdir in logdirs]
@@ -319,6 +321,9 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline) -> list
                 ret = eval_learner.evaluate(state.params, config.eval_episodes, keys)
                 for line, r in zip(lines, np.atleast_1d(ret)):
                     line["eval_return"] = float(r)
+                if probe is not None:
+                    for i, line in enumerate(lines):
+                        line.update(probe(learner, _agent(state.params, i, seeds), _agent(keys, i, seeds)))
             if primary:
                 for logdir, line in zip(logdirs, lines):
                     with (logdir / "metrics.jsonl").open("a") as f:

@@ -6,27 +6,27 @@
 
 Writes curves.png into the run (or the root), or to --out. Runs under a root are grouped by their directory
 name without a trailing `_seed<N>` (as experiments.sweep names them). With --openloop, it writes openloop.png
-and openloop.json (the mean squared error per imagined step) beside it: episodes of the scripted solver
+and openloop.json (the mean squared error per imagined step, and the share of frames that draw the agent in its
+cell, observed and at imagined steps 1, 5, 15, 45) beside it: episodes of the scripted solver
 (pads, rewards, countdowns), observed for --context steps and imagined under their recorded actions.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import sys
 
 import jax
 
-import pinpad
 from dreamer_jax import curves, openloop
 from dreamer_jax.boundaries import analysis
 from dreamer_jax.status import write_atomic
+from experiments import tracking
 from experiments.envs import make_env
 
-OPENLOOP_EPISODES = 4
+OPENLOOP_EPISODES = 16
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,22 +65,24 @@ def curves_of(args: argparse.Namespace) -> pathlib.Path:
 
 
 def open_loop(logdir: pathlib.Path, context: int, length: int, seed: int, out_dir: pathlib.Path,
-              name: str = "openloop") -> dict:
-    """Open-loop predictions of the run's latest checkpoint on scripted episodes: writes out_dir/NAME.{png,json}."""
+              name: str = "openloop", episodes: int = OPENLOOP_EPISODES) -> dict:
+    """Open-loop predictions of the run's latest checkpoint on scripted episodes, with the agent tracking of its
+    decoded frames (`experiments.tracking`): writes out_dir/NAME.{png,json}."""
     config = analysis.load_config(logdir)
     env = make_env(config, max(length, config.time_limit))
     run = analysis.load_run(logdir, env)
-    policy = functools.partial(pinpad.scripted_action, env, random_rate=0.1)
-    collect_key, predict_key = jax.random.split(jax.random.PRNGKey(seed))
-    data = analysis.collect(run, env, OPENLOOP_EPISODES, collect_key, policy, length)
-    inputs = {k: data[k] for k in ("image", "action", "is_first", "reward")}
-    out = jax.device_get(openloop.predict(run.learner, run.params, inputs, predict_key, context))
+    data, out = tracking.predict_episodes(run.learner, run.params, env, episodes, jax.random.PRNGKey(seed), context,
+                                          length)
     mse = openloop.step_mse(data["image"], out["recon"], context)
+    tracked = tracking.tracking(out["recon"], data["agent_cell"], context)
     result = {"logdir": str(logdir), "step": run.step, "dynamics": config.dynamics, "context": context,
-              "length": length, "episodes": OPENLOOP_EPISODES, "seed": seed, "mse_per_step": mse.tolist(),
-              "imagined_reads": int(out["read"][:, context:].sum())}
+              "length": length, "episodes": episodes, "seed": seed, "mse_per_step": mse.tolist(),
+              "imagined_reads": int(out["read"][:, context:].sum()), "tracking": tracked}
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in tracked["imagined"].items())
     figure = openloop.figure(data["image"][0], out["recon"][0], out["read"][0], context, out_dir / f"{name}.png",
-                             title=f"{logdir.name} at step {run.step}: {context} frames observed, then imagined")
+                             title=f"{logdir.name} at step {run.step}: {context} frames observed, then imagined; "
+                             f"agent drawn in its cell ({episodes} episodes): observed {tracked['posterior']:.0%}, "
+                             f"imagined step {shares}")
     write_atomic(out_dir / f"{name}.json", json.dumps(result, indent=2) + "\n")
     result["figure"] = str(figure)
     return result
@@ -100,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = args.out.parent if args.out else args.logdir
             result = open_loop(args.logdir, args.context, args.length, args.seed, out_dir)
             mse = result["mse_per_step"]
+            tracked = result["tracking"]
             print(f"open loop: {result['figure']} (mse at imagined steps 1, 10, {len(mse)}: "
-                  f"{mse[0]:.4f}, {mse[min(9, len(mse) - 1)]:.4f}, {mse[-1]:.4f})")
+                  f"{mse[0]:.4f}, {mse[min(9, len(mse) - 1)]:.4f}, {mse[-1]:.4f}; agent tracked in "
+                  f"{tracked['posterior']:.0%} of observed frames, imagined "
+                  + ", ".join(f"step {k} {v:.0%}" for k, v in tracked["imagined"].items()) + ")")
     except (curves.CurveError, analysis.RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import jax
 import pinpad
 from dreamer_jax import checkpoint, config as cfg
 from dreamer_jax.run import JobFailed, RunDirInUse, seed_configs, train
+from experiments import tracking
 from experiments.envs import make_env
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.distributed:
             _join_job()
         env = make_env(config)
-        lines = train(config, env)
+        lines = train(config, env, probe=tracking.probe(env))
     except (cfg.ConfigError, RunDirInUse, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

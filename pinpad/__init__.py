@@ -2,6 +2,7 @@
 
 from pinpad.env import DEFAULT_LENGTH, DEFAULT_SIZE, EVENTS, NUM_ACTIONS, SIZES, Pinpad, PinpadState, make
 from pinpad.layouts import TASKS
+from pinpad.tracking import NO_AGENT, agent_cell, agent_tracking
 from pinpad.solver import baseline_return, next_pad, scripted_action, scripted_rollout
 from pinpad import gymnasium_env as _gymnasium_env  # registers the gymnasium ids
 
@@ -12,11 +13,14 @@ __all__ = [
     "DEFAULT_SIZE",
     "EVENTS",
     "GYM_IDS",
+    "NO_AGENT",
     "NUM_ACTIONS",
     "Pinpad",
     "PinpadState",
     "SIZES",
     "TASKS",
+    "agent_cell",
+    "agent_tracking",
     "baseline_return",
     "make",
     "next_pad",

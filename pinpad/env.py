@@ -228,6 +228,7 @@ class Pinpad:
             **events,
             "pad": self._pad_at(state.pos),
             "history_len": state.history_len,
+            "agent_cell": state.pos[1] * GRID + state.pos[0],  # where the agent stands, y * 16 + x
         }
 
 

@@ -33,6 +33,11 @@ def test_results_hold_baselines_runs_and_curves(result):
     assert [(r["dynamics"], r["seed"]) for r in data["runs"]] == [("rssm", 0), ("vta", 0)]
     for run in data["runs"]:
         assert [step for step, _ in run["curve"]] == [64, 128] and run["final_step"] == 128
+        reached = [step for step, value in run["curve"] if value >= data["target_return"]]
+        assert run["first_target_step"] == (reached[0] if reached else None)
+        assert set(run["tracking"]) == {"posterior", "imagined"} and list(run["tracking"]["imagined"]) == [
+            "1", "5", "15", "45"]
+        assert all(0 <= v <= 1 for v in [run["tracking"]["posterior"], *run["tracking"]["imagined"].values()])
         assert all(np.isfinite(value) for _, value in run["curve"]) and np.isfinite(run["final_eval_return"])
         assert run["logdir"] == str(root / "runs" / f"pinpad_three_{run['dynamics']}_seed0")
     assert set(data["summary"]) == {"rssm", "vta"} and data["summary"]["rssm"]["seeds"] == 1
@@ -44,7 +49,8 @@ def test_results_hold_baselines_runs_and_curves(result):
 
 def test_figures_and_open_loop_predictions(result):
     root, _, data = result
-    for name in ("learning_curves.png", "learning_diagnostics.png", "openloop_rssm.png", "openloop_vta.png"):
+    for name in ("learning_curves.png", "learning_diagnostics.png", "learning_tracking.png", "openloop_rssm.png",
+                 "openloop_vta.png"):
         assert matplotlib.image.imread(root / "out" / name).ndim == 3, name
     for dynamics in ("rssm", "vta"):
         openloop = data["openloop"][dynamics]
@@ -52,6 +58,7 @@ def test_figures_and_open_loop_predictions(result):
         assert all(0 <= e < 1 for e in openloop["mse_per_step"])
         saved = json.loads((root / "out" / f"openloop_{dynamics}.json").read_text())
         assert saved["mse_per_step"] == openloop["mse_per_step"] and saved["dynamics"] == dynamics
+        assert set(saved["tracking"]["imagined"]) == {"1", "5", "15", "45"}
     assert data["openloop"]["rssm"]["imagined_reads"] == 0
 
 
@@ -64,3 +71,12 @@ def test_bad_input_is_one_clear_error(tmp_path, args, message):
     done = _bench("--setting", "tiny", "--logroot", tmp_path / "runs", "--out", tmp_path / "out", *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("firsts, median", [
+    ([3000, 1000, 2000], 2000.0), ([1000, None, 2000], 2000.0), ([1000, None, None], None), ([1000, 3000], 2000.0),
+    ([1000, None], None), ([None], None)])
+def test_median_first_step_counts_a_seed_that_never_reached_the_target_as_latest(firsts, median):
+    from benchmarks.learning import median_first
+
+    assert median_first(firsts) == median

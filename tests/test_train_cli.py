@@ -54,6 +54,11 @@ def test_run_writes_config_metrics_and_checkpoints(run):
                      "return_scale", "train_return", "train_length", "eval_return"} | RATES <= set(last)
     assert last["updates"] == 32 and last["skipped_updates"] == 0
     assert all(np.isfinite(last[k]) for k in LOSSES)
+    # The periodic evaluation measures agent tracking (experiments.tracking) beside the return.
+    tracking = ["tracking_posterior"] + [f"tracking_imagined_{k}" for k in (1, 5, 15, 45)]
+    assert all(0 <= last[k] <= 1 and (last[k] * 8 * (5 if k == "tracking_posterior" else 1)).is_integer()
+               for k in tracking), {k: last.get(k) for k in tracking}
+    assert not any(k in log[0] for k in tracking)  # only at evaluations
     assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128"]
     assert not (logdir / ".lock").exists()
 

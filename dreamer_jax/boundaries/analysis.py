@@ -119,13 +119,19 @@ def collect(run: Run, env, episodes: int, key: jax.Array, policy: str | Callable
     function `(env_state, key) -> action` for one env (e.g. a scripted solver). `length` defaults
     to the env's episode length, so each row is exactly one episode.
     """
+    return rollout(run.learner, run.params, env, episodes, key, policy, length)
+
+
+def rollout(learner: Learner, params, env, episodes: int, key: jax.Array, policy: str | Callable = "agent",
+            length: int | None = None) -> dict[str, np.ndarray]:
+    """`collect` for a learner and parameters that no run directory holds (e.g. while training)."""
     if not (callable(policy) or policy in ("agent", "random")):
         raise ValueError(f"unknown policy {policy!r}; use 'agent', 'random' or a function (env_state, key) -> action")
     length = env.length if length is None else length
     if length > env.length:
         raise ValueError(f"length {length} is longer than the env's episodes ({env.length}); make the env with "
                          f"length >= {length}")
-    return jax.device_get(_rollout(run.learner, run.params, env, episodes, length, policy, key))
+    return jax.device_get(_rollout(learner, params, env, episodes, length, policy, key))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
