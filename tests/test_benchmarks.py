@@ -120,3 +120,30 @@ def test_gpu_check_dry_run_prints_commands_the_scale_benchmark_accepts():
         bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", bad_argument], cwd=REPO, capture_output=True,
                              text=True, timeout=60)
         assert bad.returncode == 2 and f"unknown argument '{bad_argument}'" in bad.stderr
+
+
+def test_agent_drawing_writes_each_variants_curve(tmp_path):
+    from benchmarks import agent_drawing
+
+    out = tmp_path / "agent_drawing.json"
+    assert agent_drawing.main(["--variants", "preset", "preset_latent", "--updates", "3", "--every", "2",
+                               "--out", str(out)]) == 0
+    data = __import__("json").loads(out.read_text())
+    assert list(data["variants"]) == ["preset", "preset_latent"] and data["updates"] == 3
+    for name, variant in data["variants"].items():
+        assert [point[0] for point in variant["curve"]] == [2, 3], name
+        assert all(np.isfinite(loss) and 0 <= tracked <= 1 for _, loss, tracked in variant["curve"])
+    assert data["variants"]["preset_latent"]["latent"] == [16, 8, 64] and data["variants"]["preset"]["latent"] is None
+
+
+def test_agent_drawing_decodes_a_sample_or_the_probabilities_of_the_latent():
+    from flax import nnx
+    from benchmarks.agent_drawing import Autoencoder, Variant
+
+    image = np.asarray(jax.random.randint(jax.random.key(0), (2, 16, 16, 3), 0, 256), np.uint8)
+    keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    sampled = Autoencoder(Variant(4, 1e-4, (4, 4, 8)), nnx.Rngs(0))
+    assert not np.allclose(sampled(image, keys[0]), sampled(image, keys[1]))  # the latent is drawn anew
+    probs = Autoencoder(Variant(4, 1e-4, (4, 4, 8), "probs"), nnx.Rngs(0))
+    np.testing.assert_array_equal(probs(image, keys[0]), probs(image, keys[1]))
+    assert probs(image, keys[0]).shape == (2, 16, 16, 3)

@@ -1,0 +1,162 @@
+"""Why the world model does not draw the agent: its encoder and decoder as an autoencoder on pinpad frames, with and
+without a sampled categorical latent between them.
+
+    python -m benchmarks.agent_drawing                  # every variant, 1500 updates each (minutes on 2 cores)
+    python -m benchmarks.agent_drawing --variants preset preset_latent --updates 3000
+
+At 16x16 the agent is one black pixel. Each variant trains the project's `Encoder` and `Decoder` (sigmoid output,
+squared error summed over pixels, LaProp with a 100-update warm-up, batches of 64 of 4096 random-policy
+`pinpad_three` frames) and reads off held-out frames how often the decoded frame draws the agent in its cell
+(`pinpad.agent_tracking`). A variant with a latent puts the world model's posterior head between them (Dense ->
+Linear -> S x C unimix categoricals) and decodes either a straight-through sample, as training does, or the
+probabilities. Writes agent_drawing.json (settings, curves [update, loss, tracking], machine, versions, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import pinpad
+from dreamer_jax import distributions as dists, optim
+from dreamer_jax.dynamics import latent_logits
+from dreamer_jax.networks import Decoder, Dense, Encoder
+from dreamer_jax.status import write_atomic
+
+BATCH, TRAIN_FRAMES, TEST_FRAMES, EPISODE = 64, 4096, 256, 64
+BLOCKS, UNITS = 8, 64  # the decoder's h path gets zeros of BLOCKS values; its z path is Dense(2 * UNITS)
+
+
+class Variant(NamedTuple):
+    depth: int  # CNN base channels (pinpad_cpu: 4)
+    lr: float
+    latent: tuple[int, int, int] | None = None  # (latents S, classes C, hidden) of the posterior head, or none
+    decode: str = "sample"  # with a latent: decode its straight-through sample or its probabilities
+
+
+VARIANTS = {
+    "preset": Variant(4, 1e-4),  # pinpad_cpu's encoder, decoder and learning rate
+    "depth8_lr3e-4": Variant(8, 3e-4),
+    "depth16_lr3e-4": Variant(16, 3e-4),
+    "preset_latent": Variant(4, 1e-4, (16, 8, 64)),  # and pinpad_cpu's latent
+    "depth8_lr3e-4_latent": Variant(8, 3e-4, (16, 8, 64)),
+    "depth8_lr3e-4_latent_probs": Variant(8, 3e-4, (16, 8, 64), "probs"),
+    "depth8_lr3e-4_latent32x16": Variant(8, 3e-4, (32, 16, 256)),
+    "depth16_lr3e-4_latent": Variant(16, 3e-4, (16, 8, 64)),
+    "depth16_lr3e-4_latent_probs": Variant(16, 3e-4, (16, 8, 64), "probs"),
+}
+
+
+class Autoencoder(nnx.Module):
+    """Encoder -> (optional sampled categorical latent) -> decoder, all from the world model's building blocks."""
+
+    def __init__(self, variant: Variant, rngs: nnx.Rngs):
+        self.variant = variant
+        self.encoder = Encoder(variant.depth, 16, dtype=jnp.float32, rngs=rngs)
+        code = self.encoder.out_dim
+        if variant.latent:
+            stoch, classes, hidden = variant.latent
+            self.post_mlp = Dense(code, hidden, dtype=jnp.float32, rngs=rngs)
+            self.post_out = nnx.Linear(hidden, stoch * classes, rngs=rngs)
+            code = stoch * classes
+        self.decoder = Decoder(BLOCKS, code, variant.depth, UNITS, BLOCKS, 16, dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, image, key):
+        code = self.encoder(image)
+        if self.variant.latent:
+            stoch, classes, _ = self.variant.latent
+            logits = latent_logits(self.post_out, self.post_mlp(code), stoch, classes, unimix=0.01)
+            latent = dists.categorical(logits).sample(seed=key) if self.variant.decode == "sample" else jnp.exp(logits)
+            code = latent.reshape(latent.shape[:-2] + (-1,))
+        return self.decoder(jnp.zeros(code.shape[:-1] + (BLOCKS,)), code)
+
+
+def frames(count: int, key) -> tuple[np.ndarray, np.ndarray]:
+    """(images, agent cells) of random-policy pinpad_three episodes at 16x16, EPISODE steps from each reset."""
+    env = pinpad.make("pinpad_three", length=1000, size=16)
+
+    def episode(key):
+        state, _ = env.reset(key)
+
+        def step(state, key):
+            action_key, step_key = jax.random.split(key)
+            state, obs = env.step(state, jax.random.randint(action_key, (), 0, pinpad.NUM_ACTIONS), step_key)
+            return state, (obs["image"], obs["agent_cell"])
+
+        return jax.lax.scan(step, state, jax.random.split(key, EPISODE))[1]
+
+    images, cells = jax.jit(jax.vmap(episode))(jax.random.split(key, count // EPISODE))
+    return np.asarray(images).reshape(-1, 16, 16, 3), np.asarray(cells).reshape(-1)
+
+
+def train(variant: Variant, updates: int, every: int, data: dict) -> list[list[float]]:
+    """[[update, training loss, held-out tracking], ...] every `every` updates."""
+    graphdef, params = nnx.split(Autoencoder(variant, nnx.Rngs(0)))
+    optimizer = optim.laprop_agc(variant.lr, warmup=100)
+    decode = jax.jit(lambda params, image, key: nnx.merge(graphdef, params)(image, key))
+
+    @jax.jit
+    def update(params, opt_state, image, key):
+        def loss(params):
+            target = image.astype(jnp.float32) / 255.0
+            return jnp.square(nnx.merge(graphdef, params)(image, key) - target).sum((-3, -2, -1)).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        step, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, step), opt_state, value
+
+    opt_state, rng, curve = optimizer.init(params), np.random.default_rng(0), []
+    for i in range(1, updates + 1):
+        batch = data["train_image"][rng.integers(0, len(data["train_image"]), BATCH)]
+        params, opt_state, value = update(params, opt_state, batch, jax.random.PRNGKey(i))
+        if i % every == 0 or i == updates:
+            recon = np.asarray(decode(params, data["test_image"], jax.random.PRNGKey(updates + i)))
+            curve.append([i, float(value), pinpad.agent_tracking(recon, data["test_cell"])])
+    return curve
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.agent_drawing", description=__doc__.splitlines()[0])
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--updates", type=int, default=1500)
+    p.add_argument("--every", type=int, default=250, help="updates between held-out measurements")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/results/agent_drawing.json"))
+    args = p.parse_args(argv)
+    if args.updates < 1 or args.every < 1:
+        p.error(f"--updates {args.updates} and --every {args.every} must be at least 1")
+    train_image, train_cell = frames(TRAIN_FRAMES, jax.random.PRNGKey(0))
+    test_image, test_cell = frames(TEST_FRAMES, jax.random.PRNGKey(1))
+    data = dict(train_image=train_image, test_image=test_image, test_cell=test_cell)
+    results, start = {}, time.monotonic()
+    print(f"{'variant':28s} {'depth':>5s} {'lr':>7s} {'latent':>10s} {'loss':>7s} {'tracked':>7s}  (at the end)")
+    for name in args.variants:
+        variant = VARIANTS[name]
+        curve = train(variant, args.updates, args.every, data)
+        results[name] = {**variant._asdict(), "curve": curve}
+        latent = "none" if not variant.latent else f"{variant.latent[0]}x{variant.latent[1]} {variant.decode}"
+        print(f"{name:28s} {variant.depth:5d} {variant.lr:7.0e} {latent:>10s} {curve[-1][1]:7.3f} {curve[-1][2]:7.1%}",
+              flush=True)
+    result = {"command": " ".join(["python -m benchmarks.agent_drawing"] + (argv if argv is not None else sys.argv[1:])),
+              "updates": args.updates, "batch": BATCH, "train_frames": TRAIN_FRAMES, "test_frames": TEST_FRAMES,
+              "variants": results, "wall_s": time.monotonic() - start, "date": time.strftime("%Y-%m-%d"),
+              "machine": {"platform": platform.platform(), "backend": jax.default_backend()},
+              "versions": {"python": platform.python_version(), "jax": jax.__version__}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
