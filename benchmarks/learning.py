@@ -9,14 +9,17 @@ Trains each dynamics with `--num_seeds` seeds side by side (resumable: running i
 every seed's final policy, and writes into --out:
 - learning.json: the settings, machine, versions, this invocation's wall time (None for --report), random_return,
   scripted_return, per dynamics the summary with its training seconds (summed over every invocation, from the
-  logged rates), and per run {dynamics, seed, final_eval_return, curve [[env_step, eval_return], ...]}, plus the
-  open-loop errors;
+  logged rates, the seeds ever at the target and the median first step there), and per run {dynamics, seed,
+  final_eval_return, first_target_step (null if never), tracking (the agent drawn in its cell: posterior and
+  imagined steps 1, 5, 15, 45, on 32 scripted episodes), curve [[env_step, eval_return], ...]}, plus the open-loop
+  errors and tracking;
 - learning_curves.png: eval return against env steps, mean and 95% interval over seeds per dynamics, with
   the random and scripted returns as lines;
 - learning_diagnostics.png: the quantities that say why a run does or does not learn (reward loss and
   imagined reward, critic value, policy entropy, return scale, reconstruction);
+- learning_tracking.png: agent tracking at each periodic evaluation (8 episodes);
 - openloop_<dynamics>.png and .json: seed 0's world model observing 5 frames, then imagining 45.
-The target: every RSSM seed's final eval return at least 10x the random policy's.
+The target: every seed reaching 10x the random policy's return, and soon (first_target_step).
 """
 
 from __future__ import annotations
