@@ -109,10 +109,7 @@ def final_measures(logdir: pathlib.Path, env, seed: int) -> tuple[float, int, di
     model's agent tracking on TRACKING_EPISODES scripted episodes)."""
     run = analysis.load_run(logdir, env)
     ret = float(run.learner.evaluate(run.params, FINAL_EPISODES, jax.random.PRNGKey(10_000 + seed)))
-    tracking_env = pinpad.make(env.task, max(env.length, tracking.LENGTH), env.size)
-    data, out = tracking.predict_episodes(run.learner, run.params, tracking_env, TRACKING_EPISODES,
-                                          jax.random.PRNGKey(20_000 + seed))
-    tracked = tracking.tracking(out["recon"], data["agent_cell"], tracking.CONTEXT)
+    tracked = tracking.measure(run.learner, run.params, env, TRACKING_EPISODES, jax.random.PRNGKey(20_000 + seed))
     release_programs()  # each run compiles its own; keep the process's memory maps bounded
     return ret, run.step, tracked
 

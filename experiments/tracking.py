@@ -47,12 +47,13 @@ def flat(result: dict) -> dict[str, float]:
             **{f"tracking_imagined_{k}": v for k, v in result["imagined"].items()}}
 
 
+def measure(learner, params, env: pinpad.Pinpad, episodes: int, key) -> dict:
+    """`tracking` of one agent's world model on `episodes` fresh scripted episodes of `env`'s task and size."""
+    env = pinpad.make(env.task, max(env.length, LENGTH), env.size)
+    data, out = predict_episodes(learner, params, env, episodes, key)
+    return tracking(out["recon"], data["agent_cell"], CONTEXT)
+
+
 def probe(env: pinpad.Pinpad, episodes: int = PROBE_EPISODES):
     """The periodic-evaluation probe of a pinpad run: (learner, one agent's params, key) -> tracking metrics."""
-    env = pinpad.make(env.task, max(env.length, LENGTH), env.size)
-
-    def measure(learner, params, key) -> dict[str, float]:
-        data, out = predict_episodes(learner, params, env, episodes, key)
-        return flat(tracking(out["recon"], data["agent_cell"], CONTEXT))
-
-    return measure
+    return lambda learner, params, key: flat(measure(learner, params, env, episodes, key))
