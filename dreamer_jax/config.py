@@ -160,6 +160,7 @@ class Config:
                             "(three Adams with the model_*, actor_*, critic_* settings)",
                             choices=("laprop", "adam2023"))
     lr: float = _field(4e-5, "opt", "learning rate (laprop)", _POSITIVE)
+    ac_lr_scale: float = _field(1.0, "opt", "actor and critic learning rate as a multiple of lr (laprop)", _POSITIVE)
     warmup: int = _field(1000, "opt", "updates of linear learning-rate warm-up (every optimiser)", _NONNEG)
     agc: float = _field(0.3, "opt", "adaptive gradient clipping, per tensor, relative to max(1e-3, |param|)",
                         _POSITIVE)

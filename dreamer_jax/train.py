@@ -73,14 +73,20 @@ class TrainState(NamedTuple):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """LaProp + AGC over everything (2024), or three clipped Adams (2023); both skip non-finite updates."""
+    """LaProp + AGC (2024; the actor and critic at `ac_lr_scale` times the world model's lr), or three clipped
+    Adams (2023); both skip non-finite updates. LaProp's steps are per parameter, so at scale 1 the two parts are
+    the official single optimiser."""
     if config.optimizer == "laprop":
-        return optim.laprop_agc(config.lr, config.warmup, config.agc, config.beta2, config.eps, config.momentum)
-    parts = {
-        "model": optim.adam_2023(config.model_lr, config.model_eps, config.model_clip),
-        "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
-        "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
-    }
+        laprop = lambda lr: optim.laprop_agc(lr, config.warmup, config.agc, config.beta2, config.eps,  # noqa: E731
+                                             config.momentum)
+        ac = laprop(config.lr * config.ac_lr_scale)
+        parts = {"model": laprop(config.lr), "actor": ac, "critic": ac}
+    else:
+        parts = {
+            "model": optim.adam_2023(config.model_lr, config.model_eps, config.model_clip),
+            "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
+            "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
+        }
     return optax.multi_transform(parts, lambda params: jax.tree_util.tree_map_with_path(_part, params))
 
 

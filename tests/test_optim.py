@@ -176,3 +176,18 @@ def test_minimises_quadratic(make_opt):
     (final, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, None, length=400))((params, opt.init(params)))
     assert float(loss(final)) < 1e-3 * float(loss(params))
     assert int(optim.skipped_updates(state)) == 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_actor_and_critic_step_at_ac_lr_scale_times_the_world_models(scale):
+    from dreamer_jax.config import make
+    from dreamer_jax.train import make_optimizer
+
+    params = {name: {"w": np.array([3.0, 4.0], np.float32)} for name in ("encoder", "actor", "critic")}
+    grads = {name: {"w": np.array([0.3, -0.4], np.float32)} for name in params}
+    opt = make_optimizer(make(lr=0.5, warmup=0, ac_lr_scale=scale))
+    updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
+    # The first LaProp step is -lr sign(g) per parameter (as above), in each part at its own lr.
+    np.testing.assert_allclose(updates["encoder"]["w"], [-0.5, 0.5], rtol=2e-5)
+    for name in ("actor", "critic"):
+        np.testing.assert_allclose(updates[name]["w"], [-0.5 * scale, 0.5 * scale], rtol=2e-5)
