@@ -42,6 +42,26 @@ RESERVED = ("--logdir", "--seed", "--task", "--num_seeds")  # set per run (or se
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The sweep asked for, after checking (`experiments.sweep.parse_options` builds it from the command line)."""
+
+    logroot: pathlib.Path
+    task: str
+    seeds: tuple[int, ...]
+    conditions: dict[str, tuple[str, ...]]
+    configs: tuple[str, ...]
+    flags: tuple[str, ...]
+    run_log: pathlib.Path
+    status_file: pathlib.Path
+    eval_args: tuple[str, ...]
+    eval_baseline: str | None  # the condition whose same-seed run is every other run's --baseline-logdir
+    dry_run: bool
+    seeds_per_process: int
+    launcher: str
+    slurm: dict[str, Any]  # submitit AutoExecutor parameters of the jobs
+
+
 class SweepError(ValueError):
     """A sweep that cannot run as asked; the message names the problem and the fix."""
 

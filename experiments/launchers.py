@@ -15,16 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from dreamer_jax import sweep, sweep_view
 from dreamer_jax.ledger import Current, Ledger, Outcome, leading
 from dreamer_jax.progress import Panel
 from dreamer_jax.run import stop_requests
 from dreamer_jax.status import write_status
-
-if TYPE_CHECKING:
-    from experiments.sweep import Options
 
 POLL_S = 1.0  # how often the status file and the bars are refreshed while a step runs
 JOB_POLL_S = 0.1  # how soon a job passes a stop on (submitit's local executor kills it a second after signalling)
@@ -152,7 +149,7 @@ class Sweeper:
     """A planned sweep under way: its ledger, with the status file and bars kept live, and the table at the end;
     `launch` (local or cluster) trains and evaluates the runs."""
 
-    def __init__(self, options: Options, runs: list[sweep.Run], groups: list[sweep.Group], stops: list[int]):
+    def __init__(self, options: sweep.Options, runs: list[sweep.Run], groups: list[sweep.Group], stops: list[int]):
         self.options, self.runs, self.groups, self.stops = options, runs, groups, stops
         settings = {"LOGROOT": options.logroot, "TASK": options.task, "SEEDS": " ".join(map(str, options.seeds)),
                     "CONDITIONS": " ".join(options.conditions), "CONFIGS": " ".join(options.configs),
@@ -364,7 +361,7 @@ class ClusterSweeper(Sweeper):
     """Submits every group, with its runs' evaluations, as one submitit job, all at once, then follows the jobs until
     all have ended; a stop cancels the unfinished ones."""
 
-    def __init__(self, options: Options, runs: list[sweep.Run], groups: list[sweep.Group], stops: list[int],
+    def __init__(self, options: sweep.Options, runs: list[sweep.Run], groups: list[sweep.Group], stops: list[int],
                  executor):
         super().__init__(options, runs, groups, stops)
         self.executor = executor
@@ -475,7 +472,7 @@ class ClusterSweeper(Sweeper):
             self.event(f"{self.head(group.runs)}: job {job.job_id} cancelled")
 
 
-def make_executor(options: Options):
+def make_executor(options: sweep.Options):
     """The submitit executor of the jobs: SLURM's, or local processes for submitit-local."""
     submitit = importlib.import_module("submitit")
     executor = submitit.AutoExecutor(folder=options.logroot / JOBS_DIR,

@@ -28,7 +28,6 @@ cancelled by hand) is recorded as failed with its error's last line; running the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import pathlib
@@ -53,26 +52,6 @@ SLURM_FLAGS = (
     ("--slurm-signal-delay", "signal_delay_s", 1, "SECONDS", "how long before its time limit a job is warned to "
      "save and requeue (submitit's default 90; leave time for a training chunk and a save)"),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The sweep asked for, after checking."""
-
-    logroot: pathlib.Path
-    task: str
-    seeds: tuple[int, ...]
-    conditions: dict[str, tuple[str, ...]]
-    configs: tuple[str, ...]
-    flags: tuple[str, ...]
-    run_log: pathlib.Path
-    status_file: pathlib.Path
-    eval_args: tuple[str, ...]
-    eval_baseline: str | None  # the condition whose same-seed run is every other run's --baseline-logdir
-    dry_run: bool
-    seeds_per_process: int
-    launcher: str
-    slurm: dict[str, Any]  # submitit AutoExecutor parameters of the jobs
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -144,7 +123,7 @@ def _truthy(text: str) -> bool:
     raise sweep.SweepError(f"SKIP_RSSM={text!r} is not a boolean; set it to 1 or 0")
 
 
-def parse_options(argv: list[str], env: Mapping[str, str]) -> Options:
+def parse_options(argv: list[str], env: Mapping[str, str]) -> sweep.Options:
     """The sweep's options from flags and environment; SweepError naming the problem before anything is written."""
     known, flags = _parser(env).parse_known_args(argv)
     if sweep.reserved_flags(flags):
@@ -168,7 +147,7 @@ def parse_options(argv: list[str], env: Mapping[str, str]) -> Options:
                                                for a in eval_args):
         raise sweep.SweepError("--eval-args sets --baseline-logdir and --eval-baseline sets it per run; drop one")
     logroot = pathlib.Path(known.logroot)
-    result = Options(
+    result = sweep.Options(
         logroot=logroot, task=known.task, seeds=_seeds(known.seeds, env), conditions=conditions,
         configs=tuple(known.configs), flags=tuple(flags),
         run_log=pathlib.Path(known.run_log or logroot / sweep.LOG_NAME),
@@ -211,7 +190,7 @@ def _dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def _check_launcher(options: Options, known: argparse.Namespace, env: Mapping[str, str]) -> None:
+def _check_launcher(options: sweep.Options, known: argparse.Namespace, env: Mapping[str, str]) -> None:
     """Refuse cluster settings without a cluster launcher, and a cluster launcher that cannot submit."""
     given = [flag for flag in (*(f[0] for f in SLURM_FLAGS), "--slurm-setup", "--slurm-param")
              if getattr(known, _dest(flag)) is not None]
@@ -240,7 +219,7 @@ def _seeds(flag: list[str] | None, env: Mapping[str, str]) -> tuple[int, ...]:
     return sweep.parse_seeds([env["SEEDS"]], "SEEDS") if "SEEDS" in env else sweep.DEFAULT_SEEDS
 
 
-def _check_paths(options: Options) -> None:
+def _check_paths(options: sweep.Options) -> None:
     """Refuse a log root that is a file, and a status file that is not ours to overwrite."""
     if options.logroot.exists() and not options.logroot.is_dir():
         raise sweep.SweepError(f"--logroot {options.logroot} is a file; give a directory (it is created if missing)")
@@ -263,7 +242,7 @@ def _check_paths(options: Options) -> None:
 
 
 
-def _dry_run(options: Options, groups: list[sweep.Group], runs: int) -> None:
+def _dry_run(options: sweep.Options, groups: list[sweep.Group], runs: int) -> None:
     """Print each training process with its runs, their state and its command, and where the status and log go."""
     for group in groups:
         step = sweep.latest_checkpoint(group.runs[0].logdir)

@@ -3,6 +3,7 @@ preset (a condition's seeds trained in one process, a failing condition, a statu
 invocation, a stop and a resume, jobs through submitit's local executor); cluster jobs that fail or are cancelled; bad
 input."""
 
+import ast
 import json
 import os
 import signal
@@ -522,3 +523,13 @@ def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_re
     steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 256 and at in steps  # resumed from `at`, not from 0
     assert sweep.read_progress(logdir)["step"] == 256
+
+
+def test_the_launchers_do_not_import_the_sweep_command():
+    # experiments.sweep (the command line) builds on experiments.launchers, not the other way round, not even for
+    # type checking: every import anywhere in launchers.py is read off its syntax tree.
+    tree = ast.parse((REPO / "experiments" / "launchers.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "dreamer_jax" in imported or "dreamer_jax.ledger" in imported  # the walk sees the imports
+    assert not {"experiments.sweep", "experiments"} & imported, imported
