@@ -21,15 +21,11 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The main job at CPU size: a strip of the scripted solver, a VTA agent trained for a few
-# minutes (running it again resumes the finished run, which only prints where it is), then
-# its boundaries judged on scripted episodes full of pad and reward events.
+# The main job at CPU size (minutes): the released VTA agent plays an episode (an animation), a short VTA
+# training run whose boundaries are its own is judged on scripted episodes, three lines sum it up. Running it
+# again resumes the finished run, which only prints where it is.
 demo: $(INSTALLED)
-	$(BIN)/python -m experiments.scripted_episode --task pinpad_eight --out $(DEMO_OUT)
-	$(BIN)/python -m experiments.train --configs debug --dynamics vta --steps 3000 --log_every 500 \
-		--eval_every 1000 --save_every 1000 --logdir $(DEMO_OUT)/vta
-	$(BIN)/python -m experiments.eval_boundaries --logdir $(DEMO_OUT)/vta --policy scripted --episodes 20 \
-		--length 500
+	$(BIN)/python -m experiments.demo --out $(DEMO_OUT)
 
 # The study behind docs/results/study.md: the prototype's four conditions and ours, three seeds each, on
 # pinpad_three at the CPU preset (about 2 hours on 2 cores); running it again resumes where it stopped.

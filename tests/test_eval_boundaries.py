@@ -10,6 +10,7 @@ import sys
 import jax
 import matplotlib.image
 import numpy as np
+import PIL.Image
 import pytest
 
 import pinpad
@@ -17,7 +18,7 @@ from conftest import REPO
 from dreamer_jax import config as cfg, run as run_lib
 from dreamer_jax.boundaries import analysis, metrics
 from dreamer_jax.boundaries.trace import EVENT_TYPES
-from experiments import eval_boundaries
+from experiments import demo, eval_boundaries, play, release
 from experiments.envs import make_env
 
 # Small evaluations; the notebook uses the same sizes, so its programs come from the compile cache.
@@ -222,3 +223,52 @@ def test_the_notebook_runs_on_a_tiny_run(root, tmp_path):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+
+
+def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path, capsys):
+    source = root / f"{TASK}_vta_len6_seed0"
+    out = tmp_path / "released" / "tiny_vta"
+    assert release.main(["--logdir", str(source), "--out", str(out), "--trained_by", "a test"]) == 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert (provenance["trained_by"], provenance["env_steps"], provenance["task"]) == ("a test", 128, TASK)
+    assert provenance["bytes"] == sum(f.stat().st_size for f in out.rglob("*") if f.name != "provenance.json"
+                                      and f.is_file())
+    assert provenance["bytes"] < (sum(f.stat().st_size for f in source.rglob("*") if f.is_file())) / 2  # no replay
+    env = make_env(analysis.load_config(out))
+    released, trained = analysis.load_run(out, env), analysis.load_run(source, env)
+    assert released.step == trained.step == 128 and released.config == trained.config
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(released.params), jax.tree.leaves(trained.params),
+                                                    strict=True))
+    # A second release into the same folder is refused and changes nothing.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert release.main(["--logdir", str(source), "--out", str(out), "--trained_by", "again"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+    gif = tmp_path / "play.gif"
+    assert play.main(["--logdir", str(out), "--out", str(gif), "--frames", "7", "--fps", "5"]) == 0
+    with PIL.Image.open(gif) as image:
+        assert image.n_frames == 7
+    played = json.loads(gif.with_suffix(".json").read_text())
+    assert (played["step"], played["frames"], played["episode_length"]) == (128, 7, env.length)
+    assert played["return"] >= 0 and all(0 <= t < env.length for t in played["reads"])
+    assert played["reads"][0] == 0  # an episode starts with a READ
+    judged = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
+    lines = demo.summary(played, judged, 128)
+    assert len(lines) == 3 and lines[0].startswith(f"trained: a small VTA world model and agent on {TASK} for 128")
+    assert f"return {played['return']:g} in one {env.length}-step episode" in lines[1]
+    assert f"{judged['boundary_count']} READs in {judged['scored_steps']} scripted steps" in lines[2]
+
+
+@pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4")])
+def test_play_refuses_bad_values(root, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        play.main(["--logdir", str(root / f"{TASK}_vta_len6_seed0"), *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_play_and_release_name_a_missing_run(tmp_path, capsys):
+    assert play.main(["--logdir", str(tmp_path / "none")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert release.main(["--logdir", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--trained_by", "x"]) == 2
+    assert "not a directory" in capsys.readouterr().err and not (tmp_path / "out").exists()
