@@ -64,7 +64,7 @@ def skipped_updates(opt_state: optax.OptState) -> jax.Array:
     return sum(counters[1:], counters[0])
 
 
-def laprop_agc(
+def laprop(
     learning_rate: float = 4e-5,
     warmup: int = 1000,
     agc: float = 0.3,
@@ -73,19 +73,23 @@ def laprop_agc(
     momentum: float = 0.9,
     agc_floor: float = 1e-3,
 ) -> optax.GradientTransformation:
-    """DreamerV3 (2024) optimiser: AGC, then RMS scaling, then momentum (LaProp order), then warm-up lr; skips NaNs.
+    """DreamerV3 (2024) optimiser without the NaN skip: AGC, then RMS scaling, then momentum (LaProp order), then
+    warm-up lr.
 
     Per step: g <- agc_clip(g); nu <- beta2 nu + (1 - beta2) g^2; u = g / (sqrt(nu / (1 - beta2^t)) + eps);
     mu <- momentum mu + (1 - momentum) u; update = -lr_t * mu / (1 - momentum^t). No weight decay.
     """
-    return skip_nonfinite(
-        optax.chain(
-            clip_by_agc(agc, agc_floor),
-            optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False, bias_correction=True),
-            optax.ema(decay=momentum, debias=True),
-            optax.scale_by_learning_rate(_warmup_schedule(learning_rate, warmup)),
-        )
+    return optax.chain(
+        clip_by_agc(agc, agc_floor),
+        optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+        optax.ema(decay=momentum, debias=True),
+        optax.scale_by_learning_rate(_warmup_schedule(learning_rate, warmup)),
     )
+
+
+def laprop_agc(learning_rate: float = 4e-5, warmup: int = 1000, **settings) -> optax.GradientTransformation:
+    """`laprop` that skips non-finite updates (the DreamerV3 2024 optimiser)."""
+    return skip_nonfinite(laprop(learning_rate, warmup, **settings))
 
 
 def adam_2023(learning_rate: float, eps: float, clip: float) -> optax.GradientTransformation:

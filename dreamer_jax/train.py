@@ -74,20 +74,21 @@ class TrainState(NamedTuple):
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """LaProp + AGC (2024; the actor and critic at `ac_lr_scale` times the world model's lr), or three clipped
-    Adams (2023); both skip non-finite updates. LaProp's steps are per parameter, so at scale 1 the two parts are
-    the official single optimiser."""
+    Adams (2023). LaProp's steps are per parameter, so at scale 1 its two parts are the official single optimiser,
+    and like it a non-finite gradient anywhere skips the whole update; each 2023 Adam skips its own."""
+    labels = lambda params: jax.tree_util.tree_map_with_path(_part, params)  # noqa: E731
     if config.optimizer == "laprop":
-        laprop = lambda lr: optim.laprop_agc(lr, config.warmup, config.agc, config.beta2, config.eps,  # noqa: E731
-                                             config.momentum)
-        ac = laprop(config.lr * config.ac_lr_scale)
-        parts = {"model": laprop(config.lr), "actor": ac, "critic": ac}
-    else:
-        parts = {
-            "model": optim.adam_2023(config.model_lr, config.model_eps, config.model_clip),
-            "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
-            "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
-        }
-    return optax.multi_transform(parts, lambda params: jax.tree_util.tree_map_with_path(_part, params))
+        settings = dict(warmup=config.warmup, agc=config.agc, beta2=config.beta2, eps=config.eps,
+                        momentum=config.momentum)
+        ac = optim.laprop(config.lr * config.ac_lr_scale, **settings)
+        parts = {"model": optim.laprop(config.lr, **settings), "actor": ac, "critic": ac}
+        return optim.skip_nonfinite(optax.multi_transform(parts, labels))
+    parts = {
+        "model": optim.adam_2023(config.model_lr, config.model_eps, config.model_clip),
+        "actor": optim.adam_2023(config.actor_lr, config.actor_eps, config.actor_clip),
+        "critic": optim.adam_2023(config.critic_lr, config.critic_eps, config.critic_clip),
+    }
+    return optax.multi_transform(parts, labels)
 
 
 def _part(path, _) -> str:

@@ -1,6 +1,8 @@
-"""The main job (`make demo`): a released agent that has learned pinpad_three plays one episode (an animation with
-its READ boundaries and rewards), then a short VTA training run whose boundaries are its own is judged on scripted
-episodes against the baselines; three lines at the end say what each part showed.
+"""The main job (`make demo`): a released agent plays one pinpad_three episode, a short VTA run is judged.
+
+The released agent's episode becomes an animation with its READ boundaries and rewards (skipped with a note while
+no agent is released); then a short VTA training run whose boundaries are its own is judged on scripted episodes
+against the baselines; three lines at the end say what each part showed.
 
     python -m experiments.demo [--out runs/demo] [--released released/pinpad_three_vta] [--steps 3000]
 
@@ -28,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/demo"), help="folder of everything written")
-    p.add_argument("--released", type=pathlib.Path, default=RELEASED, help="the released agent to play")
+    p.add_argument("--released", type=pathlib.Path, default=None,
+                   help=f"the released agent to play (default: {RELEASED}, skipped with a note while none is there)")
     p.add_argument("--frames", type=int, default=300, help="steps of the released agent's episode to animate")
     p.add_argument("--steps", type=int, default=3000, help="env steps of the short training run")
     p.add_argument("--episodes", type=int, default=20, help="scripted episodes that judge the boundaries")
@@ -36,19 +39,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def summary(played: dict, judged: dict, steps: int) -> list[str]:
-    """Three lines for a newcomer: what was trained, what the released agent scores, how the boundaries compare."""
+def summary(played: dict | None, judged: dict, steps: int) -> list[str]:
+    """Three lines for a newcomer: what was trained, what the released agent scores (None: none was played), how
+    the boundaries compare."""
     pad = judged["events"]["pad"]
     show = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     lift, pixel = pad["all"]["lift_over_event_rate"], pad["baselines"]["pixel_change"]["lift_over_event_rate"]
     low, high = pad["all"]["lift_over_event_rate_ci"] or (None, None)
+    released = (f"released agent: none in {RELEASED} (python -m experiments.release makes one from a trained run)"
+                if played is None else
+                f"released agent ({played['dynamics'].upper()}, {played['step']} env steps of {played['task']}): "
+                f"return {played['return']:g} in one {played['episode_length']}-step episode, against random "
+                f"{played['random_return']:.1f} and the scripted solver {played['scripted_return']:.1f}; "
+                f"animation {played['animation']}")
     return [
         f"trained: a small VTA world model and agent on {judged['task']} for {steps} env steps (the debug model, "
         f"no segment-length limit), in {judged['logdir']}",
-        f"released agent ({played['dynamics'].upper()}, {played['step']} env steps of {played['task']}): return "
-        f"{played['return']:g} in one {played['episode_length']}-step episode, against random "
-        f"{played['random_return']:.1f} and the scripted solver {played['scripted_return']:.1f}; animation "
-        f"{played['animation']}",
+        released,
         f"boundaries of the short run: {judged['boundary_count']} READs in {judged['scored_steps']} scripted steps; "
         f"a pad event is {show(lift)}x as likely at a READ as at any step (95% interval {show(low)}..{show(high)}, "
         f"circular-shift p {show(pad['all']['circular_shift_p'])}), {show(pixel)}x at a large pixel change",
@@ -58,17 +65,21 @@ def summary(played: dict, judged: dict, steps: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     animation, run = args.out / "released_play.gif", args.out / "vta"
+    released = args.released or (RELEASED if RELEASED.exists() else None)
     steps = [
-        (play.main, ["--logdir", str(args.released), "--out", str(animation), "--frames", str(args.frames)]),
         (train.main, [*TRAIN_FLAGS, "--steps", str(args.steps), "--logdir", str(run)]),
         (eval_boundaries.main, ["--logdir", str(run), "--policy", "scripted", "--episodes", str(args.episodes),
                                 "--length", str(args.length)]),
     ]
+    if released:
+        steps.insert(0, (play.main, ["--logdir", str(released), "--out", str(animation), "--frames", str(args.frames)]))
+    else:
+        print(f"no released agent in {RELEASED}: its episode is skipped", flush=True)
     for step, step_argv in steps:
         code = step(step_argv)
         if code:
             return code
-    played = json.loads(animation.with_suffix(".json").read_text())
+    played = json.loads(animation.with_suffix(".json").read_text()) if released else None
     judged = json.loads((run / eval_boundaries.RESULT).read_text())
     print("\n" + "\n".join(summary(played, judged, args.steps)))
     return 0

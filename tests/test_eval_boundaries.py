@@ -258,6 +258,7 @@ def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path
     assert len(lines) == 3 and lines[0].startswith(f"trained: a small VTA world model and agent on {TASK} for 128")
     assert f"return {played['return']:g} in one {env.length}-step episode" in lines[1]
     assert f"{judged['boundary_count']} READs in {judged['scored_steps']} scripted steps" in lines[2]
+    assert demo.summary(None, judged, 128)[1].startswith(f"released agent: none in {demo.RELEASED}")
 
 
 @pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4")])

@@ -191,3 +191,16 @@ def test_actor_and_critic_step_at_ac_lr_scale_times_the_world_models(scale):
     np.testing.assert_allclose(updates["encoder"]["w"], [-0.5, 0.5], rtol=2e-5)
     for name in ("actor", "critic"):
         np.testing.assert_allclose(updates[name]["w"], [-0.5 * scale, 0.5 * scale], rtol=2e-5)
+
+
+def test_a_non_finite_gradient_in_one_part_skips_the_whole_update_once():
+    from dreamer_jax.config import make
+    from dreamer_jax.train import make_optimizer
+
+    params = {name: {"w": np.array([3.0, 4.0], np.float32)} for name in ("encoder", "actor", "critic")}
+    grads = {name: {"w": np.array([0.3, -0.4], np.float32)} for name in params}
+    grads["critic"]["w"] = np.array([np.nan, 1.0], np.float32)
+    opt = make_optimizer(make(lr=0.5, warmup=0, ac_lr_scale=0.5))
+    updates, state = jax.jit(opt.update)(grads, opt.init(params), params)
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(updates))
+    assert int(optim.skipped_updates(state)) == 1
