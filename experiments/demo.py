@@ -58,7 +58,7 @@ def summary(played: dict | None, judged: dict, steps: int) -> list[str]:
         released,
         f"boundaries of the short run: {judged['boundary_count']} READs in {judged['scored_steps']} scripted steps; "
         f"a pad event is {show(lift)}x as likely at a READ as at any step (95% interval {show(low)}..{show(high)}, "
-        f"circular-shift p {show(pad['all']['circular_shift_p'])}), {show(pixel)}x at a large pixel change",
+        f"circular-shift p {pad['all']['circular_shift_p']:.3g}), {show(pixel)}x at a large pixel change (same count)",
     ]
 
 

@@ -4,8 +4,9 @@
 
 Loads the run's newest checkpoint (a training run or a `released/` agent, through the same code), plays one
 episode of its task, and writes the animation (a GIF; `.mp4` if ffmpeg is installed) and a JSON of the same name
-beside it (play.json): the episode's return, the random policy's and the scripted solver's mean returns over episodes of the same
-length, and the READ steps (a VTA's posterior boundaries, read by filtering the episode; an RSSM has none).
+beside it (play.json): the episode's return, the random policy's and the scripted solver's mean returns over
+episodes of the same length, and the READ steps (a VTA's posterior boundaries, read by filtering the episode;
+an RSSM has none).
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=20, help="frames per second of the animation")
     p.add_argument("--seed", type=int, default=0, help="seed of the episode and of the baselines' episodes")
     return p
+
+
+def load(logdir: pathlib.Path) -> tuple[pinpad.Pinpad, analysis.Run]:
+    """(the env of the run's task, the run with its newest checkpoint that restores); RunError if there is none."""
+    env = make_env(analysis.load_config(logdir))
+    return env, analysis.load_run(logdir, env)
+
+
+def baselines(env, episodes: int, key: jax.Array) -> dict:
+    """Mean returns of the random policy and the scripted solver over `episodes` episodes of the env's length."""
+    return {f"{policy}_return": float(pinpad.baseline_return(env, policy, episodes, key))
+            for policy in ("random", "scripted")}
 
 
 def play(run: analysis.Run, env, key: jax.Array) -> dict:
@@ -95,20 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix == ".mp4" and not animation.FFMpegWriter.isAvailable():
         parser().error("--out .mp4 needs ffmpeg on the PATH; install it or write a .gif")
     try:
-        config = analysis.load_config(args.logdir)
-        env = make_env(config)
-        run = analysis.load_run(args.logdir, env)
+        env, run = load(args.logdir)
     except analysis.RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     key, baseline_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    episode = play(run, env, key)
+    episode, config = play(run, env, key), run.config
     result = {
         "logdir": str(args.logdir), "step": run.step, "task": config.task, "dynamics": config.dynamics,
         "episode_length": env.length, "return": float(episode["reward"].sum()),
-        "random_return": float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, baseline_key)),
-        "scripted_return": float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, baseline_key)),
-        "baseline_episodes": BASELINE_EPISODES, "reads": np.flatnonzero(episode["read"]).tolist(),
+        **baselines(env, BASELINE_EPISODES, baseline_key), "baseline_episodes": BASELINE_EPISODES,
+        "reads": np.flatnonzero(episode["read"]).tolist(),
         "animation": str(out), "frames": min(args.frames or env.length, env.length), "seed": args.seed,
     }
     title = f"{config.dynamics.upper()} on {config.task}, {run.step} env steps"

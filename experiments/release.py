@@ -20,11 +20,10 @@ import time
 
 import jax
 
-import pinpad
 from dreamer_jax import checkpoint
 from dreamer_jax.boundaries import analysis
 from dreamer_jax.status import write_atomic
-from experiments.envs import make_env
+from experiments import play
 
 EPISODES = 16  # fresh episodes for the released agent's return and the baselines'
 
@@ -62,8 +61,7 @@ def release(run: analysis.Run, env, out: pathlib.Path, trained_by: str, key: jax
         "date": time.strftime("%Y-%m-%d"), "task": run.config.task, "dynamics": run.config.dynamics,
         "env_steps": run.step, "episode_length": env.length, "episodes": EPISODES,
         "return": float(run.learner.evaluate(run.params, EPISODES, agent_key)),
-        "random_return": float(pinpad.baseline_return(env, "random", EPISODES, baseline_key)),
-        "scripted_return": float(pinpad.baseline_return(env, "scripted", EPISODES, baseline_key)),
+        **play.baselines(env, EPISODES, baseline_key),
     }
     provenance["bytes"] = folder_bytes(out)  # without provenance.json itself
     write_atomic(out / "provenance.json", json.dumps(provenance, indent=1) + "\n")
@@ -77,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        env = make_env(analysis.load_config(args.logdir))
-        run = analysis.load_run(args.logdir, env)
+        env, run = play.load(args.logdir)
     except analysis.RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
