@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from dreamer_jax import checkpoint, config as cfg, status
 from dreamer_jax.progress import Bar
 from dreamer_jax.sweep import latest_checkpoint
-from dreamer_jax.train import Learner, TrainState, release_programs, steps_per_iteration
+from dreamer_jax.train import Learner, TrainState, release_crowded_programs, steps_per_iteration
 
 # Fields a resumed run may change; any other difference means a different run.
 RESUMABLE = ("logdir", "steps", "eval_every", "eval_episodes", "log_every", "save_every", "compile")
@@ -196,8 +196,9 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
     (SIGINT, SIGTERM, SIGUSR2) saves a checkpoint after the current chunk and returns; the next
     call resumes from it; so does passing `deadline` (a `time.monotonic()` value), for a time budget.
     Resuming takes the newest checkpoint that restores: a damaged newer one is skipped with a warning and
-    moved, unchanged, to `logdir/damaged_checkpoints/`. On return every compiled program is released
-    (`release_programs`), so that any number of runs can train one after another in one process.
+    moved, unchanged, to `logdir/damaged_checkpoints/`. On return the compiled programs stay for the next run of
+    the same model unless they crowd the process's memory maps (`release_crowded_programs`), so that any number
+    of runs can train one after another in one process.
     """
     if not config.logdir:
         raise cfg.ConfigError("no run directory: give --logdir DIR")
@@ -227,7 +228,7 @@ def train(config: cfg.Config, env, eval_env=None, progress: bool = True,
                 raise
             raise JobFailed(_job_failure(error, runs)) from error
         finally:
-            release_programs()  # this run's programs are of no use to another
+            release_crowded_programs()
 
 
 def _job_failure(error: Exception, runs: list[cfg.Config]) -> str:

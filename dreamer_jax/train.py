@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import functools
+import pathlib
 from typing import Any, NamedTuple
 
 import jax
@@ -38,13 +39,36 @@ def _cpu_backend() -> bool:
 
 
 def release_programs() -> None:
-    """Drop every compiled program of this process; call it between runs.
+    """Drop every compiled program of this process; call it between runs of different models.
 
     jit keeps its static arguments, each run's Learner among them, and with them its programs' machine code, which
     XLA:CPU maps into memory kernel by kernel: a process that trains or evaluates runs one after another would reach
     the kernel's limit of memory maps (vm.max_map_count, about 65k; a debug run takes some 8k) and crash.
     """
     jax.clear_caches()
+
+
+MAPS_SHARE = 0.5  # release_crowded_programs drops the programs beyond this share of the kernel's map limit
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """(memory maps this process holds, the kernel's limit of them), or None where /proc does not say (not Linux)."""
+    try:
+        held = pathlib.Path("/proc/self/maps").read_bytes().count(b"\n")
+        return held, int(pathlib.Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def release_crowded_programs() -> bool:
+    """`release_programs` once this process holds more than MAPS_SHARE of the kernel's memory maps (or cannot
+    tell); returns whether it did. Below that the programs stay, so the next run of the same model (a resume, a
+    notebook's second run) traces and compiles nothing again."""
+    maps = memory_maps()
+    crowded = maps is None or maps[0] > MAPS_SHARE * maps[1]
+    if crowded:
+        release_programs()
+    return crowded
 
 
 class Episodes(NamedTuple):

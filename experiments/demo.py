@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     animation, run = args.out / "released_play.gif", args.out / "vta"
     released = args.released or (RELEASED if RELEASED.exists() else None)
+    if not released:
+        print(f"no released agent in {RELEASED}: its episode is skipped", flush=True)
     steps = [
+        *([(play.main, ["--logdir", str(released), "--out", str(animation), "--frames", str(args.frames)])]
+          if released else []),
         (train.main, [*TRAIN_FLAGS, "--steps", str(args.steps), "--logdir", str(run)]),
         (eval_boundaries.main, ["--logdir", str(run), "--policy", "scripted", "--episodes", str(args.episodes),
                                 "--length", str(args.length)]),
     ]
-    if released:
-        steps.insert(0, (play.main, ["--logdir", str(released), "--out", str(animation), "--frames", str(args.frames)]))
-    else:
-        print(f"no released agent in {RELEASED}: its episode is skipped", flush=True)
     for step, step_argv in steps:
         code = step(step_argv)
         if code:

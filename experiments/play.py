@@ -44,10 +44,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load(logdir: pathlib.Path) -> tuple[pinpad.Pinpad, analysis.Run]:
-    """(the env of the run's task, the run with its newest checkpoint that restores); RunError if there is none."""
+def load(logdir: pathlib.Path, step: int | None = None) -> tuple[pinpad.Pinpad, analysis.Run]:
+    """(the env of the run's task, the run with checkpoint `step`, default its newest that restores); RunError if
+    there is none."""
     env = make_env(analysis.load_config(logdir))
-    return env, analysis.load_run(logdir, env)
+    return env, analysis.load_run(logdir, env, step)
 
 
 def baselines(env, episodes: int, key: jax.Array) -> dict:

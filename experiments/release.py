@@ -2,9 +2,10 @@
 
     python -m experiments.release --logdir RUN --out released/NAME --trained_by "python -m benchmarks.learning ..."
 
-Writes NAME/config.json (the run's), NAME/checkpoints/STEP (the parameters of the run's newest checkpoint that
-restores) and NAME/provenance.json: the command that trained it, the commit it is released at, its env steps,
-its mean return over fresh episodes beside the random policy's and the scripted solver's, and its size in bytes.
+Writes NAME/config.json (the run's), NAME/checkpoints/STEP (the parameters of the run's checkpoint --step, by
+default its newest that restores) and NAME/provenance.json: the command that trained it, the commit it is released
+at, its env steps, its mean return over fresh episodes beside the random policy's and the scripted solver's, and
+its size in bytes.
 Everything that loads a run loads it (`experiments.play`, `experiments.eval_boundaries`, `analysis.load_run`).
 """
 
@@ -34,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", type=pathlib.Path, required=True, help="the trained run")
     p.add_argument("--out", type=pathlib.Path, required=True, help="the release's folder (must not exist)")
     p.add_argument("--trained_by", required=True, help="the command that trained the run, for the provenance")
+    p.add_argument("--step", type=int, default=None,
+                   help="the checkpoint to release (default: the newest that restores); say why in --trained_by")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     return p
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        env, run = play.load(args.logdir)
+        env, run = play.load(args.logdir, args.step)
     except analysis.RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

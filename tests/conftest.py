@@ -32,6 +32,17 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
                       "--xla_cpu_use_fusion_emitters=false --xla_cpu_copy_insertion_use_region_analysis=false")
 
 
+def run_main(main, argv, capsys) -> tuple[int, str, str]:
+    """A command's `main(argv)` run in this process, as `python -m` would: (exit status, stdout, stderr), argparse's
+    exits included. Bad-input tests use it; each command also has an end-to-end test in a subprocess."""
+    try:
+        code = main([str(arg) for arg in argv])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_programs():
     """Drop each test module's compiled programs after it: a worker runs many modules, and the programs' memory

@@ -4,8 +4,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import matplotlib.image
@@ -14,7 +12,7 @@ import PIL.Image
 import pytest
 
 import pinpad
-from conftest import REPO
+from conftest import REPO, run_main
 from dreamer_jax import config as cfg, run as run_lib
 from dreamer_jax.boundaries import analysis, metrics
 from dreamer_jax.boundaries.trace import EVENT_TYPES
@@ -164,13 +162,8 @@ def test_logroot_gathers_a_table_and_lists_runs_it_skipped(root, tmp_path, capsy
     assert (gathered / f"{TASK}_rssm_seed0" / eval_boundaries.RESULT).stat().st_mtime_ns == stamp
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.eval_boundaries", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("case", ["no_run", "no_checkpoint", "damaged_checkpoint", "not_a_folder"])
-def test_bad_run_directories_are_one_clear_error_and_nothing_is_written(root, tmp_path, case):
+def test_bad_run_directories_are_one_clear_error_and_nothing_is_written(root, tmp_path, capsys, case):
     logdir = tmp_path / "run"
     if case == "not_a_folder":
         logdir = tmp_path / "file"
@@ -186,11 +179,10 @@ def test_bad_run_directories_are_one_clear_error_and_nothing_is_written(root, tm
                 if path.is_file() and path.stat().st_size > 100:
                     path.write_bytes(b"\0" * 16)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    result = _cli("--logdir", str(logdir), *EVAL)
+    code, _, err = run_main(eval_boundaries.main, ["--logdir", logdir, *EVAL], capsys)
     message = {"no_run": "no config.json", "no_checkpoint": "no checkpoint", "damaged_checkpoint": "cannot be restored",
                "not_a_folder": "not a directory"}[case]
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert code == 2 and message in err and err.count("\n") == 1, err[-2000:]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
@@ -239,6 +231,11 @@ def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path
     assert released.step == trained.step == 128 and released.config == trained.config
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(released.params), jax.tree.leaves(trained.params),
                                                     strict=True))
+    # A checkpoint the run does not have is refused, and nothing is written.
+    assert release.main(["--logdir", str(source), "--out", str(tmp_path / "other"), "--trained_by", "x",
+                         "--step", "64"]) == 2
+    assert "has no checkpoint at step 64; it has [128]" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     # A second release into the same folder is refused and changes nothing.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     assert release.main(["--logdir", str(source), "--out", str(out), "--trained_by", "again"]) == 2
@@ -259,6 +256,24 @@ def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path
     assert f"return {played['return']:g} in one {env.length}-step episode" in lines[1]
     assert f"{judged['boundary_count']} READs in {judged['scored_steps']} scripted steps" in lines[2]
     assert demo.summary(None, judged, 128)[1].startswith(f"released agent: none in {demo.RELEASED}")
+
+
+def test_the_released_agent_loads_and_plays_through_the_demos_code(tmp_path):
+    """The agent shipped in released/ (what `make demo` plays): its provenance matches its checkpoint and config,
+    and a short episode of it becomes an animation with one frame per step."""
+    folder = REPO / demo.RELEASED
+    provenance = json.loads((folder / "provenance.json").read_text())
+    env, run = play.load(folder)
+    assert (run.step, run.config.task, run.config.dynamics) == (provenance["env_steps"], "pinpad_three", "vta")
+    assert provenance["bytes"] == release.folder_bytes(folder) - (folder / "provenance.json").stat().st_size
+    assert provenance["return"] > 10 * provenance["random_return"]  # it learned: the target of benchmarks.learning
+    short = make_env(run.config, length=24)
+    episode = play.play(run, short, jax.random.PRNGKey(0))
+    assert episode["frames"].shape == (24, env.size, env.size, 3) and episode["read"][0]
+    gif = tmp_path / "released.gif"
+    play.animate(episode, gif, 24, 10, "released")
+    with PIL.Image.open(gif) as image:
+        assert image.n_frames == 24
 
 
 @pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4")])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from dreamer_jax import config as cfg
+from dreamer_jax import config as cfg, train as train_lib
 from dreamer_jax.boundaries import analysis
 from experiments import eval_boundaries, train
 from experiments.envs import make_env
@@ -152,19 +152,25 @@ def test_evaluation_loads_the_newest_checkpoint_that_restores(run, tmp_path, cap
         analysis.load_run(logdir, env, step=128)
 
 
-def _memory_maps() -> int:
-    """How many memory maps this process holds (Linux)."""
-    return len(pathlib.Path("/proc/self/maps").read_text().splitlines())
-
-
-@pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="counts /proc/self/maps (Linux)")
-def test_a_run_releases_its_programs_when_it_ends(tmp_path):
+@pytest.mark.skipif(train_lib.memory_maps() is None, reason="counts /proc/self/maps (Linux)")
+def test_a_run_keeps_its_programs_for_the_next_run_of_its_model_until_they_crowd_the_memory_maps(
+        tmp_path, caplog, monkeypatch):
     """XLA:CPU maps each compiled kernel into memory and jit keeps every run's programs (the Learner is a static
-    argument): unreleased, a tiny run holds about 8k maps, and a process training run after run segfaults at
-    the kernel's limit of about 65k. A run releases its programs when it ends."""
-    before = _memory_maps()
-    assert train.main([*TINY, "--logdir", str(tmp_path / "run")]) == 0
-    assert _memory_maps() - before < 2000, (before, _memory_maps())
+    argument): a tiny run holds about 8k maps, and a process training run after run of different models would
+    segfault at the kernel's limit of about 65k. A second run of the same model traces and compiles nothing;
+    beyond MAPS_SHARE of the limit a run releases its programs when it ends."""
+    import jax
+
+    assert train.main([*TINY, "--logdir", str(tmp_path / "first")]) == 0
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        assert train.main([*TINY, "--logdir", str(tmp_path / "second")]) == 0
+    compiled = [r.getMessage().split(" with ")[0] for r in caplog.records]
+    assert not [c for c in compiled if c.startswith(("Compiling jit(_single)", "Compiling jit(_fused)"))], compiled
+    held, limit = train_lib.memory_maps()
+    assert held < train_lib.MAPS_SHARE * limit and not train_lib.release_crowded_programs()
+    monkeypatch.setattr(train_lib, "MAPS_SHARE", 0.0)
+    assert train.main([*TINY, "--logdir", str(tmp_path / "third")]) == 0
+    assert train_lib.memory_maps()[0] < held - 2000, (held, train_lib.memory_maps())
 
 
 def test_a_run_compiles_its_update_once(tmp_path, caplog):
@@ -173,6 +179,7 @@ def test_a_run_compiles_its_update_once(tmp_path, caplog):
     does not compile the update a second and a third time."""
     import jax
 
+    train_lib.release_programs()  # the module's earlier runs of this model left theirs
     with jax.log_compiles(True), caplog.at_level("WARNING"):
         assert train.main([*TINY, "--prefill", "32", "--log_every", "48", "--logdir", str(tmp_path / "run")]) == 0
     compiled = [r.getMessage().split(" with ")[0] for r in caplog.records]

@@ -11,9 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_main
 from dreamer_jax import checkpoint, config as cfg
 from dreamer_jax.train import Learner
+from experiments import train as train_cli
 from experiments.envs import make_env
 
 TINY = ["--configs", "debug", "--steps", "128"]
@@ -80,7 +81,7 @@ def test_resume_continues_the_step_count(run, tmp_path):
     logdir, _ = run
     resumed = tmp_path / "resumed"
     subprocess.run(["cp", "-r", str(logdir), str(resumed)], check=True)
-    train("--logdir", str(resumed), "--steps", "192")
+    assert train_cli.main(["--logdir", str(resumed), "--steps", "192"]) == 0  # in this process: shares programs
     log = lines(resumed)
     assert [line["step"] for line in log] == [64, 128, 192]
     assert log[-1]["updates"] == 64
@@ -89,7 +90,7 @@ def test_resume_continues_the_step_count(run, tmp_path):
 
 def test_same_seed_same_metrics(run, tmp_path):
     logdir, _ = run
-    train(*TINY, "--logdir", str(tmp_path / "again"))
+    assert train_cli.main([*TINY, "--logdir", str(tmp_path / "again")]) == 0
     strip = lambda log: [{k: v for k, v in line.items() if k not in RATES} for line in log]  # noqa: E731
     assert strip(lines(tmp_path / "again")) == strip(lines(logdir))
 
@@ -106,19 +107,19 @@ def test_same_seed_same_metrics(run, tmp_path):
         ([], "--logdir"),
     ],
 )
-def test_bad_input_is_a_clear_error_before_any_work(tmp_path, args, message):
+def test_bad_input_is_a_clear_error_before_any_work(tmp_path, capsys, args, message):
     logdir = tmp_path / "bad"
     extra = [] if not args else ["--logdir", str(logdir)]
-    result = train("--configs", "debug", *extra, *args, check=False)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_main(train_cli.main, ["--configs", "debug", *extra, *args], capsys)
+    assert code == 2 and message in err
     assert not logdir.exists()
 
 
-def test_conflicting_flags_do_not_touch_an_existing_run(run):
+def test_conflicting_flags_do_not_touch_an_existing_run(run, capsys):
     logdir, _ = run
     before = {p: p.read_bytes() for p in [logdir / "config.json", logdir / "metrics.jsonl"]}
-    result = train("--logdir", str(logdir), "--batch_size", "3", check=False)
-    assert result.returncode == 2 and "--batch_size 3 (saved: 2)" in result.stderr
+    code, _, err = run_main(train_cli.main, ["--logdir", logdir, "--batch_size", "3"], capsys)
+    assert code == 2 and "--batch_size 3 (saved: 2)" in err
     assert {p: p.read_bytes() for p in before} == before
 
 
@@ -143,7 +144,7 @@ def test_sigterm_saves_and_the_next_start_resumes(tmp_path):
     saved = [int(p.name) for p in (logdir / "checkpoints").iterdir()]
     assert len(saved) == 1 and 0 < saved[0] < 100000
     assert not (logdir / ".lock").exists()
-    train("--logdir", str(logdir), "--steps", str(saved[0] + 32))
+    assert train_cli.main(["--logdir", str(logdir), "--steps", str(saved[0] + 32)]) == 0
     assert lines(logdir)[-1]["step"] == saved[0] + 32
 
 
@@ -159,6 +160,6 @@ def test_after_sigkill_resume_starts_from_the_last_checkpoint(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     last_saved = max(int(p.name) for p in (logdir / "checkpoints").iterdir() if p.name.isdigit())
-    train("--logdir", str(logdir), "--steps", str(last_saved + 16))
+    assert train_cli.main(["--logdir", str(logdir), "--steps", str(last_saved + 16)]) == 0
     steps = [line["step"] for line in lines(logdir)]
     assert steps == sorted(set(steps)) and steps[-1] == last_saved + 16  # lines after the checkpoint were redone

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from dreamer_jax.sweep import DEFAULT_CONDITIONS
+from experiments import train as train_cli
 from test_train_cli import lines, train
 
 BOUNDARY = ("boundary_ratio", "boundary_ratio_free", "forced_ratio", "boundary_entropy_post",
@@ -36,8 +37,10 @@ def test_a_prototype_condition_trains_and_resumes(tmp_path):
     update, and a second invocation resumes it from its checkpoint."""
     logdir = tmp_path / "vta_force10_t1"
     condition = DEFAULT_CONDITIONS["vta_force10_t1"]
-    train("--configs", "debug", "--steps", "96", "--eval_every", "0", "--logdir", str(logdir), *condition)
-    train("--logdir", str(logdir), "--steps", "128")
+    # In this process (the bf16 run above is the module's `python -m`): the resume traces and compiles nothing again.
+    assert train_cli.main(["--configs", "debug", "--steps", "96", "--eval_every", "0", "--logdir", str(logdir),
+                           *condition]) == 0
+    assert train_cli.main(["--logdir", str(logdir), "--steps", "128"]) == 0
     log = lines(logdir)
     assert [line["step"] for line in log] == [64, 96, 128] and [line["updates"] for line in log] == [0, 16, 32]
     assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128", "96"]
