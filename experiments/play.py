@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     key, baseline_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    episode, config = play(run, env, key), run.config
+    episode = play(run, env, key)
+    config = run.config
     result = {
         "logdir": str(args.logdir), "step": run.step, "task": config.task, "dynamics": config.dynamics,
         "episode_length": env.length, "return": float(episode["reward"].sum()),
