@@ -17,9 +17,10 @@ $(INSTALLED): pyproject.toml
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Two workers, one test file each at a time: the suite is mostly single-threaded XLA compiles.
+# Two workers, one test file each at a time: the suite is mostly single-threaded XLA compiles. The longest files
+# go first, in the order tests/conftest.py gives them.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The main job at CPU size (minutes): the released VTA agent plays an episode (an animation), a short VTA
 # training run whose boundaries are its own is judged on scripted episodes, three lines sum it up. Running it

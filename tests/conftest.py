@@ -32,6 +32,19 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
                       "--xla_cpu_use_fusion_emitters=false --xla_cpu_copy_insertion_use_region_analysis=false")
 
 
+# The modules that take longest on a fresh clone (end-to-end runs in subprocesses), longest first: `make test` hands
+# them out first (--no-loadscope-reorder keeps this order), so that neither worker is left with a long one at the end.
+LONGEST_FIRST = ("test_sweep", "test_multihost", "test_scale", "test_eval_boundaries", "test_study",
+                 "test_learning_benchmark", "test_vta_train", "test_faults", "test_world_model", "test_benchmarks",
+                 "test_train_cli", "test_networks")
+
+
+def pytest_collection_modifyitems(items):
+    """Put the longest modules first, in LONGEST_FIRST's order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))
+
+
 def run_main(main, argv, capsys) -> tuple[int, str, str]:
     """A command's `main(argv)` run in this process, as `python -m` would: (exit status, stdout, stderr), argparse's
     exits included. Bad-input tests use it; each command also has an end-to-end test in a subprocess."""

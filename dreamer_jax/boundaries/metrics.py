@@ -151,12 +151,7 @@ def stratified_hypergeom_log_p(boundaries, events, valid=None) -> float:
     log_pmf = np.zeros(1)
     for episode in zip(total, successes, draws):
         log_pmf = _log_convolve(log_pmf, _hypergeom_log_pmf(*map(int, episode)))
-    observed = int(hits.sum())
-    if observed <= np.argmax(np.isfinite(log_pmf)):  # at most the fewest hits possible: certain
-        return 0.0
-    if observed >= len(log_pmf):
-        return -math.inf
-    return min(0.0, float(special.logsumexp(log_pmf[observed:])))
+    return _upper_tail_log_p(log_pmf, int(hits.sum()))
 
 
 def stratified_hypergeom_p(boundaries, events, valid=None) -> float:
@@ -190,15 +185,54 @@ def _rolled_hits(boundaries: np.ndarray, events: np.ndarray) -> np.ndarray:
     return np.bincount(((e[None, :] - b[:, None]) % len(boundaries)).ravel(), minlength=len(boundaries))
 
 
-def circular_shift_p(boundaries, events, valid=None, resamples: int = 999, rng=0) -> float:
+def _upper_tail_log_p(log_pmf: np.ndarray, observed: int) -> float:
+    """Natural log of P(X >= observed) from X's natural-log pmf over 0..len-1: 0 at or below the fewest possible
+    counts, -inf above the most."""
+    if observed <= np.argmax(np.isfinite(log_pmf)):
+        return 0.0
+    if observed >= len(log_pmf):
+        return -math.inf
+    return min(0.0, float(special.logsumexp(log_pmf[observed:])))
+
+
+def _scored_rolled_hits(boundaries, events, valid) -> list[np.ndarray]:
+    """`_rolled_hits` of each episode that has valid steps, on its valid steps."""
+    valid = _valid(valid, boundaries.shape)
+    return [_rolled_hits(boundaries[e][valid[e]], events[e][valid[e]]) for e in range(len(valid)) if valid[e].any()]
+
+
+def circular_shift_log_p(boundaries, events, valid=None) -> float:
+    """Natural log of the exact circular-shift p-value (see `circular_shift_p`).
+
+    Under the null an episode's hit count is its `_rolled_hits` at a uniform offset, so its pmf is the histogram of
+    those counts over the offsets; the pmfs of the episodes are convolved in log space, finite where the p-value
+    underflows.
+    """
+    hits = _scored_rolled_hits(boundaries, events, valid)
+    log_pmf = np.zeros(1)
+    for h in hits:
+        offsets = np.bincount(h)  # how many offsets give each count; a count none gives is impossible (-inf)
+        log_pmf = _log_convolve(log_pmf, np.log(offsets, out=np.full(len(offsets), -np.inf), where=offsets > 0)
+                                - math.log(len(h)))
+    return _upper_tail_log_p(log_pmf, int(sum(h[0] for h in hits)))
+
+
+def circular_shift_log10_p(boundaries, events, valid=None) -> float:
+    """log10 of the exact circular-shift p-value, for p-values that underflow a float."""
+    return circular_shift_log_p(boundaries, events, valid) / math.log(10)
+
+
+def circular_shift_p(boundaries, events, valid=None, resamples: int | None = None, rng=0) -> float:
     """Circular-shift null: each episode's boundaries (on its valid steps) rolled by an independent uniform offset.
 
     Keeps the count and the spacing of the boundaries, so clustered boundaries meeting clustered events by chance do
-    not look significant. Statistic: boundaries on events summed over episodes.
+    not look significant, as they do under tests that take steps as exchangeable. Statistic: boundaries on events
+    summed over episodes. Exact (every offset of every episode, convolved) when `resamples` is None; otherwise a
+    Monte-Carlo estimate from that many random offset draws, never below 1 / (resamples + 1).
     """
-    valid = _valid(valid, boundaries.shape)
-    scored = [e for e in range(len(valid)) if valid[e].any()]
-    hits = [_rolled_hits(boundaries[e][valid[e]], events[e][valid[e]]) for e in scored]
+    if resamples is None:
+        return math.exp(circular_shift_log_p(boundaries, events, valid))
+    hits = _scored_rolled_hits(boundaries, events, valid)
     if not hits:
         return _permutation_p(np.zeros(resamples), 0)
     length = np.array([len(h) for h in hits])
@@ -513,7 +547,9 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
     block["hypergeom_p"] = math.exp(log_p)
     block["hypergeom_log10_p"] = log_p / math.log(10)
     block["perm_p_value"] = perm_p_value(boundaries, events, valid, resamples, rng)
-    block["circular_shift_p"] = circular_shift_p(boundaries, events, valid, resamples, rng)
+    log_p = circular_shift_log_p(boundaries, events, valid)
+    block["circular_shift_p"] = math.exp(log_p)
+    block["circular_shift_log10_p"] = log_p / math.log(10)
     block["tolerance"] = {}
     for tau in tolerances:
         matched = _weighted(matches(boundaries, events, valid, tau), weights)
