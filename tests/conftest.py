@@ -21,9 +21,10 @@ def fixtures_root() -> pathlib.Path:
 _CACHE = pathlib.Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax")))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Workers and their subprocesses read and write the cache at once; with a size limit JAX takes a file lock
-# around every read and write, so no process reads an entry another is still writing.
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
+# No size limit (JAX's default): with one, every write lists and reads the whole cache under a file lock to find
+# what to evict, and at the suite's thousands of small programs that cost more CPU than the compiles did (a third of
+# a fresh clone's suite). A process that reads an entry another is still writing fails to decompress it, and JAX
+# compiles the program instead.
 # Tiny test programs run for milliseconds but compile for tens of seconds: skip XLA's costly CPU
 # optimisations (about half the compile time), and compile fusions with XLA:CPU's older emitter and without
 # copy-insertion's region analysis (a debug update then compiles in 10 s instead of 16, a VTA update in 16

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from dreamer_jax.sweep import read_progress
 from test_scale import _with_devices, assert_same_metrics
 from test_train_cli import lines, train
 
@@ -78,7 +79,10 @@ def job(tmp_path_factory):
     args = [*FLAGS, "--save_every", "96", "--steps", "384"]
     proc0, proc1 = start_job(*args, "--logdir", str(logdir))
     deadline = time.monotonic() + 600
-    while not (logdir / "checkpoints" / "288").exists():
+    # Killed once checkpoint 288 is written and process 0 has reported step 288 (it writes its progress after the
+    # save returns): the job is then training towards 384, where every update is a collective. A kill during the
+    # save would leave process 0 in the checkpointer's barrier, which ends only at the coordination timeout.
+    while not ((logdir / "checkpoints" / "288").exists() and (read_progress(logdir) or {}).get("step", 0) >= 288):
         assert time.monotonic() < deadline and proc0.poll() is None and proc1.poll() is None, "no checkpoint 288"
         time.sleep(0.2)
     proc1.send_signal(signal.SIGKILL)
