@@ -28,8 +28,8 @@ test: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/python -m experiments.demo --out $(DEMO_OUT)
 
-# The study behind docs/results/study.md: the prototype's four conditions and ours, three seeds each, on
-# pinpad_three at the CPU preset (about 2 hours on 2 cores); running it again resumes where it stopped.
+# The study behind docs/results/study.md: RSSM, two of the prototype's VTA conditions and ours, three seeds each, on
+# pinpad_three at the CPU preset to 40k env steps (about 14 hours on 2 cores); running it again resumes it.
 study: $(INSTALLED)
 	$(BIN)/python -m experiments.study
 

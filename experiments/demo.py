@@ -58,7 +58,8 @@ def summary(played: dict | None, judged: dict, steps: int) -> list[str]:
         released,
         f"boundaries of the short run: {judged['boundary_count']} READs in {judged['scored_steps']} scripted steps; "
         f"a pad event is {show(lift)}x as likely at a READ as at any step (95% interval {show(low)}..{show(high)}, "
-        f"circular-shift p {pad['all']['circular_shift_p']:.3g}), {show(pixel)}x at a large pixel change (same count)",
+        f"circular-shift p {eval_boundaries.show_p(pad['all']['circular_shift_log10_p'])}), {show(pixel)}x at a large "
+        "pixel change (same count)",
     ]
 
 

@@ -160,14 +160,26 @@ def one(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_p(log10_p: float) -> str:
+    """A p-value given as log10, for the terminal: 3 digits, or 10^x where the p-value underflows a float."""
+    p = 10 ** log10_p
+    return f"{p:.3g}" if p > 0 else f"10^{log10_p:.1f}"
+
+
 def summary_line(result: dict) -> str:
-    """The headline numbers of a result, for the terminal."""
+    """The headline numbers of a result, for the terminal: pad events (the circular-shift p respects runs of steps;
+    the hypergeometric takes steps as exchangeable) and, where the env splits them, progress against distractor pads."""
     pad = result["events"]["pad"]["all"]
     show = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731
-    exact = show(pad["hypergeom_p"]) if pad["hypergeom_p"] != 0 else f"10^{pad['hypergeom_log10_p']:.1f}"
-    return (f"{result['boundary_count']} boundaries ({result['forced_count']} forced); pad events: lift "
-            f"{show(pad['lift_over_event_rate'])}, hypergeom p {exact}, circular-shift p "
-            f"{show(pad['circular_shift_p'])}, F1@1 {show(pad['tolerance'].get('1', {}).get('f1'))}")
+    line = (f"{result['boundary_count']} boundaries ({result['forced_count']} forced); pad events: lift "
+            f"{show(pad['lift_over_event_rate'])}, circular-shift p {show_p(pad['circular_shift_log10_p'])}, "
+            f"hypergeometric p (exchangeable steps) {show_p(pad['hypergeom_log10_p'])}, "
+            f"F1@1 {show(pad['tolerance'].get('1', {}).get('f1'))}")
+    split = (result.get("progress_vs_distractor") or {}).get("model")
+    if split:
+        line += (f"; READ on {show(split['progress_hit_rate'])} of progress pads against "
+                 f"{show(split['distractor_hit_rate'])} of distractors (p {show_p(split['progress_log10_p'])})")
+    return line
 
 
 def runs_below(root: pathlib.Path) -> list[pathlib.Path]:

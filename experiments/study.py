@@ -1,15 +1,16 @@
 """The prototype's experiment, answered: do VTA boundaries learned inside DreamerV3 line up with pinpad's events, and
 does the agent learn? RSSM and VTA conditions x seeds on pinpad_three, judged with stratified statistics.
 
-    make study                                   # = python -m experiments.study (about 2 hours on 2 cores; resumable)
+    make study                                   # = python -m experiments.study (about 14 hours on 2 cores; resumable)
     python -m experiments.study --report         # rewrite the report from the runs already there
     python -m experiments.monitor --status-file runs/study/pinpad_status.env      # follow the training
 
 Three steps; each skips what is done, so running the study again resumes it:
-1. `python -m experiments.sweep` trains every condition (the prototype's four, and ours: `vta_batch_rate`), the
-   seeds of a condition side by side in one process, at the `pinpad_cpu` preset (the learning benchmark's CPU
-   setting) for --steps env steps, and judges each run's boundaries on episodes of the scripted solver (event-rich,
-   the same data for every model) with the same seed's RSSM run's surprise as a baseline: RUN/boundary_eval.json;
+1. `python -m experiments.sweep` trains every condition (RSSM, the prototype's VTA conditions, ours: `vta_batch_rate`;
+   the setting chooses which), the seeds of a condition side by side in one process, at the `pinpad_cpu` preset (the
+   learning benchmark's CPU setting) for --steps env steps, and judges each run's boundaries on episodes of the
+   scripted solver (event-rich, the same data for every model) with the same seed's RSSM run's surprise as a
+   baseline: RUN/boundary_eval.json;
 2. the same judgement on episodes of the run's own agent: RUN/eval_agent/boundary_eval.json;
 3. the report: OUT/study.md (the question, the setup, tables with 95% intervals over seeds, a reading), OUT/study.json
    (the numbers behind it) and the figures in OUT/study/ (learning curves, peri-event histograms).
@@ -53,12 +54,15 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
                   "--vta_boundary_temp", "1", "--vta_boundary_rate", "0.1", "--vta_boundary_scale", "0.5",
                   "--vta_rate_mode", "batch"),
 }
-# Settings: training presets and flags on top (cpu: a point of the learning curve and a checkpoint every 1000 env
-# steps, so a stopped study loses little), seeds, env steps per run, and the evaluation's flags (both policies).
+# Settings: training presets and flags on top, seeds, env steps per run, conditions, and the evaluation's flags (both
+# policies). cpu: long enough that agents act (the learning benchmark's RSSM seeds first reached its target at 35k to
+# 37.5k env steps), a point of the learning curve and a checkpoint every 2500 env steps (a stopped study loses
+# little); RSSM, the two VTA conditions the 5000-step study ranked best, and ours.
 SETTINGS = {
-    "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "1000", "--log_every", "1000", "--save_every", "1000"),
-                seeds=(0, 1, 2), steps=5000, eval=("--episodes", "8")),
-    "tiny": dict(configs=("debug",), flags=(), seeds=(0,), steps=128,
+    "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "2500", "--log_every", "2500", "--save_every", "2500"),
+                seeds=(0, 1, 2), steps=40_000, eval=("--episodes", "16"),
+                conditions=(BASELINE, "vta_force0_t2_rate", "vta_force10_t1", RECOMMENDED)),
+    "tiny": dict(configs=("debug",), flags=(), seeds=(0,), steps=128, conditions=tuple(CONDITIONS),
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
 POLICIES = ("scripted", "agent")
@@ -82,8 +86,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--setting", choices=tuple(SETTINGS), default="cpu", help="cpu: the study; tiny: a test of it")
-    p.add_argument("--conditions", nargs="+", choices=tuple(CONDITIONS), default=list(CONDITIONS),
-                   help=f"conditions to run ({BASELINE} is required: it is every VTA run's baseline)")
+    p.add_argument("--conditions", nargs="+", choices=tuple(CONDITIONS), default=None,
+                   help=f"conditions to run (default: the setting's; {BASELINE} is required: it is every VTA run's "
+                        "baseline)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the setting's)")
     p.add_argument("--steps", type=int, default=None, help="env steps per run (default: the setting's)")
     p.add_argument("--logroot", type=pathlib.Path, default=pathlib.Path("runs/study"), help="the run directories")
@@ -95,8 +100,10 @@ def parser() -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> None:
     """Refuse a study that cannot run, before any work."""
-    seeds = args.seeds if args.seeds is not None else SETTINGS[args.setting]["seeds"]
-    steps = args.steps if args.steps is not None else SETTINGS[args.setting]["steps"]
+    setting = SETTINGS[args.setting]
+    seeds = args.seeds if args.seeds is not None else setting["seeds"]
+    steps = args.steps if args.steps is not None else setting["steps"]
+    args.conditions = list(args.conditions if args.conditions is not None else setting["conditions"])
     bad = [(BASELINE not in args.conditions, f"--conditions must include {BASELINE}: it is every VTA run's "
                                              "surprise baseline"),
            (len(set(args.conditions)) != len(args.conditions), "--conditions lists a condition twice"),

@@ -26,7 +26,18 @@ SIZES = (16, 32, 64)  # image sides: 1, 2 or 4 pixels per cell, the same informa
 DEFAULT_SIZE = 64  # the reference's 64x64
 # (dx, dy) of actions 0 no-op, 1 down, 2 up, 3 right, 4 left.
 MOVES = np.array([(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)], np.int32)
-EVENTS = ("event_pad", "event_reward", "event_respawn", "event_pad_visual")
+# event_progress and event_distractor split event_pad: the right next pad of the target, or any other pad (both flash).
+EVENTS = ("event_pad", "event_progress", "event_distractor", "event_reward", "event_respawn", "event_pad_visual")
+
+
+def progress(history: jax.Array, history_len: jax.Array) -> jax.Array:
+    """How much of the target (pads 1..N) the history has begun: the length of its longest suffix that is a prefix
+    of the target. Such a suffix ends in the newest entry v and reads 1..v, so the length is v or 0."""
+    newest = jnp.where(history_len > 0, history[jnp.maximum(history_len - 1, 0)], 0)
+    offsets = jnp.arange(history.shape[-1])
+    index = history_len - 1 - offsets
+    matches = jnp.where(offsets < newest, (index >= 0) & (history[jnp.maximum(index, 0)] == newest - offsets), True)
+    return jnp.where(jnp.all(matches), newest, 0)
 
 
 class PinpadState(NamedTuple):
@@ -189,6 +200,7 @@ class Pinpad:
         pos = jnp.where(respawn, spawned.pos, state.pos)
         history = jnp.where(respawn, spawned.history, state.history)
         history_len = jnp.where(respawn, 0, state.history_len)
+        before = progress(history, history_len)
 
         grid = jnp.asarray(_tables(self.task).grid)
         target = jnp.clip(pos + jnp.asarray(MOVES)[action], 0, jnp.array([WIDTH - 1, HEIGHT - 1]))
@@ -206,11 +218,14 @@ class Pinpad:
         history = jnp.where(append & (slots == write_at), pad, jnp.where(append, shifted, history))
         history_len = jnp.where(append, jnp.minimum(history_len + 1, num_pads), history_len)
 
+        advanced = progress(history, history_len) > before  # the entry is the right next pad
         complete = (history_len == num_pads) & jnp.all(history == jnp.asarray(self.target))
         rewarded = complete & (countdown == 0)
         countdown = jnp.where(rewarded, COUNTDOWN, countdown)
         events = {
             "event_pad": append,
+            "event_progress": append & advanced,
+            "event_distractor": append & ~advanced,
             "event_reward": rewarded,
             "event_respawn": respawn,
             "event_pad_visual": self._pad_at(pos) != self._pad_at(state.pos),

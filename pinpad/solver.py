@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinpad import layouts
-from pinpad.env import HEIGHT, MOVES, NUM_ACTIONS, WIDTH, Pinpad, PinpadState
+from pinpad.env import HEIGHT, MOVES, NUM_ACTIONS, WIDTH, Pinpad, PinpadState, progress
 
 DETOUR = 1000  # path cost of entering a pad cell other than the target
 
@@ -69,18 +69,9 @@ def action_table(task: str) -> np.ndarray:
 
 
 def next_pad(state: PinpadState, num_pads: int) -> jax.Array:
-    """The pad to visit next: one past the longest history suffix that starts the target.
-
-    Such a suffix must end in the newest entry v and read 1..v; once the whole target is
-    in the history (the countdown after a reward), the solver heads for pad 1 again.
-    """
-    newest = jnp.where(state.history_len > 0, state.history[jnp.maximum(state.history_len - 1, 0)], 0)
-    offsets = jnp.arange(num_pads)
-    index = state.history_len - 1 - offsets
-    expected = newest - offsets
-    within = offsets < newest
-    matches = jnp.where(within, (index >= 0) & (state.history[jnp.maximum(index, 0)] == expected), True)
-    done = jnp.where(jnp.all(matches), newest, 0)
+    """The pad to visit next: one past the target's `progress`; once the whole target is in the history (the
+    countdown after a reward), the solver heads for pad 1 again."""
+    done = progress(state.history, state.history_len)
     return jnp.where(done >= num_pads, 1, done + 1)
 
 

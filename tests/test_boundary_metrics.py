@@ -110,18 +110,22 @@ def test_busy_and_idle_episodes_do_not_fake_alignment():
     datasets, alpha = 1000, 0.05
     event_rate = [0.3] * 10 + [0.02] * 10
     boundary_rate = [0.3] * 10 + [0.02] * 10
-    stratified, pooled, lifts = [], [], []
+    stratified, pooled, lifts, pooled_lifts = [], [], [], []
     for _ in range(datasets):
         boundaries, events = _episodes(rng, 101, event_rate, boundary_rate)
-        valid = M.default_valid(boundaries.shape)
+        one = [x.reshape(1, -1) for x in (boundaries, events, M.default_valid(boundaries.shape))]
         stratified.append(M.stratified_hypergeom_p(boundaries, events))
-        pooled.append(M.stratified_hypergeom_p(boundaries.reshape(1, -1), events.reshape(1, -1), valid.reshape(1, -1)))
+        pooled.append(M.stratified_hypergeom_p(*one))
         lifts.append(M.lift_over_event_rate(boundaries, events))
+        pooled_lifts.append(M.lift_over_event_rate(*one))
     low, high = stats.binom.interval(0.999, datasets, alpha)
     rejected = int(np.sum(np.array(stratified) <= alpha))
     assert low <= rejected <= high, rejected
     assert np.mean(np.array(pooled) <= alpha) > 0.5  # the confound the stratified test removes
     assert np.mean(lifts) == pytest.approx(1.0, abs=0.03)
+    # Pooled, a boundary is as likely as a step to be in a busy episode's events: (0.3 * 0.3 * 10 + 0.02 * 0.02 * 10)
+    # / (0.3 * 10 + 0.02 * 10) = 0.2825 against the pooled event rate 0.16, a lift of 1.77.
+    assert np.mean(pooled_lifts) == pytest.approx(0.2825 / 0.16, rel=0.05)
 
 
 def test_periodic_on_hand_example():
@@ -494,6 +498,38 @@ def test_undefined_metrics_are_nan_not_zero():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# progress against distractor pads
+
+
+def test_progress_vs_distractor_on_hand_example():
+    # Episode 0: progress entries at t = 2, 5, distractor entries at 3, 7, 9, boundaries at 2, 7, 8: one hit of two
+    # against one of three. Episode 1 has no distractor entry and takes no part. Given 2 boundaries on the 5 entries,
+    # P(at least 1 on the 2 progress entries) = 1 - C(3, 2) / C(5, 2) = 0.7.
+    progress = np.vstack([_marks([2, 5]), _marks([4, 6])])
+    distractor = np.vstack([_marks([3, 7, 9]), _marks([])])
+    boundaries = np.vstack([_marks([2, 7, 8]), _marks([4, 6])])
+    out = M.progress_vs_distractor(boundaries, progress, distractor)
+    assert (out["episodes"], out["progress_count"], out["distractor_count"]) == (1, 2, 3)
+    assert out["rates"] == {"progress_hit_rate": 0.5, "distractor_hit_rate": pytest.approx(1 / 3),
+                            "difference": pytest.approx(1 / 6)}
+    assert out["progress_log10_p"] == pytest.approx(math.log10(0.7), rel=1e-12)
+
+
+def test_a_change_detector_that_marks_every_pad_cannot_tell_progress_from_distractor():
+    rng = np.random.default_rng(6)
+    pad = rng.random((8, 80)) < 0.15
+    progress = pad & (rng.random(pad.shape) < 0.4)
+    distractor = pad & ~progress
+    flash = M.progress_vs_distractor(pad, progress, distractor)
+    assert flash["rates"]["difference"] == 0 and flash["progress_log10_p"] == 0  # p = 1
+    task = M.progress_vs_distractor(progress, progress, distractor)  # boundaries on the right next pad only
+    assert task["rates"]["difference"] == 1 and task["progress_log10_p"] < -5
+    weights = M.bootstrap_weights(8, 30, 0)
+    resampled = M.progress_vs_distractor(progress, progress, distractor, weights=weights)
+    assert resampled["rates"]["difference"].tolist() == [1.0] * 30
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # evaluate
 
 
@@ -567,6 +603,27 @@ def test_evaluate_layout_json_and_determinism():
     other = M.evaluate(trace, resamples=99, bootstrap=20, seed=4, surprise=surprise)
     assert other["events"]["pad"]["all"]["lift_over_event_rate"] == pad["lift_over_event_rate"]
     assert other["events"]["pad"]["all"]["lift_over_event_rate_ci"] != pad["lift_over_event_rate_ci"]
+
+
+def test_evaluate_compares_progress_and_distractor_pads_for_the_model_and_each_baseline():
+    base = _trace(np.random.default_rng(7), episodes=6)
+    progress = base.events["pad"] & (np.random.default_rng(8).random(base.shape) < 0.5)
+    events = {**base.events, "progress": progress, "distractor": base.events["pad"] & ~progress}
+    read = base.read & ~events["distractor"]  # the model's boundaries skip the wrong pads
+    trace = Trace(frames=base.frames, reward=base.reward, action=base.action, events=events, kl_obs=base.kl_obs,
+                  read=read, read_prob=base.read_prob, read_prior=base.read_prior,
+                  read_prob_prior=base.read_prob_prior, forced=base.forced)
+    result = M.evaluate(trace, resamples=19, bootstrap=20, surprise=base.kl_obs)
+    json.dumps(result, allow_nan=False)
+    split = result["progress_vs_distractor"]
+    assert list(split) == ["model", "pixel_change", "rssm_surprise"]
+    valid = M.default_valid(trace.shape)
+    direct = M.progress_vs_distractor(read, progress, events["distractor"], valid)
+    assert split["model"]["distractor_hit_rate"] == 0 and split["model"]["progress_log10_p"] < math.log10(0.05)
+    assert split["model"]["difference"] == direct["rates"]["difference"]
+    low, high = split["model"]["difference_ci"]
+    assert low <= split["model"]["difference"] <= high
+    assert M.evaluate(base, resamples=19, bootstrap=5)["progress_vs_distractor"] is None  # no split events
 
 
 def test_free_scores_leave_forced_steps_out_of_the_population():

@@ -108,7 +108,9 @@ def test_heads_start_as_official(setup):
     """Policy weights 0.01 x the fan-in std (the std, not the variance), continue 1 x, reward and critic zeros."""
     _, state, _, _ = setup
     _check_init(_leaf(state.params, "actor/out/kernel"), CONFIG.units, 0.01, rtol=0.2)  # 160 weights
-    assert np.abs(_leaf(state.params, "cont/out/kernel")).max() <= _bound(CONFIG.units)
+    cont = _leaf(state.params, "cont/out/kernel")  # 32 weights: their std within 3.5 standard errors (35%)
+    assert np.abs(cont).max() <= _bound(CONFIG.units)
+    np.testing.assert_allclose(cont.std(), math.sqrt(1 / CONFIG.units), rtol=0.35)
     for name in ("reward/out/kernel", "critic/out/kernel", "reward/out/bias", "critic/out/bias"):
         assert not np.any(_leaf(state.params, name)), name
     hidden = _leaf(state.params, "dynamics/cell/hidden_block/kernel")  # (blocks, width, group)
@@ -141,11 +143,11 @@ def test_decoder_lays_every_block_over_every_cell():
 # -- policy --------------------------------------------------------------------------------------------------------
 
 
-def test_policy_is_a_plain_categorical_by_default(setup):
+def test_policy_is_a_plain_categorical_by_default_and_actor_unimix_mixes_in_the_uniform(setup):
     learner, state, _, post = setup
+    assert C.Config().actor_unimix == 0  # the 2024 default: no uniform mixture
     agent = nnx.merge(learner.graphdef, state.params)
     feat = agent.dynamics.features(post)
-    np.testing.assert_array_equal(agent.policy_logits(feat), jax.nn.log_softmax(agent.actor(feat)))
     mixed = nnx.merge(Learner.abstract(C.make(base=CONFIG, actor_unimix=0.5), make_env(CONFIG))[0].graphdef,
                       state.params)
     probs = np.exp(np.asarray(mixed.policy_logits(feat)))

@@ -56,20 +56,27 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
     assert result["settings"]["policy"] == "scripted" and result["settings"]["step"] == 128
     assert result["boundaries"] == result["settings"]["boundaries"] == "mode"
     assert set(result["events"]) == set(EVENT_TYPES)
+    split = result["progress_vs_distractor"]
+    assert list(split) == ["model", "pixel_change"]
+    for block in split.values():  # entries of the episodes with both kinds; every pad entry is one of the two
+        assert block["progress_count"] + block["distractor_count"] <= result["events"]["pad"]["event_count"]
+        assert all(0 <= block[f"{kind}_hit_rate"] <= 1 for kind in ("progress", "distractor"))
     for event in EVENT_TYPES:
         for part in ("all", "free"):
             scored = result["events"][event][part]
             for name in ("boundary_count", "boundary_rate", "event_rate", "event_at_boundary", "lift_over_event_rate",
-                         "perm_p_value", "hypergeom_p", "hypergeom_log10_p", "circular_shift_p", "periodic_baseline",
+                         "perm_p_value", "hypergeom_p", "hypergeom_log10_p", "circular_shift_p",
+                         "circular_shift_log10_p", "periodic_baseline",
                          "periodic_best", "auc_read_prob", "auroc", "auprc", "base_rate", "peth"):
                 assert name in scored, (event, part, name)
         assert "pixel_change" in result["events"][event]["baselines"]
-    # The scripted solver visits pads, so pad events exist; the p-value's log form is its logarithm, and the
-    # circular-shift p is a Monte Carlo p-value (1 + exceedances) / (1 + 99 resamples).
+    # The scripted solver visits pads, so pad events exist; each exact p-value's log form is its logarithm, and the
+    # permutation p is a Monte Carlo p-value (1 + exceedances) / (1 + 99 resamples).
     pad = result["events"]["pad"]["all"]
     assert pad["event_rate"] > 0
-    assert math.isclose(10 ** pad["hypergeom_log10_p"], pad["hypergeom_p"], rel_tol=1e-9)
-    exceedances = pad["circular_shift_p"] * 100 - 1
+    for name in ("hypergeom", "circular_shift"):
+        assert math.isclose(10 ** pad[f"{name}_log10_p"], pad[f"{name}_p"], rel_tol=1e-9), name
+    exceedances = pad["perm_p_value"] * 100 - 1
     assert abs(exceedances - round(exceedances)) < 1e-9 and 0 <= round(exceedances) <= 99
     for name in FIGURES:
         image = matplotlib.image.imread(vta_eval / name)
@@ -111,7 +118,8 @@ def test_the_saved_configuration_rebuilds_the_model(root):
 def test_trace_matches_the_episodes(root):
     run, data, trace = _vta_trace(root, "agent")
     assert trace.frames.shape == (4, 100, run.config.size, run.config.size, 3) and trace.frames.dtype == np.uint8
-    assert set(trace.events) == {"pad", "reward", "respawn", "pad_visual"}
+    assert set(trace.events) == {"pad", "progress", "distractor", "reward", "respawn", "pad_visual"}
+    np.testing.assert_array_equal(trace.events["progress"] | trace.events["distractor"], trace.events["pad"])
     np.testing.assert_array_equal(trace.frames[:, 0], data["image"][:, 0])
     assert not trace.forced[:, 1:].any()  # no constraints unless asked for
     assert ((trace.read_prob > 0) & (trace.read_prob < 1)).all()

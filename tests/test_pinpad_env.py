@@ -1,6 +1,8 @@
 """Pinpad's functional API: transforms, episode boundaries, events, drawing and bad input."""
 
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,6 +104,48 @@ def test_pad_events_history_and_reward(env, step):
     assert not obs["event_pad"]
     state, obs = step(env.state_from((2, 5), [3, 2, 3]), UP, key)
     assert list(np.asarray(state.history)) == [2, 3, 1] and obs["event_pad"] and float(obs["reward"]) == 0
+
+
+# Moves that enter each pad of pinpad_three from the floor: (cell, action).
+ENTER = {1: ((1, 5), UP), 2: ((6, 8), DOWN), 3: ((11, 5), UP)}
+
+
+@pytest.mark.parametrize("history, pad, kind", [
+    ([3, 1], 2, "progress"),  # pinpad.md's examples (target 1-2-3): the suffix [1, 2] starts the target
+    ([1], 3, "distractor"),  # the suffix [] starts nothing
+    ([], 1, "progress"),
+    ([], 2, "distractor"),
+    ([2], 1, "progress"),  # a fresh start after a wrong pad
+    ([1, 2], 3, "progress"),  # the entry that completes the target (and pays)
+    ([3, 2, 3], 1, "progress"),  # a full history slides: [2, 3, 1]
+    ([1, 2, 3], 1, "distractor"),  # after the target (the countdown) [2, 3, 1] begins it less than [1, 2, 3] did
+    ([1, 2], 1, "distractor"),
+])
+def test_a_pad_entry_is_progress_or_a_distractor(env, step, history, pad, kind):
+    cell, action = ENTER[pad]
+    countdown = 5 if history == [1, 2, 3] else 0
+    _, obs = step(env.state_from(cell, history, countdown), action, jax.random.key(0))
+    assert obs["event_pad"] and bool(obs["event_progress"]) == (kind == "progress")
+    assert bool(obs["event_distractor"]) == (kind == "distractor")
+
+
+def test_progress_is_the_longest_history_suffix_that_starts_the_target():
+    target = [1, 2, 3, 4]
+    for length in range(5):
+        for history in itertools.product(target, repeat=length):
+            expected = max(k for k in range(len(history) + 1) if list(history[len(history) - k:]) == target[:k])
+            padded = jnp.array(list(history) + [0] * (4 - length), jnp.int32)
+            assert int(pinpad.env.progress(padded, jnp.int32(length))) == expected, history
+
+
+def test_every_pad_entry_is_exactly_one_of_progress_and_distractor():
+    env = pinpad.make("pinpad_four", length=200)
+    keys = jax.random.split(jax.random.key(3), 8)
+    _, obs = jax.jit(jax.vmap(lambda k: pinpad.scripted_rollout(env, env.reset(k)[0], k, 200, random_rate=0.5)))(keys)
+    pad, good, bad = (np.asarray(obs[k]) for k in ("event_pad", "event_progress", "event_distractor"))
+    assert ((good | bad) == pad).all() and not (good & bad).any()
+    assert good.sum() > 20 and bad.sum() > 20  # both kinds happen under a noisy solver
+    assert (np.asarray(obs["event_reward"]) <= good).all()  # a reward comes with the entry that completes the target
 
 
 def test_history_reads_the_move_target_not_the_cell_reached():

@@ -96,3 +96,14 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_setting_chooses_conditions_seeds_and_steps_and_flags_override_them(tmp_path):
+    def checked(*argv):
+        args = study.parser().parse_args(["--logroot", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *argv])
+        study.check(args)
+        return args.conditions, args.seeds, args.steps
+
+    assert checked() == (["rssm", "vta_force0_t2_rate", "vta_force10_t1", "vta_batch_rate"], (0, 1, 2), 40_000)
+    assert checked("--setting", "tiny", "--conditions", "rssm", "--steps", "64") == (["rssm"], (0,), 64)
+    assert not list(tmp_path.iterdir())  # checking writes nothing

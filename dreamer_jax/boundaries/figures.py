@@ -22,6 +22,8 @@ PRIOR_COLOUR = "black"
 FORCED_HATCH = "////"
 EVENT_STYLE = {  # marker and colour per event type; red and blue stay reserved for READ and COPY
     "pad": ("o", "tab:orange"),
+    "progress": ("^", "tab:olive"),
+    "distractor": ("v", "tab:brown"),
     "reward": ("*", "tab:green"),
     "respawn": ("X", "tab:purple"),
     "pad_visual": ("s", "tab:cyan"),

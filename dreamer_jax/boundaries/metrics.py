@@ -243,6 +243,31 @@ def circular_shift_p(boundaries, events, valid=None, resamples: int | None = Non
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Progress against distractor pads: boundaries that mean more than a flash
+
+
+def progress_vs_distractor(boundaries, progress, distractor, valid=None, weights=None) -> dict:
+    """Hit rates of boundaries on entries of the right next pad (progress) and of any other pad (distractor), over
+    the episodes that have both, and their difference; with `weights` (1 + B, E) row 0 is the value, the rest resamples.
+
+    Both kinds of entry flash alike, so a change detector cannot tell them apart. `progress_log10_p` is exact: in each
+    episode, given how many of its boundaries fall on pad entries, which entries they fall on is at random
+    (hypergeometric), stratified by episode as `stratified_hypergeom_log_p`; one-sided, progress above distractor.
+    """
+    valid = _valid(valid, boundaries.shape)
+    progress, distractor = progress & valid, distractor & valid
+    both = (progress.any(axis=1) & distractor.any(axis=1))[:, None]
+    progress, distractor = progress & both, distractor & both
+    rates = {name: _ratio(_episode_totals(boundaries & entries, weights), _episode_totals(entries, weights))
+             for name, entries in (("progress", progress), ("distractor", distractor))}
+    log_p = stratified_hypergeom_log_p(boundaries, progress, progress | distractor)
+    return {"episodes": int(both.sum()), "progress_count": int(progress.sum()), "distractor_count": int(distractor.sum()),
+            "rates": {"progress_hit_rate": rates["progress"], "distractor_hit_rate": rates["distractor"],
+                      "difference": rates["progress"] - rates["distractor"]},
+            "progress_log10_p": log_p / math.log(10)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Periodic baseline
 
 
@@ -559,6 +584,12 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
     return block
 
 
+def _progress_block(boundaries, events, valid, weights) -> dict:
+    """`progress_vs_distractor` with each rate's bootstrap interval."""
+    block = progress_vs_distractor(boundaries, events["progress"], events["distractor"], valid, weights)
+    return {**{k: v for k, v in block.items() if k != "rates"}, **_with_intervals(block["rates"])}
+
+
 def _score_block(score, events, valid, weights) -> dict:
     """AUROC and AUPRC of a per-step score for events, with AUPRC's chance level; all None without a score."""
     if score is None:
@@ -614,7 +645,8 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
     events, pooled over episodes (one global threshold, "boundaries_from": "rssm_surprise"), and kl_obs replaces the
     READ probability ("score": "kl_obs"; the PETH then has no read_prob).
     Baselines use each episode's boundary count: frame delta (pixel change) and, given `surprise` (E, T), an RSSM's
-    KL (surprise). Deterministic given `seed`.
+    KL (surprise). `progress_vs_distractor` compares, for the model and each baseline, the hit rates on entries of the
+    right next pad and of other pads (None for a trace without those events). Deterministic given `seed`.
     """
     rng = np.random.default_rng(seed)
     valid = default_valid(trace.shape)
@@ -646,6 +678,9 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
                    **_score_block(base_score, ev, valid, weights), "score": base_score_name}
             for base, (marks, base_score, base_score_name) in baselines.items()}
         result_events[name] = {"event_count": int(ev.sum()), **model}
+    split = {"progress", "distractor"} <= set(events)  # traces of envs before the split have neither
+    progress = {source: _progress_block(marks, events, valid, weights) for source, marks in
+                (("model", boundaries), *((base, marks) for base, (marks, *_) in baselines.items()))} if split else None
     forced_count = int((boundaries & forced & valid).sum())
     return _plain({
         "source": source, "boundaries_from": boundaries_from, "score": score_name,
@@ -653,6 +688,6 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
         "boundary_count": int((boundaries & valid).sum()), "forced_count": forced_count,
         "free_count": int((free & valid).sum()), "resamples": resamples, "bootstrap": bootstrap,
         "tolerances": list(tolerances), "delta_percentile": delta_percentile, "seed": seed,
-        "events": result_events,
+        "events": result_events, "progress_vs_distractor": progress,
         "segments": _segments_block(boundaries, trace.events.get("pad", np.zeros_like(valid)), valid, weights),
     })
