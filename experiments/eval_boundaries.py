@@ -28,6 +28,9 @@ from dreamer_jax.train import release_programs
 from experiments.envs import make_env
 
 RESULT = "boundary_eval.json"
+# The layout of a result: raised when the metrics change, so that results of older code are computed again (2: the
+# exact circular-shift p and progress_vs_distractor).
+FORMAT = 2
 SETTINGS = ("step", "episodes", "length", "policy", "random_rate", "source", "boundaries", "constraints", "tolerance",
             "resamples", "delta_percentile", "bootstrap", "seed", "baseline_logdir")
 
@@ -90,7 +93,7 @@ def settings(args: argparse.Namespace, step: int) -> dict:
     values = {**vars(args), "step": step}
     values["baseline_logdir"] = str(args.baseline_logdir) if args.baseline_logdir else None
     values["tolerance"] = list(args.tolerance)
-    return {k: values[k] for k in SETTINGS}
+    return {**{k: values[k] for k in SETTINGS}, "format": FORMAT}
 
 
 def _env(config: cfg.Config, length: int | None):

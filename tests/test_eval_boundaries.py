@@ -83,6 +83,17 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
 
 
+def test_a_stored_result_holds_for_the_same_settings_and_format_only(root, vta_eval, tmp_path):
+    logdir, path = root / f"{TASK}_vta_len6_seed0", tmp_path / "stored.json"
+    args = eval_boundaries.parser().parse_args(["--logdir", str(logdir), *EVAL])
+    result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
+    path.write_text(json.dumps(result))
+    assert eval_boundaries.stored(logdir, args, path) == result
+    older = {**result, "settings": {**result["settings"], "format": eval_boundaries.FORMAT - 1}}
+    path.write_text(json.dumps(older))  # written by code whose metrics have changed since: computed again
+    assert eval_boundaries.stored(logdir, args, path) is None
+
+
 def _vta_trace(root, policy, constrain=False, boundaries="mode"):
     """(run, episodes, trace) of the tiny VTA run on four 100-step episodes."""
     logdir = root / f"{TASK}_vta_len6_seed0"
