@@ -1,0 +1,100 @@
+"""Every result the README quotes, traced to the results file that wrote it: one table, README text -> the values in a
+file under docs/results/, as the README rounds them. A figure edited by hand, or a results file replaced without the
+README, fails here."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+
+RESULTS = REPO / "docs" / "results"
+README = (REPO / "README.md").read_text()
+
+
+def _pad(d, source, *keys):
+    """A value of an evaluation's pad-event block: the model's (`all`) or a baseline's."""
+    block = d["events"]["pad"]["all"] if source == "model" else d["events"]["pad"]["baselines"][source]
+    for key in keys:
+        block = block[key]
+    return block
+
+
+def _interval(d, source, *keys):
+    """(value, low, high) of a metric with its bootstrap interval."""
+    return (_pad(d, source, *keys), *_pad(d, source, *keys[:-1], f"{keys[-1]}_ci"))
+
+
+def _drawn(d, *variants):
+    """Share of held-out frames that draw the agent at the end of each variant's training."""
+    return tuple(d["variants"][v]["curve"][-1][2] for v in variants)
+
+
+def _official(row):
+    """The official DreamerV3's seconds per update: the mean of its two timings."""
+    return (row["official_first_s"] + row["official_second_s"]) / 2
+
+
+SPLIT = ("progress", "distractor")
+# (text in the README, results file, its values, how the README writes them)
+FIGURES = [
+    # The learning benchmark (benchmarks.learning, 2026-11-28).
+    ("| random policy | 4.2 |", "learning.json", lambda d: d["random_return"], "| {:.1f} |"),
+    ("| scripted solver | 278.8 |", "learning.json", lambda d: d["scripted_return"], "| {:.1f} |"),
+    ("| RSSM, seeds 0, 1, 2 at 38.5k env steps (16 fresh episodes each) | 3.1, 145.0, 172.5 |", "learning.json",
+     lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "rssm"), "{:.1f}, {:.1f}, {:.1f}"),
+    ("| VTA, seeds 0, 1, 2 at 40k env steps (16 fresh episodes each) | 163.1, 210.0, 135.6 |", "learning.json",
+     lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "vta"), "{:.1f}, {:.1f}, {:.1f}"),
+    ("the target of 10x the random policy (42.2)", "learning.json", lambda d: d["target_return"], "({:.1f})"),
+    ("VTA mean is 169.6 (95% interval over seeds 76.2 to 263.0)", "learning.json",
+     lambda d: (d["summary"]["vta"]["final_mean"], *d["summary"]["vta"]["final_ci95"]),
+     "{:.1f} (95% interval over seeds {:.1f} to {:.1f})"),
+    ("the RSSM mean 106.9 (-118.9 to 332.7)", "learning.json",
+     lambda d: (d["summary"]["rssm"]["final_mean"], *d["summary"]["rssm"]["final_ci95"]), "{:.1f} ({:.1f} to {:.1f})"),
+    # The autoencoder test of agent drawing (benchmarks.agent_drawing).
+    ("| 8, 3e-4 | 13.7% | 3.9% | 0% (32x16 latents: 0%) |", "agent_drawing.json",
+     lambda d: _drawn(d, "depth8_lr3e-4", "depth8_lr3e-4_latent_probs", "depth8_lr3e-4_latent",
+                      "depth8_lr3e-4_latent32x16"), "| {:.1%} | {:.1%} | {:.0%} (32x16 latents: {:.0%}) |"),
+    ("| 16, 3e-4 | 92.2% | 88.7% | 0% |", "agent_drawing.json",
+     lambda d: _drawn(d, "depth16_lr3e-4", "depth16_lr3e-4_latent_probs", "depth16_lr3e-4_latent"),
+     "| {:.1%} | {:.1%} | {:.0%} |"),
+    # The demo's judgement of its short run's boundaries (make demo, 2026-12-01).
+    ("| boundaries (of them forced), of 9980 scored steps | 1203 (0) | 1203 |", "demo_boundary_eval.json",
+     lambda d: (d["scored_steps"], d["boundary_count"], d["forced_count"], _pad(d, "pixel_change", "boundary_count")),
+     "of {} scored steps | {} ({}) | {:.0f} |"),
+    ("| lift over the pad-event rate, stratified by episode | 8.27 [7.95, 8.54] | 7.74 [7.54, 7.90] |",
+     "demo_boundary_eval.json",
+     lambda d: (*_interval(d, "model", "lift_over_event_rate"), *_interval(d, "pixel_change", "lift_over_event_rate")),
+     "| {:.2f} [{:.2f}, {:.2f}] | {:.2f} [{:.2f}, {:.2f}] |"),
+    ("| exact circular-shift p (its floor here: (1/499)^20) | 10^-54.0 | 10^-54.0 |", "demo_boundary_eval.json",
+     lambda d: tuple(_pad(d, s, "circular_shift_log10_p") for s in ("model", "pixel_change")),
+     "| 10^{:.1f} | 10^{:.1f} |"),
+    ("| exact hypergeometric p, stratified by episode (steps taken as exchangeable) | 10^-1276.2 | 10^-1049.3 |",
+     "demo_boundary_eval.json",
+     lambda d: tuple(_pad(d, s, "hypergeom_log10_p") for s in ("model", "pixel_change")), "| 10^{:.1f} | 10^{:.1f} |"),
+    ("| F1, tolerance 1 step | 0.938 [0.924, 0.949] | 0.878 [0.863, 0.891] |", "demo_boundary_eval.json",
+     lambda d: (*_interval(d, "model", "tolerance", "1", "f1"), *_interval(d, "pixel_change", "tolerance", "1", "f1")),
+     "| {:.3f} [{:.3f}, {:.3f}] | {:.3f} [{:.3f}, {:.3f}] |"),
+    ("| pad entries with a boundary: progress (781) / distractor (281) | 1.00 / 1.00 | 0.92 / 0.99 |",
+     "demo_boundary_eval.json",
+     lambda d: (*(d["progress_vs_distractor"]["model"][f"{k}_count"] for k in SPLIT),
+                *(d["progress_vs_distractor"][s][f"{k}_hit_rate"] for s in ("model", "pixel_change") for k in SPLIT)),
+     "progress ({}) / distractor ({}) | {:.2f} / {:.2f} | {:.2f} / {:.2f} |"),
+    # The released agent's episode (experiments.play; its animation is docs/results/released_play.gif).
+    ("return 150 in one 1000-step episode, against random 3.8 and the scripted solver 283.1", "released_play.json",
+     lambda d: (d["return"], d["episode_length"], d["random_return"], d["scripted_return"]),
+     "return {:g} in one {}-step episode, against random {:.1f} and the scripted solver {:.1f}"),
+    # The official DreamerV3 beside ours (benchmarks.official_ratio, 2026-11-28): seconds per update.
+    ("2.27 s against the official's 5.35 s at", "official_ratio.json",
+     lambda d: (d["rows"][0]["ours_s"], _official(d["rows"][0])), "{:.2f} s against the official's {:.2f} s"),
+    ("size1m (2.36x), 10.2 s against 20.0 s at size12m (1.96x)", "official_ratio.json",
+     lambda d: (d["rows"][0]["ratio"], d["rows"][1]["ours_s"], _official(d["rows"][1]), d["rows"][1]["ratio"]),
+     "size1m ({:.2f}x), {:.1f} s against {:.1f} s at size12m ({:.2f}x)"),
+]
+
+
+@pytest.mark.parametrize("quote, name, values, form", FIGURES, ids=[f"{f[1]}: {f[0][:40]}" for f in FIGURES])
+def test_the_readme_quotes_the_results_file(quote, name, values, form):
+    written = values(json.loads((RESULTS / name).read_text()))
+    assert quote in README, "the README no longer says this: update FIGURES in tests/test_figures.py"
+    assert form.format(*written if isinstance(written, tuple) else (written,)) in quote
