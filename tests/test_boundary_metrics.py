@@ -558,7 +558,7 @@ BLOCK_KEYS = ("boundary_count", "boundary_rate", "event_rate", "event_at_boundar
               "base_rate")
 TOP_KEYS = ("source", "boundaries_from", "score", "episodes", "steps", "scored_steps", "boundary_count",
             "forced_count", "free_count", "resamples", "bootstrap", "tolerances", "delta_percentile", "seed", "events",
-            "segments")
+            "segments", "progress_vs_distractor", "at_pad_count")
 
 
 def _check_block(block, tolerances, model):
@@ -624,6 +624,24 @@ def test_evaluate_compares_progress_and_distractor_pads_for_the_model_and_each_b
     low, high = split["model"]["difference_ci"]
     assert low <= split["model"]["difference"] <= high
     assert M.evaluate(base, resamples=19, bootstrap=5)["progress_vs_distractor"] is None  # no split events
+
+
+def test_at_pad_count_scores_every_detector_at_one_common_rate():
+    trace = _trace(np.random.default_rng(9))
+    pads = int(trace.events["pad"][:, 1:].sum())
+    result = M.evaluate(trace, resamples=19, bootstrap=5, surprise=trace.kl_obs)
+    common = result["at_pad_count"]
+    assert list(common) == ["model", "pixel_change", "rssm_surprise"]
+    assert all(block["boundary_count"] == pads for block in common.values())  # whatever rate the model chose
+    assert result["boundary_count"] != pads
+    direct = M.threshold_at_count(trace.read_prob, pads, M.default_valid(trace.shape), 1)
+    assert common["model"]["lift_over_event_rate"] == pytest.approx(
+        M.lift_over_event_rate(direct, trace.events["pad"]))  # the READ probability is continuous: no ties
+    # An RSSM's own boundaries are its surprise at the pad count already: the two scorings agree.
+    rssm = M.evaluate(_trace(np.random.default_rng(9), rssm=True), resamples=19, bootstrap=5)
+    own, common = rssm["events"]["pad"]["all"], rssm["at_pad_count"]["model"]
+    for key in ("boundary_count", "lift_over_event_rate", "hypergeom_p", "circular_shift_p"):
+        assert common[key] == own[key], key
 
 
 def test_free_scores_leave_forced_steps_out_of_the_population():

@@ -646,7 +646,9 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
     READ probability ("score": "kl_obs"; the PETH then has no read_prob).
     Baselines use each episode's boundary count: frame delta (pixel change) and, given `surprise` (E, T), an RSSM's
     KL (surprise). `progress_vs_distractor` compares, for the model and each baseline, the hit rates on entries of the
-    right next pad and of other pads (None for a trace without those events). Deterministic given `seed`.
+    right next pad and of other pads (None for a trace without those events). `at_pad_count` scores every detector at
+    one common rate: its score (the READ probability, an RSSM's KL, the frame delta, the baseline's surprise)
+    thresholded at as many boundaries as there are pad events, pooled over episodes. Deterministic given `seed`.
     """
     rng = np.random.default_rng(seed)
     valid = default_valid(trace.shape)
@@ -681,6 +683,18 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
     split = {"progress", "distractor"} <= set(events)  # traces of envs before the split have neither
     progress = {source: _progress_block(marks, events, valid, weights) for source, marks in
                 (("model", boundaries), *((base, marks) for base, (marks, *_) in baselines.items()))} if split else None
+    # One common rate for every detector: its score thresholded at the number of pad events, pooled over episodes
+    # (as an RSSM's own boundaries are), so that rows compare like with like whatever rate each model chose.
+    pad_count = int(events["pad"].sum())
+    scores = {"model": score, **{base: base_score for base, (_, base_score, _) in baselines.items()}}
+    at_pad_count = {}
+    for source, source_score in scores.items():
+        if source_score is not None:
+            marks = threshold_at_count(np.asarray(source_score, float), pad_count, valid, rng)
+            at_pad_count[source] = {**_boundary_block(marks, events["pad"], valid, delta, tolerances, weights,
+                                                      resamples, rng),
+                                    "progress_vs_distractor": _progress_block(marks, events, valid, weights)
+                                    if split else None}
     forced_count = int((boundaries & forced & valid).sum())
     return _plain({
         "source": source, "boundaries_from": boundaries_from, "score": score_name,
@@ -688,6 +702,6 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
         "boundary_count": int((boundaries & valid).sum()), "forced_count": forced_count,
         "free_count": int((free & valid).sum()), "resamples": resamples, "bootstrap": bootstrap,
         "tolerances": list(tolerances), "delta_percentile": delta_percentile, "seed": seed,
-        "events": result_events, "progress_vs_distractor": progress,
+        "events": result_events, "progress_vs_distractor": progress, "at_pad_count": at_pad_count,
         "segments": _segments_block(boundaries, trace.events.get("pad", np.zeros_like(valid)), valid, weights),
     })
