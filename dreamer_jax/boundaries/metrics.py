@@ -572,9 +572,9 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
     block["hypergeom_p"] = math.exp(log_p)
     block["hypergeom_log10_p"] = log_p / math.log(10)
     block["perm_p_value"] = perm_p_value(boundaries, events, valid, resamples, rng)
-    log_p = circular_shift_log_p(boundaries, events, valid)
-    block["circular_shift_p"] = math.exp(log_p)
-    block["circular_shift_log10_p"] = log_p / math.log(10)
+    circular_log_p = circular_shift_log_p(boundaries, events, valid)
+    block["circular_shift_p"] = math.exp(circular_log_p)
+    block["circular_shift_log10_p"] = circular_log_p / math.log(10)
     block["tolerance"] = {}
     for tau in tolerances:
         matched = _weighted(matches(boundaries, events, valid, tau), weights)
