@@ -13,6 +13,7 @@ import time
 
 import jax
 
+from benchmarks import record
 from benchmarks.train_throughput import _compile_update, _config, _parse_batch, _prefilled
 from dreamer_jax import config as config_lib
 
@@ -39,14 +40,21 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=_parse_batch, default=(12, 40), help="BATCHxLENGTH")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--updates", type=int, default=4, help="timed updates per row (after one warm-up)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file, with the machine, "
+                                                       "commit and command")
     args = parser.parse_args(argv)
     print(f"{jax.devices()[0].platform}, jax {jax.__version__}, batch {args.batch[0]}x{args.batch[1]}, "
           f"{args.precision}")
     print("| preset | RSSM s/update | VTA s/update | VTA / RSSM | goal |")
     print("|---|---:|---:|---:|---:|")
+    rows = []
     for preset in args.presets:
         rssm, vta = (seconds_per_update(preset, args.batch, d, args.precision, args.updates) for d in ("rssm", "vta"))
         print(f"| {preset} | {rssm:.3f} | {vta:.3f} | {vta / rssm:.2f}x | <= {GOAL}x |", flush=True)
+        rows.append({"preset": preset, "rssm_s_per_update": rssm, "vta_s_per_update": vta, "ratio": vta / rssm})
+    if args.json:
+        record.write(args.json, "benchmarks.dynamics_cost", argv, batch=list(args.batch), precision=args.precision,
+                     updates=args.updates, goal=GOAL, rows=rows)
 
 
 if __name__ == "__main__":

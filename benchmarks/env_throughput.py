@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pinpad
+from benchmarks import record
 
 BATCHES = (1, 64, 1024, 4096)
 STEPS_PER_CALL = 16_384  # env steps per jitted call (scan length x batch): 200 MB of stored images
@@ -114,6 +115,8 @@ def main(argv=None) -> None:
                         help="env batch sizes of the scan rows")
     parser.add_argument("--steps_per_call", type=int, default=STEPS_PER_CALL,
                         help="env steps per jitted call of the scan rows (scan length x batch)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file, with the machine, "
+                                                       "commit and command")
     args = parser.parse_args(argv)
     if args.steps_per_call < 1:
         parser.error(f"--steps_per_call {args.steps_per_call}: give a whole number, 1 or more")
@@ -133,6 +136,11 @@ def main(argv=None) -> None:
     print("|---|---:|---:|---:|")
     for name, batch, rate in rows:
         print(f"| {name} | {batch} | {rate:,.0f} | {rate / base:,.1f}x |")
+    if args.json:
+        record.write(args.json, "benchmarks.env_throughput", argv, task=args.task, seconds=args.seconds,
+                     steps_per_call=args.steps_per_call,
+                     rows=[{"method": name, "batch": batch, "env_steps_per_s": rate, "ratio": rate / base}
+                           for name, batch, rate in rows])
 
 
 if __name__ == "__main__":

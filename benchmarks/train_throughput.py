@@ -46,7 +46,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -54,6 +53,7 @@ import time
 
 import jax
 
+from benchmarks import record
 from dreamer_jax import config as config_lib
 from dreamer_jax.train import COMPILER_OPTIONS, Learner, steps_per_iteration
 from experiments.envs import make_env
@@ -244,9 +244,7 @@ def main(argv=None) -> None:
 
     # Time real compiles, never a persistent-cache hit (the test suite sets a cache directory).
     jax.config.update("jax_enable_compilation_cache", False)
-    device = jax.devices()[0]
-    machine = dict(platform=device.platform, device=str(device.device_kind), processor=platform.processor()
-                   or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version())
+    machine = record.machine()
 
     rows, kept = [], {}
     for preset in args.presets:

@@ -37,6 +37,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_CONFIGS = ("pinpad", "size12m")
 STATUS_NAME = "pinpad_status.env"  # the prototype's name, in the log root unless --status-file says otherwise
 LOG_NAME = "sweep.log"
+EVAL_RESULT = "boundary_eval.json"  # each run's judgement, written by experiments.eval_boundaries
 RESERVED = ("--logdir", "--seed", "--task", "--num_seeds")  # set per run (or seed group) by the sweep
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -224,11 +225,18 @@ def is_finished(run: Run) -> bool:
 
 
 def eval_is_current(logdir: str | os.PathLike) -> bool:
-    """Whether the run's boundary_eval.json was written after its newest checkpoint."""
+    """Whether the run's boundary_eval.json was written after its newest checkpoint, in the current format."""
+    from dreamer_jax.boundaries.metrics import FORMAT  # scipy and the model: only once a sweep evaluates
+
     logdir = pathlib.Path(logdir)
-    step, result = latest_checkpoint(logdir), logdir / "boundary_eval.json"
-    return step is not None and result.exists() and \
-        result.stat().st_mtime >= (logdir / "checkpoints" / str(step)).stat().st_mtime
+    step, result = latest_checkpoint(logdir), logdir / EVAL_RESULT
+    if step is None or not result.exists() or \
+            result.stat().st_mtime < (logdir / "checkpoints" / str(step)).stat().st_mtime:
+        return False
+    try:
+        return json.loads(result.read_text()).get("settings", {}).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
 
 
 def resume_state(run: Run) -> tuple[int | None, bool]:
@@ -254,7 +262,7 @@ def eval_skip_reason(logdir: str | os.PathLike) -> str:
     step = latest_checkpoint(logdir)
     if step is None:
         return f"no checkpoint in {pathlib.Path(logdir) / 'checkpoints'}"
-    return f"boundary_eval.json is newer than checkpoint {step}" if eval_is_current(logdir) else ""
+    return f"{EVAL_RESULT} is newer than checkpoint {step}" if eval_is_current(logdir) else ""
 
 
 def read_progress(logdir: str | os.PathLike, since: float = 0.0) -> dict[str, Any] | None:

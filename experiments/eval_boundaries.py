@@ -3,7 +3,8 @@
     python -m experiments.eval_boundaries --logdir RUN [--policy scripted] [--episodes 20]
     python -m experiments.eval_boundaries --logroot ROOT      # every run below, one table
 
-Writes RUN/boundary_eval.json and boundary_{grid,internal,fired,peth}.png (or into --out).
+Writes RUN/boundary_eval.json, every detector's marks and scores in RUN/boundary_eval.npz (what a study resamples)
+and boundary_{grid,internal,fired,peth}.png (or into --out).
 The model is rebuilt from the run's saved configuration and its newest checkpoint that restores
 (a damaged one is skipped with a warning). An RSSM run is scored by its surprise, KL(post || prior),
 thresholded at the pad-event count; `--baseline-logdir RSSM_RUN` adds that baseline to a VTA evaluation.
@@ -27,10 +28,7 @@ from dreamer_jax.status import write_atomic
 from dreamer_jax.train import release_programs
 from experiments.envs import make_env
 
-RESULT = "boundary_eval.json"
-# The layout of a result: raised when the metrics change, so that results of older code are computed again (2: the
-# exact circular-shift p and progress_vs_distractor).
-FORMAT = 2
+RESULT = sweep.EVAL_RESULT
 SETTINGS = ("step", "episodes", "length", "policy", "random_rate", "source", "boundaries", "constraints", "tolerance",
             "resamples", "delta_percentile", "bootstrap", "seed", "baseline_logdir")
 
@@ -93,7 +91,7 @@ def settings(args: argparse.Namespace, step: int) -> dict:
     values = {**vars(args), "step": step}
     values["baseline_logdir"] = str(args.baseline_logdir) if args.baseline_logdir else None
     values["tolerance"] = list(args.tolerance)
-    return {**{k: values[k] for k in SETTINGS}, "format": FORMAT}
+    return {**{k: values[k] for k in SETTINGS}, "format": metrics.FORMAT}
 
 
 def _env(config: cfg.Config, length: int | None):
@@ -103,8 +101,13 @@ def _env(config: cfg.Config, length: int | None):
         raise analysis.RunError(f"the run's task cannot be built: {error}") from error
 
 
+def detections_path(out_json: pathlib.Path) -> pathlib.Path:
+    """Where a result's detections are saved: beside its JSON, same name, .npz."""
+    return out_json.with_suffix(".npz")
+
+
 def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
-    """Collect, filter and score one run: (trace, result)."""
+    """Collect, filter and score one run: (trace, detections, result)."""
     config = analysis.load_config(logdir)
     env = _env(config, args.length)
     run = analysis.load_run(logdir, env, args.step)
@@ -128,21 +131,25 @@ def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
                                    f"of {baseline_config.task}; it must be an RSSM run of {config.task}")
         baseline = analysis.load_run(args.baseline_logdir, env)
         surprise = analysis.trace(baseline, data, filter_key).kl_obs
-    result = metrics.evaluate(trace, source=args.source, tolerances=tuple(args.tolerance), resamples=args.resamples,
-                              delta_percentile=args.delta_percentile, seed=args.seed, bootstrap=args.bootstrap,
-                              surprise=surprise)
+    detections = metrics.detect(trace, args.source, args.delta_percentile, args.seed, surprise)
+    result = metrics.score(detections, tuple(args.tolerance), args.resamples, args.bootstrap, args.seed)
     result = {"logdir": str(logdir), "dynamics": config.dynamics, "task": config.task,
               "boundaries": args.boundaries, "settings": settings(args, run.step), **result,
               "config": cfg.to_dict(config)}
-    return trace, result
+    return trace, detections, result
 
 
-def write(trace, result: dict, out: pathlib.Path, out_json: pathlib.Path, source: str) -> list[pathlib.Path]:
-    """The JSON (atomically) and the four figures."""
+def write(trace, detections: metrics.Detections, result: dict, out: pathlib.Path, out_json: pathlib.Path,
+          source: str) -> list[pathlib.Path]:
+    """The detections, the JSON (atomically, last: its presence says the evaluation is complete) and the figures."""
     out.mkdir(parents=True, exist_ok=True)
     out_json.parent.mkdir(parents=True, exist_ok=True)
+    arrays = detections_path(out_json)
+    partial = arrays.with_name(f".{arrays.name}.partial.npz")
+    detections.save(partial)
+    partial.replace(arrays)
     write_atomic(out_json, json.dumps(result, indent=1, allow_nan=False))
-    return [out_json, *figures.save_figures(trace, out, result=result, source=source).values()]
+    return [out_json, arrays, *figures.save_figures(trace, out, result=result, source=source).values()]
 
 
 def one(args: argparse.Namespace) -> int:
@@ -156,8 +163,8 @@ def one(args: argparse.Namespace) -> int:
             raise analysis.RunError(f"{file} is a file; give --out / --out_json a folder path that is not a file")
     if out_json.is_dir():
         raise analysis.RunError(f"{out_json} is a folder; give --out_json the path of a file (it is replaced)")
-    trace, result = evaluate(args.logdir, args)
-    for path in write(trace, result, out, out_json, args.source):
+    trace, detections, result = evaluate(args.logdir, args)
+    for path in write(trace, detections, result, out, out_json, args.source):
         print(path)
     print(summary_line(result))
     return 0
@@ -192,10 +199,10 @@ def runs_below(root: pathlib.Path) -> list[pathlib.Path]:
 
 def stored(logdir: pathlib.Path, args: argparse.Namespace, path: pathlib.Path | None = None) -> dict | None:
     """The run's stored result (in `path`, default the run's RESULT) if it was computed with these settings from its
-    latest checkpoint; without --baseline-logdir, one computed with a baseline holds too (a sweep's --eval-baseline
+    latest checkpoint, with its detections beside it; without --baseline-logdir, one computed with a baseline holds too (a sweep's --eval-baseline
     adds it per run)."""
     path = path or logdir / RESULT
-    if args.force or not path.exists():
+    if args.force or not path.exists() or not detections_path(path).exists():
         return None
     try:
         result = json.loads(path.read_text())
@@ -222,8 +229,8 @@ def gather(args: argparse.Namespace) -> int:
         try:
             result = stored(logdir, args)
             if result is None:
-                trace, result = evaluate(logdir, args)
-                write(trace, result, logdir, logdir / RESULT, args.source)
+                trace, detections, result = evaluate(logdir, args)
+                write(trace, detections, result, logdir, logdir / RESULT, args.source)
                 release_programs()  # each run compiles its own; keep the process's memory maps bounded
         except analysis.RunError as error:
             print(f"  skipped: {error}", flush=True)

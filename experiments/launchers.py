@@ -252,7 +252,7 @@ class Sweeper:
     def table(self) -> None:
         """Gather every evaluated run under the log root into the conditions x seeds table."""
         ledger = self.ledger
-        if not any((run.logdir / "boundary_eval.json").exists() for run in self.runs):
+        if not any((run.logdir / sweep.EVAL_RESULT).exists() for run in self.runs):
             ledger.table, ledger.table_note = "skipped", "no run of this sweep has boundary_eval.json"
         else:
             ledger.table, self.currents[0] = "running", Current(0, "table", time.time())

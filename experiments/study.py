@@ -10,10 +10,12 @@ Three steps; each skips what is done, so running the study again resumes it:
    the setting chooses which), the seeds of a condition side by side in one process, at the `pinpad_cpu` preset (the
    learning benchmark's CPU setting) for --steps env steps, and judges each run's boundaries on episodes of the
    scripted solver (event-rich, the same data for every model) with the same seed's RSSM run's surprise as a
-   baseline: RUN/boundary_eval.json;
-2. the same judgement on episodes of the run's own agent: RUN/eval_agent/boundary_eval.json;
-3. the report: OUT/study.md (the question, the setup, tables with 95% intervals over seeds, a reading), OUT/study.json
-   (the numbers behind it) and the figures in OUT/study/ (learning curves, peri-event histograms).
+   baseline: RUN/boundary_eval.json and the detections it scored, RUN/boundary_eval.npz;
+2. the same judgement on the random policy's and the run's own agent's episodes: RUN/eval_random/ and
+   RUN/eval_agent/;
+3. the report: OUT/study.md (the question, the setup, tables with per-seed figures and percentile intervals of a
+   bootstrap over seeds and episodes, a reading with Holm-corrected comparisons), OUT/study.json (the numbers behind
+   it) and the figures in OUT/study/ (learning curves, peri-event histograms).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 import pinpad
 from dreamer_jax import config as cfg, curves, sweep
-from dreamer_jax.boundaries import analysis
+from dreamer_jax.boundaries import analysis, inference, metrics
 from dreamer_jax.status import write_atomic
 from dreamer_jax.train import release_programs
 from experiments import eval_boundaries, sweep as sweep_cli
@@ -65,14 +67,15 @@ SETTINGS = {
     "tiny": dict(configs=("debug",), flags=(), seeds=(0,), steps=128, conditions=tuple(CONDITIONS),
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
-POLICIES = ("scripted", "agent")
+POLICIES = ("scripted", "random", "agent")
 # A run's entry in study.json: these fields, and the headline figures of its evaluations.
 RUN_FIELDS = ("condition", "seed", "logdir", "final_step", "final_return")
-AGENT_DIR = "eval_agent"  # RUN/eval_agent/boundary_eval.json: the judgement on the agent's own episodes
-EVENTS = ("pad", "reward")
-SOURCES = (("model", None), ("pixel change", "pixel_change"), ("RSSM surprise", "rssm_surprise"))
-METRICS = (("lift", "lift_over_event_rate"), ("log10 p", "hypergeom_log10_p"), ("circular p", "circular_shift_p"),
-           ("F1@1", "f1_tau1"), ("AUPRC", "auprc"))
+EVENTS = ("pad", "progress", "distractor")  # in the figures; rewards are pad entries, not scored apart
+LABELS = {"model": "model", "pixel_change": "pixel change", "rssm_surprise": "RSSM surprise"}
+RATES = ("own", "common")  # each model at its own count, or every detector at the pad-event count
+RESAMPLES = 2000  # two-stage bootstrap resamples
+BOOTSTRAP_SEED = 0
+ALPHA = 0.05
 BASELINE_EPISODES = 64
 TIMES = "study_time.json"  # LOGROOT/study_time.json: every invocation's wall time and command
 FIGURES = "study"  # OUT/study/: the figures
@@ -148,23 +151,24 @@ def train_and_judge(args: argparse.Namespace) -> int:
     return sweep_cli.main(argv)
 
 
-def judge_agent(args: argparse.Namespace) -> int:
-    """Step 2: each run's boundaries on its own agent's episodes (skipped where a current result exists)."""
+def judge_policies(args: argparse.Namespace) -> int:
+    """Step 2: each run's boundaries on the random policy's and its own agent's episodes (skipped where a current
+    result exists)."""
     runs, failed = plan(args), 0
-    for run in runs:
-        out = run.logdir / AGENT_DIR
-        argv = [*sweep.eval_argv(run, runs, eval_args(args.setting, "agent"), BASELINE), "--out", str(out)]
+    for policy, run in itertools.product(POLICIES[1:], runs):
+        path = result_path(run.logdir, policy)
+        argv = [*sweep.eval_argv(run, runs, eval_args(args.setting, policy), BASELINE), "--out", str(path.parent)]
         options = eval_boundaries.parser().parse_args(argv)
-        if eval_boundaries.stored(run.logdir, options, out / eval_boundaries.RESULT) is not None:
+        if eval_boundaries.stored(run.logdir, options, path) is not None:
             continue
-        print(f"{run.name}: judging its boundaries on its agent's episodes", flush=True)
+        print(f"{run.name}: judging its boundaries on {policy} episodes", flush=True)
         try:
-            trace, result = eval_boundaries.evaluate(run.logdir, options)
+            trace, detections, result = eval_boundaries.evaluate(run.logdir, options)
         except analysis.RunError as error:
             print(f"  failed: {error}", flush=True)
             failed += 1
             continue
-        eval_boundaries.write(trace, result, out, out / eval_boundaries.RESULT, options.source)
+        eval_boundaries.write(trace, detections, result, path.parent, path, options.source)
         print("  " + eval_boundaries.summary_line(result), flush=True)
         release_programs()  # each run compiles its own; keep the process's memory maps bounded
     return 1 if failed else 0
@@ -180,84 +184,160 @@ def record_time(logroot: pathlib.Path, started: str, wall_s: float | None, comma
 
 
 # -- the report ------------------------------------------------------------------------------------------------------
-def _result(path: pathlib.Path, run: sweep.Run, policy: str) -> dict:
-    """A run's evaluation for one policy; StudyError if it is missing."""
-    if not path.exists():
-        raise StudyError(f"{run.name} has no {policy} evaluation ({path}); run the study without --report to make it")
-    return json.loads(path.read_text())
+def result_path(logdir: pathlib.Path, policy: str) -> pathlib.Path:
+    """A run's evaluation on one policy's episodes: the sweep's (scripted) beside the run, the others in a folder."""
+    return logdir / eval_boundaries.RESULT if policy == "scripted" else logdir / f"eval_{policy}" / eval_boundaries.RESULT
+
+
+def _evaluation(run: sweep.Run, policy: str) -> tuple[dict, metrics.Detections]:
+    """A run's evaluation for one policy and the detections it scored; StudyError if either is missing."""
+    path = result_path(run.logdir, policy)
+    arrays = eval_boundaries.detections_path(path)
+    if not (path.exists() and arrays.exists()):
+        raise StudyError(f"{run.name} has no {policy} evaluation ({path} and {arrays.name}); run the study without "
+                         "--report to make it")
+    return json.loads(path.read_text()), metrics.Detections.load(arrays)
 
 
 def collect(args: argparse.Namespace) -> list[dict]:
-    """Per run: condition, seed, learning curve, final return and both evaluations."""
+    """Per run: condition, seed, learning curve, final return, and per policy its evaluation and detections."""
     rows = []
     for run in plan(args):
         if not (run.logdir / "metrics.jsonl").exists():
             raise StudyError(f"{run.name} has not trained ({run.logdir}); run the study without --report first")
         lines = curves.read_metrics(run.logdir)
         steps, returns = curves.series(lines, "eval_return")
-        results = {"scripted": _result(run.logdir / eval_boundaries.RESULT, run, "scripted"),
-                   "agent": _result(run.logdir / AGENT_DIR / eval_boundaries.RESULT, run, "agent")}
         rows.append({"condition": run.condition, "seed": run.seed, "logdir": str(run.logdir), "lines": lines,
                      "final_step": int(steps[-1]) if steps.size else None,
-                     "final_return": float(returns[-1]) if returns.size else None, **results})
+                     "final_return": float(returns[-1]) if returns.size else None,
+                     **{policy: _evaluation(run, policy) for policy in POLICIES}})
     return rows
 
 
-def metric(result: dict, event: str, source: str | None, name: str) -> float | None:
-    """One metric of a run's evaluation: the model's boundaries (source None) or a baseline's, for an event type."""
-    block = result["events"][event]["all"] if source is None else result["events"][event]["baselines"].get(source)
-    if block is None:
-        return None
-    value = block.get("tolerance", {}).get("1", {}).get("f1") if name == "f1_tau1" else block.get(name)
-    return None if value is None or not math.isfinite(value) else float(value)
+def _marks(d: metrics.Detections, detector: str, rate: str) -> np.ndarray:
+    """A detector's boundaries at its own count ("own") or at the pad-event count ("common")."""
+    return d.marks[detector] if rate == "own" else d.at_pad_count[detector]
 
 
-def summarise(values: list[float | None]) -> dict:
-    """Mean and 95% Student-t interval over seeds of the defined values, with their count."""
-    defined = np.array([v for v in values if v is not None], np.float64)
-    if defined.size == 0:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean, low, high = curves.interval(defined)
-    return {"mean": float(mean), "ci95": [float(low), float(high)], "n": int(defined.size)}
+def _f1(marks, pad, valid, weights):
+    """F1 at a tolerance of one step, pooled over the weighted episodes."""
+    matched = metrics.matches(marks, pad, valid, 1).astype(float)
+    return metrics.f1(weights @ matched, metrics.boundary_count(marks, valid, weights), weights @ (pad & valid).sum(1))
 
 
-def numbers(rows: list[dict], conditions: list[str]) -> dict:
-    """Per condition: the final return, the boundary rate and every (policy, event, source, metric), summarised over
-    seeds, plus the per-seed lift difference of the model over each baseline."""
+def _split(name: str):
+    """One rate of `metrics.progress_vs_distractor`."""
+    return lambda marks, d, weights: metrics.progress_vs_distractor(
+        marks, d.events["progress"], d.events["distractor"], d.valid, weights)["rates"][name]
+
+
+# measure -> f(marks, detections, weights (K, E)) -> (K,): what the tables show of a detector's boundaries
+MEASURES = {
+    "boundary_rate": lambda marks, d, w: metrics.boundary_rate(marks, d.valid, w),
+    "lift": lambda marks, d, w: metrics.lift_over_event_rate(marks, d.events["pad"], d.valid, w),
+    "f1": lambda marks, d, w: _f1(marks, d.events["pad"], d.valid, w),
+    "progress_hit_rate": _split("progress_hit_rate"),
+    "distractor_hit_rate": _split("distractor_hit_rate"),
+    "progress_minus_distractor": _split("difference"),
+}
+TESTED = ("progress_minus_distractor",)  # measures that are differences: their p-value of 0 is reported
+
+
+def detectors(condition: str) -> tuple[str, ...]:
+    """The detectors judged for a condition: the model, pixel change and (VTA runs) the same seed's RSSM surprise."""
+    return ("model", "pixel_change") if condition == BASELINE else ("model", "pixel_change", "rssm_surprise")
+
+
+def _summary(statistic, detections: list[metrics.Detections], test: bool = False) -> dict:
+    """A measure over a condition's seeds (see inference.summarise), NaN written as None."""
+    out = inference.summarise(statistic, [len(d.valid) for d in detections], RESAMPLES, BOOTSTRAP_SEED, test)
+    return metrics.plain(out)
+
+
+def condition_numbers(detections: list[metrics.Detections]) -> dict:
+    """One condition on one policy's episodes: per rate (own, common) and detector, every measure over seeds, the
+    per-seed exact p-values, and the model's lift minus each baseline's (tested); AUPRC (threshold-free) per detector.
+    `detections`: one per seed, in seed order."""
     out = {}
-    for condition in conditions:
-        runs = [r for r in rows if r["condition"] == condition]
-        entry = {"seeds": [r["seed"] for r in runs], "final_return": summarise([r["final_return"] for r in runs])}
-        for policy in POLICIES:
-            results = [r[policy] for r in runs]
-            entry[f"{policy}_boundary_rate"] = summarise([x["boundary_count"] / x["scored_steps"] for x in results])
-            for event in EVENTS:
-                for label, source in SOURCES:
-                    for _, name in METRICS:
-                        entry[f"{policy}/{event}/{label}/{name}"] = summarise(
-                            [metric(x, event, source, name) for x in results])
-                    if source is not None:
-                        lifts = [(metric(x, event, None, "lift_over_event_rate"),
-                                  metric(x, event, source, "lift_over_event_rate")) for x in results]
-                        entry[f"{policy}/{event}/lift over {label}"] = summarise(
-                            [None if None in pair else pair[0] - pair[1] for pair in lifts])
-                entry[f"{policy}/{event}/seeds with p < 0.05"] = sum(
-                    (metric(x, event, None, "hypergeom_log10_p") or 0.0) < math.log10(0.05) for x in results)
-                entry[f"{policy}/{event}/seeds with circular p < 0.05"] = sum(
-                    (metric(x, event, None, "circular_shift_p") or 1.0) < 0.05 for x in results)
-        out[condition] = entry
+    names = [name for name in detections[0].marks]
+    for rate in RATES:
+        block = {}
+        for name in names:
+            entry = {measure: _summary(lambda s, w, f=f: f(_marks(detections[s], name, rate), detections[s], w),
+                                       detections, measure in TESTED)
+                     for measure, f in MEASURES.items()}
+            entry["circular_log10_p"] = [metrics.circular_shift_log10_p(_marks(d, name, rate), d.events["pad"], d.valid)
+                                         for d in detections]
+            entry["progress_log10_p"] = [metrics.progress_vs_distractor(
+                _marks(d, name, rate), d.events["progress"], d.events["distractor"], d.valid)["progress_log10_p"]
+                for d in detections]
+            block[name] = metrics.plain(entry)
+        for base in names[1:]:
+            lift = MEASURES["lift"]
+            block["model"][f"lift_minus_{base}"] = _summary(
+                lambda s, w, base=base: lift(_marks(detections[s], "model", rate), detections[s], w)
+                - lift(_marks(detections[s], base, rate), detections[s], w), detections, test=True)
+        out[rate] = block
+    out["auprc"] = {name: _summary(lambda s, w, name=name: metrics.auprc(
+        detections[s].scores[name], detections[s].events["pad"], detections[s].valid, w), detections)
+        for name in names if detections[0].scores[name] is not None}
     return out
 
 
+def numbers(rows: list[dict], conditions: list[str]) -> dict:
+    """Per condition: each seed's final return and, per policy, `condition_numbers` of its seeds."""
+    out = {}
+    for condition in conditions:
+        runs = sorted((r for r in rows if r["condition"] == condition), key=lambda r: r["seed"])
+        out[condition] = {"seeds": [r["seed"] for r in runs], "final_return": [r["final_return"] for r in runs],
+                          **{policy: condition_numbers([r[policy][1] for r in runs]) for policy in POLICIES}}
+    return out
+
+
+def verdicts(table: dict) -> list[dict]:
+    """Every comparison the Reading states, at the common rate (rows compare like with like), with its bootstrap
+    p-value and Holm's adjustment over all of them: does the model hit the right next pad more often than other pads,
+    and is its lift above each baseline's."""
+    found = []
+    for condition, entry in table.items():
+        for policy in POLICIES:
+            model = entry[policy]["common"]["model"]
+            tests = [("progress_minus_distractor", "hit rate on the right next pad minus on other pads")]
+            tests += [(f"lift_minus_{base}", f"lift minus {LABELS[base]}'s")
+                      for base in detectors(condition)[1:]]
+            for key, what in tests:
+                cell = model[key]
+                if cell["p"] is not None:
+                    found.append({"condition": condition, "policy": policy, "measure": key, "what": what,
+                                  "mean": cell["mean"], "ci95": cell["ci95"], "p": cell["p"]})
+    for verdict, adjusted in zip(found, inference.holm([v["p"] for v in found])):
+        verdict["p_holm"] = float(adjusted)
+        verdict["reads"] = ("above 0" if verdict["mean"] > 0 else "below 0") if adjusted < ALPHA else \
+            "not told apart from 0"
+    return found
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
 def _cell(summary: dict, digits: int = 3) -> str:
-    """mean [low, high] (n/a when no seed defines it; the count when some seeds do not)."""
-    if summary["mean"] is None:
-        return "n/a"
-    show = lambda v: f"{v:.{digits}g}"  # noqa: E731
-    text = show(summary["mean"])
-    if summary["ci95"] is not None and summary["n"] > 1:
-        text += f" [{show(summary['ci95'][0])}, {show(summary['ci95'][1])}]"
+    """mean [2.5%, 97.5%] of the two-stage bootstrap (n/a where undefined)."""
+    text = _num(summary["mean"], digits)
+    if summary["mean"] is not None and summary["ci95"] is not None:
+        text += f" [{_num(summary['ci95'][0], digits)}, {_num(summary['ci95'][1], digits)}]"
     return text
+
+
+def _seeds(values: list, digits: int = 3) -> str:
+    """Per-seed values, in seed order."""
+    return " / ".join(_num(v, digits) for v in values)
+
+
+def _below(log10_ps: list) -> str:
+    """How many seeds' exact p is below ALPHA."""
+    defined = [v for v in log10_ps if v is not None]
+    return f"{sum(v < math.log10(ALPHA) for v in defined)} of {len(log10_ps)}"
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -265,60 +345,98 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
             *("| " + " | ".join(cells) + " |" for cells in body)]
 
 
-def _compare(summary: dict, what: str) -> str:
-    """How a per-seed difference reads: above, below, or not told apart by its 95% interval."""
-    if summary["mean"] is None:
-        return f"no {what} to compare"
-    if summary["n"] < 2:
-        return f"{summary['mean']:+.3g} over {what} (one seed, no interval)"
-    low, high = summary["ci95"]
-    verdict = "above" if low > 0 else "below" if high < 0 else "not told apart from"
-    return f"{verdict} {what} ({summary['mean']:+.3g} [{low:+.3g}, {high:+.3g}])"
+def detector_tables(table: dict, policy: str) -> list[str]:
+    """Pad events on one policy's episodes: every detector at its own count, then all at the common rate."""
+    lines = []
+    for rate, title, note in (
+            ("own", "each model at its own boundaries, each baseline at the model's count per episode",
+             "lift and F1 depend on the count: compare a model with the baselines in its own rows"),
+            ("common", "every detector at the pad-event count (its score thresholded, pooled over episodes)",
+             "one rate for all rows: rows compare like with like")):
+        body = []
+        for condition, entry in table.items():
+            for name in detectors(condition):
+                cell = entry[policy][rate][name]
+                row = [condition, LABELS[name], _cell(cell["boundary_rate"]), _cell(cell["lift"]), _cell(cell["f1"])]
+                if rate == "common":
+                    auprc = entry[policy]["auprc"].get(name)
+                    row.append("n/a" if auprc is None else _cell(auprc))
+                row += [_seeds(cell["circular_log10_p"], 3), _below(cell["circular_log10_p"])]
+                body.append(row)
+        header = ["condition", "boundaries from", "boundaries per step", "lift", "F1@1",
+                  *(["AUPRC"] if rate == "common" else []), "log10 circular p, per seed", f"seeds p < {ALPHA}"]
+        lines += [f"### Pad events, {policy} episodes: {title}", f"({note}.)", "", *_table(header, body), ""]
+    return lines
 
 
-def reading(table: dict, baselines: dict, seeds: int) -> list[str]:
-    """The findings, stated mechanically from the numbers (intervals over seeds, counts of significant seeds)."""
+def split_table(table: dict, policy: str) -> list[str]:
+    """Hit rates on the right next pad against other pads at the common rate, one policy's episodes."""
+    body = []
+    for condition, entry in table.items():
+        for name in detectors(condition):
+            cell = entry[policy]["common"][name]
+            body.append([condition, LABELS[name], _cell(cell["progress_hit_rate"]),
+                         _cell(cell["distractor_hit_rate"]), _cell(cell["progress_minus_distractor"]),
+                         _num(cell["progress_minus_distractor"]["p"], 2), _seeds(cell["progress_log10_p"]),
+                         _below(cell["progress_log10_p"])])
+    return [f"### Right next pad against other pads, {policy} episodes (common rate)", "",
+            *_table(["condition", "boundaries from", "hit rate, right pad", "hit rate, other pads", "difference",
+                     "bootstrap p", "log10 exact p, per seed", f"seeds p < {ALPHA}"], body), ""]
+
+
+def seed_table(table: dict) -> list[str]:
+    """Each seed's figures: its final return and its model's headline numbers on scripted episodes."""
+    body = []
+    for condition, entry in table.items():
+        scripted = entry["scripted"]
+        own, common = scripted["own"]["model"], scripted["common"]["model"]
+        for i, seed in enumerate(entry["seeds"]):
+            body.append([condition, str(seed), _num(entry["final_return"][i]),
+                         _num(own["boundary_rate"]["per_seed"][i]), _num(own["lift"]["per_seed"][i]),
+                         _num(common["lift"]["per_seed"][i]), _num(common["progress_minus_distractor"]["per_seed"][i]),
+                         _num(own["circular_log10_p"][i], 4)])
+    return _table(["condition", "seed", "final return", "boundaries per step", "lift (own count)",
+                   "lift (common rate)", "right minus other pads (common)", "log10 circular p (own)"], body)
+
+
+def reading(table: dict, found: list[dict], baselines: dict) -> list[str]:
+    """The findings, generated from the numbers: each seed's return against the random policy's (a count, no test),
+    then every verdict with its interval, bootstrap p and Holm-adjusted p."""
     lines = []
     for condition, entry in table.items():
-        ret = entry["final_return"]
-        verdict = "n/a" if ret["mean"] is None else (
-            "above the random policy's" if ret["ci95"] and ret["n"] > 1 and ret["ci95"][0] > baselines["random"]
-            else "not above the random policy's")
-        lines.append(f"- **{condition}**: final return {_cell(ret)}, {verdict} {baselines['random']:.3g} (scripted "
-                     f"{baselines['scripted']:.3g}).")
-        for policy in POLICIES:
-            for event in EVENTS:
-                lift = entry[f"{policy}/{event}/model/lift_over_event_rate"]
-                parts = [f"lift {_cell(lift)}",
-                         f"stratified p < 0.05 in {entry[f'{policy}/{event}/seeds with p < 0.05']} of {seeds} seeds",
-                         f"circular-shift p < 0.05 in {entry[f'{policy}/{event}/seeds with circular p < 0.05']}"]
-                parts += [_compare(entry[f"{policy}/{event}/lift over {label}"], f"{label}'s lift")
-                          for label, source in SOURCES if source is not None]
-                lines.append(f"  - {event} events, {policy} episodes: " + "; ".join(parts) + ".")
+        returns = [r for r in entry["final_return"] if r is not None]
+        above = sum(r > baselines["random"] for r in returns)
+        lines.append(f"- **{condition}**: final return per seed {_seeds(entry['final_return'])}; {above} of "
+                     f"{len(entry['final_return'])} seeds above the random policy's {baselines['random']:.3g} "
+                     f"(scripted solver {baselines['scripted']:.3g}).")
+        for v in (v for v in found if v["condition"] == condition):
+            interval = "no interval" if v["ci95"] is None else f"[{v['ci95'][0]:+.3g}, {v['ci95'][1]:+.3g}]"
+            lines.append(f"  - {v['policy']} episodes, the model's {v['what']}: {v['mean']:+.3g} {interval}, p "
+                         f"{v['p']:.2g}, Holm {v['p_holm']:.2g}: **{v['reads']}**.")
     return lines
 
 
 def plot_peth(rows: list[dict], conditions: list[str], out: pathlib.Path) -> pathlib.Path:
-    """Boundary rate around events (lag 0: the event's step), mean and 95% interval over seeds, per policy and
-    event type."""
+    """The model's boundary rate around events (lag 0: the event's step), each seed a thin line and the mean over
+    seeds thick, per policy (rows) and event type (columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(POLICIES), len(EVENTS), figsize=(5.5 * len(EVENTS), 3.4 * len(POLICIES)),
+    fig, axes = plt.subplots(len(POLICIES), len(EVENTS), figsize=(5 * len(EVENTS), 3.2 * len(POLICIES)),
                              squeeze=False)
     for (i, policy), (j, event) in itertools.product(enumerate(POLICIES), enumerate(EVENTS)):
         ax = axes[i, j]
         for index, condition in enumerate(conditions):
-            peths = [r[policy]["events"][event]["all"]["peth"] for r in rows if r["condition"] == condition]
-            rates = np.array([p["read_rate"] for p in peths], np.float64)
-            if not np.isfinite(rates).all():
-                continue
+            peths = [r[policy][0]["events"][event]["all"]["peth"] for r in rows if r["condition"] == condition]
+            rates = np.array([[np.nan if v is None else v for v in p["read_rate"]] for p in peths], np.float64)
             lags = np.array(peths[0]["lags"])
-            mean, low, high = curves.interval(rates)
-            ax.plot(lags, mean, color=f"C{index}", label=condition)
-            ax.fill_between(lags, low, high, color=f"C{index}", alpha=0.2)
+            for seed_rates in rates:
+                ax.plot(lags, seed_rates, color=f"C{index}", lw=0.6, alpha=0.4)
+            ax.plot(lags, rates.mean(axis=0), color=f"C{index}", lw=1.8, label=condition)
+        if not any(r[policy][0]["events"][event]["event_count"] for r in rows):
+            ax.text(0.5, 0.5, "no such events", transform=ax.transAxes, ha="center", color="grey")
         ax.axvline(0, color="grey", lw=0.8, ls=":")
         ax.set(title=f"{event} events, {policy} episodes", xlabel="steps from the event", ylabel="boundary rate")
     axes[0, 0].legend(fontsize=7)
@@ -347,6 +465,7 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
     key = jax.random.PRNGKey(0)
     baselines = {p: float(pinpad.baseline_return(env, p, BASELINE_EPISODES, key)) for p in ("random", "scripted")}
     table = numbers(rows, args.conditions)
+    found = verdicts(table)
     figures = args.out / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
     groups = {c: [r["lines"] for r in rows if r["condition"] == c] for c in args.conditions}
@@ -355,48 +474,47 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
     peth_path = plot_peth(rows, args.conditions, figures)
     times_path = args.logroot / TIMES
     times = json.loads(times_path.read_text()) if times_path.exists() else []
-    evaluation = rows[0]["scripted"]["settings"]
     data = {"task": TASK, "setting": args.setting, "conditions": {c: list(CONDITIONS[c]) for c in args.conditions},
             "seeds": list(args.seeds), "steps": args.steps, "presets": list(SETTINGS[args.setting]["configs"]),
-            "baseline_returns": baselines, "baseline_episodes": BASELINE_EPISODES, "summary": table,
-            "runs": [{k: r[k] for k in RUN_FIELDS} | {p: _headline(r[p]) for p in POLICIES} for r in rows],
+            "baseline_returns": baselines, "baseline_episodes": BASELINE_EPISODES,
+            "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED}, "alpha": ALPHA, "summary": table,
+            "verdicts": found, "runs": [{k: r[k] for k in RUN_FIELDS} | {p: _headline(r[p][0]) for p in POLICIES}
+                                        for r in rows],
             "evaluation": {p: eval_args(args.setting, p) for p in POLICIES}, "invocations": times,
             "wall_s": sum(t["wall_s"] or 0.0 for t in times), "versions": _versions(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                         "cpus": os.cpu_count(), "backend": jax.default_backend()}}
-    write_atomic(args.out / "study.json", json.dumps(data, indent=1) + "\n")
-    markdown = _markdown(args, data, table, evaluation, [curve_path, peth_path])
+    write_atomic(args.out / "study.json", json.dumps(data, indent=1, allow_nan=False) + "\n")
+    markdown = _markdown(args, data, rows[0]["scripted"][0]["settings"], [curve_path, peth_path])
     path = args.out / "study.md"
     write_atomic(path, "\n".join(markdown) + "\n")
     return path
 
 
 def _headline(result: dict) -> dict:
-    """The figures of one run's evaluation that the report's tables use (the full JSON stays beside the run)."""
+    """Where one run's evaluation on a policy stands (its full JSON and detections stay beside the run)."""
     return {"boundary_count": result["boundary_count"], "scored_steps": result["scored_steps"],
-            "checkpoint": result["settings"]["step"],
-            **{f"{event}/{label}/{name}": metric(result, event, source, name)
-               for event in EVENTS for label, source in SOURCES for _, name in METRICS}}
+            "checkpoint": result["settings"]["step"], "pad_events": result["events"]["pad"]["event_count"]}
 
 
-def _markdown(args, data: dict, table: dict, evaluation: dict, figures: list[pathlib.Path]) -> list[str]:
+def _markdown(args, data: dict, evaluation: dict, figures: list[pathlib.Path]) -> list[str]:
     """The lines of study.md."""
     preset = cfg.presets()[SETTINGS[args.setting]["configs"][0]]
-    seeds = len(args.seeds)
+    table, seeds = data["summary"], len(args.seeds)
     hours = data["wall_s"] / 3600
     lines = [
         "# Do VTA boundaries line up with pinpad's events, and does the agent learn?",
         "",
         f"Written by `python -m experiments.study{' --report' if args.report else ''}` (`make study`) from the runs in "
-        f"`{args.logroot}`; the numbers behind every table are in `study.json`.",
+        f"`{args.logroot}`; the numbers behind every table, each seed's among them, are in `study.json`.",
         "",
         "## The question",
         "The prototype trained DreamerV3 with RSSM and with VTA dynamics on pinpad and asked whether the boundaries "
-        "VTA learns fall on the task's events (entering a pad, earning a reward) more often than chance and more often "
-        "than simple detectors do, and whether the agent learns. Each run's boundaries are judged on the same kind of "
-        "episodes for every model (the scripted solver's, full of events) and on its own agent's episodes; the "
-        "baselines mark as many steps per episode as the model does: the largest pixel changes, and the largest "
-        "surprise KL(posterior || prior) of the same seed's RSSM run.",
+        "VTA learns fall on the task's events more often than chance and more often than simple detectors do, and "
+        "whether the agent learns. On pinpad every pad entry flashes, so any change detector finds pad events; the "
+        "question a flash cannot answer is whether a model's boundaries prefer the *right next* pad of the sequence "
+        "over other pads, which flash alike. Each run is judged on the scripted solver's episodes (the same for every "
+        "model, rich in events), on the random policy's, and on its own agent's.",
         "",
         "## Setup",
         f"- Task `{TASK}`; {_count(seeds, 'seed')} per condition ({', '.join(map(str, args.seeds))}), trained side "
@@ -408,19 +526,30 @@ def _markdown(args, data: dict, table: dict, evaluation: dict, figures: list[pat
         *(f"  - `{c}`: `{' '.join(CONDITIONS[c])}`" + (" (ours, see below)" if c == RECOMMENDED else "")
           for c in args.conditions),
         f"- Why `{RECOMMENDED}`: the prototype's rate regulariser, KL(Bern(q_t) || Bern(rate)) at every step, pulls "
-        "each READ probability towards the rate and so penalises the confident decisions that make boundaries "
-        "informative; ours regularises the batch-mean READ probability instead (`--vta_rate_mode batch`), which "
-        "only sets how often READ happens, with no forcing and temperature 1 (the model's own boundaries).",
-        f"- Evaluation: `python -m experiments.eval_boundaries --policy {{scripted,agent}} "
+        "each READ probability towards the rate; ours regularises the batch-mean READ probability instead "
+        "(`--vta_rate_mode batch`), which only sets how often READ happens, with no forcing and temperature 1.",
+        f"- Evaluation: `python -m experiments.eval_boundaries --policy {{{','.join(POLICIES)}}} "
         f"{' '.join(SETTINGS[args.setting]['eval'])}` with `--baseline-logdir` the same seed's `{BASELINE}` run; "
-        f"{evaluation['episodes']} episodes of {evaluation['length'] or 'time_limit'} steps, the "
-        f"deterministic boundary (`{evaluation['boundaries']}`), {evaluation['resamples']} circular-shift resamples, "
-        f"{evaluation['bootstrap']} bootstrap resamples, tolerance 1 step for F1. p is the exact hypergeometric "
-        "p-value stratified by episode, given as log10; lift is over the event rate, stratified by episode.",
+        f"{evaluation['episodes']} episodes of {evaluation['length'] or 'time_limit'} steps per policy, the "
+        f"deterministic boundary (`{evaluation['boundaries']}`). Events: pad entries, split into entries of the right "
+        "next pad (progress) and of any other pad (distractor); rewards are a subset of pad entries and are not "
+        "scored apart.",
+        "- Detectors: the model's boundaries (an RSSM's: its surprise KL(posterior || prior) at the pad-event count), "
+        "the largest pixel changes, and the same seed's RSSM surprise. Two scorings: at the model's own count (each "
+        "baseline marks as many steps per episode as the model), and at one common rate (every detector's score "
+        "thresholded at the number of pad events, pooled over episodes).",
+        "- Measures: lift over the event rate (stratified by episode), F1 at a tolerance of 1 step, AUPRC of the "
+        "score (threshold-free), and the hit rates on right and other pads. Significance per seed: the exact "
+        "circular-shift p (each episode's boundaries shifted cyclically against its events, which keeps runs of "
+        "steps together) and, for right against other pads, the exact hypergeometric p given the boundaries on pad "
+        "entries; no interval is put on a p-value.",
+        f"- Intervals: 95% percentile intervals of a two-stage bootstrap ({data['bootstrap']['resamples']} resamples: "
+        "seeds with replacement, then each drawn seed's episodes with replacement), so a bounded measure's interval "
+        "stays in its range. The Reading's comparisons use the bootstrap p-value of no difference and Holm's "
+        "correction over all of them.",
         f"- Baseline returns over {data['baseline_episodes']} episodes: random "
         f"{data['baseline_returns']['random']:.3g}, scripted {data['baseline_returns']['scripted']:.3g}. Final "
         "return: each run's last periodic evaluation.",
-        "- Intervals: 95% Student-t over seeds (none for one seed).",
         f"- Machine: {data['machine']['platform']}, {data['machine']['cpus']} CPUs, JAX backend "
         f"{data['machine']['backend']}. Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
         f"- Wall time: {data['wall_s']:.0f} s ({hours:.2f} h) over {_count(len(data['invocations']), 'invocation')}: "
@@ -428,34 +557,43 @@ def _markdown(args, data: dict, table: dict, evaluation: dict, figures: list[pat
                                           f"{t['wall_s']:.0f} s") + f", `{t['command']}`"
                     for t in data["invocations"]) + ".",
         "",
-        "## Headline (pad events, scripted episodes)",
-        *_table(["condition", "final return", "boundaries per step", "lift", "log10 p", "circular p", "F1@1",
-                 "lift minus pixel change's", "lift minus RSSM surprise's"],
-                [[c, _cell(e["final_return"]), _cell(e["scripted_boundary_rate"]),
-                  *(_cell(e[f"scripted/pad/model/{name}"]) for _, name in METRICS[:4]),
-                  _cell(e["scripted/pad/lift over pixel change"]), _cell(e["scripted/pad/lift over RSSM surprise"])]
+        "## Headline: scripted episodes, common rate",
+        *_table(["condition", "final return, per seed", "lift", "minus pixel change's", "right minus other pads",
+                 "AUPRC", "log10 circular p, per seed"],
+                [[c, _seeds(e["final_return"]), _cell(e["scripted"]["common"]["model"]["lift"]),
+                  _cell(e["scripted"]["common"]["model"]["lift_minus_pixel_change"]),
+                  _cell(e["scripted"]["common"]["model"]["progress_minus_distractor"]),
+                  _cell(e["scripted"]["auprc"]["model"]) if "model" in e["scripted"]["auprc"] else "n/a",
+                  _seeds(e["scripted"]["common"]["model"]["circular_log10_p"])]
                  for c, e in table.items()]),
+        "",
+        "## Each seed (scripted episodes, the model)",
+        *seed_table(table),
         "",
         "## Learning curves",
         f"![learning curves]({FIGURES}/{figures[0].name})",
         "",
+        "## Detectors on pad events",
+        "",
     ]
     for policy in POLICIES:
-        for event in EVENTS:
-            lines += [f"## {event.capitalize()} events, {policy} episodes", "",
-                      *_table(["condition", "boundaries from", *(label for label, _ in METRICS)],
-                              [[c, label, *(_cell(e[f"{policy}/{event}/{label}/{name}"]) for _, name in METRICS)]
-                               for c, e in table.items() for label, _ in SOURCES]), ""]
+        lines += detector_tables(table, policy)
+    lines += ["## Right next pad against other pads", ""]
+    for policy in POLICIES:
+        lines += split_table(table, policy)
     lines += ["## Boundary rate around events", f"![peri-event histograms]({FIGURES}/{figures[1].name})", "",
-              "## Reading", "Stated from the numbers above: a difference is \"above\" or \"below\" only when its 95% "
-              "interval over seeds excludes 0.", "", *reading(table, data["baseline_returns"], seeds), "",
+              "## Reading",
+              f"Generated from the numbers above. Each comparison is at the common rate; it reads \"above 0\" or "
+              f"\"below 0\" only where its Holm-adjusted p (over all {len(data['verdicts'])} comparisons) is below "
+              f"{ALPHA}.", "", *reading(table, data["verdicts"], data["baseline_returns"]), "",
               "## Limits",
-              f"- CPU scale: {args.steps} env steps per run of one small model; the learning benchmark's RSSM "
-              "agents (`pinpad_cpu`) first earned reward after about 30k env steps (docs/results/learning.json). "
-              "An agent that has not learned to act makes episodes with few pad and no reward events, so the "
-              "judgement on its own episodes rests on few events.",
-              f"- One task ({TASK}), {_count(seeds, 'seed')}: intervals over so few seeds are wide, and a condition "
-              "that is \"not told apart\" from a baseline may still differ."]
+              f"- {_count(seeds, 'seed')} per condition: the seed level of the bootstrap has "
+              f"{_count(math.comb(2 * seeds - 1, seeds), 'distinct draw')}, and a bootstrap over so few seeds "
+              "understates the spread between seeds (its variance by a factor (n - 1) / n), so the intervals and "
+              "p-values are optimistic at the seed level.",
+              f"- CPU scale: {args.steps} env steps per run of one small model, one task ({TASK}).",
+              "- The same scripted and random episodes serve every model of a seed, so rows of a seed are paired; the "
+              "agent episodes differ per run."]
     return lines
 
 
@@ -469,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             args.logroot.mkdir(parents=True, exist_ok=True)
             record_time(args.logroot, started, None, command)
             try:
-                code = train_and_judge(args) or judge_agent(args)
+                code = train_and_judge(args) or judge_policies(args)
             finally:
                 record_time(args.logroot, started, time.monotonic() - clock, command)
             if code:

@@ -88,10 +88,24 @@ def test_a_stored_result_holds_for_the_same_settings_and_format_only(root, vta_e
     args = eval_boundaries.parser().parse_args(["--logdir", str(logdir), *EVAL])
     result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
     path.write_text(json.dumps(result))
+    assert eval_boundaries.stored(logdir, args, path) is None  # its detections are not beside it
+    shutil.copy(vta_eval / "boundary_eval.npz", tmp_path / "stored.npz")
     assert eval_boundaries.stored(logdir, args, path) == result
-    older = {**result, "settings": {**result["settings"], "format": eval_boundaries.FORMAT - 1}}
+    older = {**result, "settings": {**result["settings"], "format": metrics.FORMAT - 1}}
     path.write_text(json.dumps(older))  # written by code whose metrics have changed since: computed again
     assert eval_boundaries.stored(logdir, args, path) is None
+
+
+def test_the_saved_detections_score_to_the_result_again(vta_eval):
+    """What a study resamples: the detections beside a result give that result exactly."""
+    result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
+    detections = metrics.Detections.load(vta_eval / "boundary_eval.npz")
+    assert sorted(detections.marks) == ["model", "pixel_change"] and detections.read_prob is not None
+    assert int((detections.marks["model"] & detections.valid).sum()) == result["boundary_count"]
+    settings = result["settings"]
+    again = metrics.score(detections, tuple(settings["tolerance"]), settings["resamples"], settings["bootstrap"],
+                          settings["seed"])
+    assert again == {name: result[name] for name in again}
 
 
 def _vta_trace(root, policy, constrain=False, boundaries="mode"):

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 from conftest import REPO
-from experiments import study
+from dreamer_jax.boundaries import inference, metrics
+from experiments import eval_boundaries, study
 
 # The prototype's rate condition (max_seg_len 50, longer than a training sequence: the carried segment length binds);
 # our recommended one differs from it only in flags, tested in test_vta.py (the batch-mean rate) and test_config.py.
@@ -35,15 +37,16 @@ def _run(root, condition):
     return root / "runs" / f"{study.TASK}_{condition}_seed0"
 
 
-def test_each_run_is_judged_on_scripted_and_agent_episodes_against_its_seeds_rssm(done):
+def test_each_run_is_judged_on_scripted_random_and_agent_episodes_against_its_seeds_rssm(done):
     root, _ = done
     vta, rssm = _run(root, VTA), _run(root, "rssm")
-    for policy, path in (("scripted", vta / "boundary_eval.json"),
-                         ("agent", vta / study.AGENT_DIR / "boundary_eval.json")):
+    for policy in study.POLICIES:
+        path = study.result_path(vta, policy)
         result = json.loads(path.read_text())
         assert result["settings"]["policy"] == policy and result["settings"]["baseline_logdir"] == str(rssm)
         assert set(result["events"]["pad"]["baselines"]) == {"pixel_change", "rssm_surprise"}
         assert result["settings"]["step"] == 128 and result["config"]["vta_max_seg_len"] == 50
+        assert eval_boundaries.detections_path(path).exists()
     last = json.loads((vta / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 128 and last["updates"] == 32 and last["skipped_updates"] == 0
     assert all(math.isfinite(last[k]) for k in ("loss_rec", "loss_rate", "kl_boundary", "boundary_ratio"))
@@ -54,27 +57,88 @@ def test_each_run_is_judged_on_scripted_and_agent_episodes_against_its_seeds_rss
 
 
 def test_the_report_holds_the_numbers_of_the_runs_evaluations(done):
+    """With one seed, each summary is that seed's value, which the run's own evaluation computed from the same
+    detections: the report reads the right arrays the right way (the bootstrap is tested with several seeds below)."""
     root, result = done
     data = json.loads((root / "out" / "study.json").read_text())
     assert list(data["summary"]) == list(CONDITIONS) and data["steps"] == 128 and data["seeds"] == [0]
-    vta = json.loads((_run(root, VTA) / "boundary_eval.json").read_text())
-    entry = data["summary"][VTA]
-    pad = vta["events"]["pad"]
-    assert entry["scripted/pad/model/lift_over_event_rate"]["mean"] == pad["all"]["lift_over_event_rate"]
-    assert entry["scripted/pad/pixel change/auprc"]["mean"] == pad["baselines"]["pixel_change"]["auprc"]
-    assert entry["scripted_boundary_rate"]["mean"] == vta["boundary_count"] / vta["scored_steps"]
-    assert entry["final_return"]["n"] == 1 and entry["final_return"]["ci95"] == [entry["final_return"]["mean"]] * 2
+    for policy in study.POLICIES:
+        vta = json.loads(study.result_path(_run(root, VTA), policy).read_text())
+        entry = data["summary"][VTA][policy]
+        own, common = entry["own"], entry["common"]
+        near = lambda x: None if x is None else pytest.approx(x, rel=1e-12)  # noqa: E731  (undefined stays None)
+        assert own["model"]["lift"]["per_seed"] == [near(vta["events"]["pad"]["all"]["lift_over_event_rate"])]
+        assert own["pixel_change"]["f1"]["mean"] == near(
+            vta["events"]["pad"]["baselines"]["pixel_change"]["tolerance"]["1"]["f1"])
+        assert own["model"]["circular_log10_p"] == [near(vta["events"]["pad"]["all"]["circular_shift_log10_p"])]
+        assert own["model"]["boundary_rate"]["mean"] == near(vta["boundary_count"] / vta["scored_steps"])
+        assert common["rssm_surprise"]["lift"]["mean"] == near(
+            vta["at_pad_count"]["rssm_surprise"]["lift_over_event_rate"])
+        split = vta["at_pad_count"]["model"]["progress_vs_distractor"]
+        for rate in ("progress_hit_rate", "distractor_hit_rate"):
+            if split[rate] is not None:
+                assert common["model"][rate]["mean"] == near(split[rate])
+        assert entry["auprc"]["model"]["mean"] == near(vta["events"]["pad"]["all"]["auprc"])
+    assert all(v["p_holm"] >= v["p"] for v in data["verdicts"])
+    assert {(v["condition"], v["policy"]) for v in data["verdicts"]} <= {
+        (c, p) for c in CONDITIONS for p in study.POLICIES}
     assert data["baseline_returns"]["scripted"] > data["baseline_returns"]["random"] >= 0
     assert len(data["invocations"]) == 1 and data["wall_s"] > 0 and data["versions"]["jax"]
     markdown = (root / "out" / "study.md").read_text()
-    for heading in ("## The question", "## Setup", "## Headline", "## Pad events, agent episodes",
-                    "## Reward events, scripted episodes", "## Reading", "## Limits"):
+    for heading in ("## The question", "## Setup", "## Headline", "## Each seed", "### Pad events, agent episodes",
+                    "### Right next pad against other pads, random episodes", "## Reading", "## Limits"):
         assert heading in markdown, heading
+    assert "Reward events" not in markdown and "Student" not in markdown
     assert all(f"| {c} |" in markdown for c in CONDITIONS) and f"**{VTA}**" in markdown
     for name in ("learning_curves.png", "peth.png"):
         assert matplotlib.image.imread(root / "out" / study.FIGURES / name).ndim == 3, name
         assert f"({study.FIGURES}/{name})" in markdown
     assert str(root / "out" / "study.md") in result.stdout
+
+
+def _detections(rng, skill, episodes=8, steps=80):
+    """Synthetic detections: the model's boundaries hit the right next pad with probability `skill`, other pads and
+    other steps at the same low rate; pixel change sees every pad alike."""
+    shape = (episodes, steps)
+    valid = metrics.default_valid(shape)
+    pad = (rng.random(shape) < 0.15) & valid
+    progress = pad & (rng.random(shape) < 0.4)
+    read = valid & ((rng.random(shape) < 0.1) | (progress & (rng.random(shape) < skill)))
+    prob = np.where(read, 0.6, 0.1) + 0.05 * rng.random(shape)
+    delta = pad + 0.5 * rng.random(shape)
+    scores = {"model": prob, "pixel_change": delta, "rssm_surprise": rng.random(shape)}
+    count = int(pad.sum())
+    return metrics.Detections(
+        source="posterior", boundaries_from="read", score_name="read_prob", delta_percentile=90.0, valid=valid,
+        forced=np.zeros(shape, bool), delta=delta, read_prob=prob,
+        events={"pad": pad, "progress": progress, "distractor": pad & ~progress},
+        marks={"model": read, **{name: metrics.threshold_at_count(scores[name], read.sum(1), valid, 0)
+                                 for name in ("pixel_change", "rssm_surprise")}},
+        scores=scores, at_pad_count={name: metrics.threshold_at_count(x, count, valid, 0)
+                                     for name, x in scores.items()})
+
+
+def test_a_condition_over_several_seeds_gives_per_seed_values_bounded_intervals_and_holm_verdicts():
+    rng = np.random.default_rng(0)
+    table = {name: {"seeds": [0, 1, 2], "final_return": [0.0, 1.0, 2.0],
+                    **{policy: study.condition_numbers([_detections(rng, skill) for _ in range(3)])
+                       for policy in study.POLICIES}}
+             for name, skill in (("vta_skilled", 0.9), ("vta_blind", 0.0))}
+    skilled = table["vta_skilled"]["scripted"]
+    lift = skilled["own"]["model"]["lift"]
+    assert lift["mean"] == pytest.approx(np.mean(lift["per_seed"]), rel=1e-12)
+    for name in ("progress_hit_rate", "distractor_hit_rate"):
+        for cell in (skilled["own"]["model"][name], skilled["common"]["pixel_change"][name]):
+            assert 0 <= cell["ci95"][0] <= cell["ci95"][1] <= 1, (name, cell)  # percentile: inside [0, 1]
+    assert len(skilled["common"]["model"]["circular_log10_p"]) == 3
+    found = study.verdicts(table)
+    assert len(found) == 2 * 3 * 3  # two conditions, three policies: right vs other pads, two baselines
+    adjusted = inference.holm([v["p"] for v in found])
+    assert [v["p_holm"] for v in found] == pytest.approx(adjusted.tolist())
+    reads = {(v["condition"], v["policy"], v["measure"]): v["reads"] for v in found}
+    assert all(reads[("vta_skilled", p, "progress_minus_distractor")] == "above 0" for p in study.POLICIES)
+    assert all(reads[("vta_blind", p, "progress_minus_distractor")] == "not told apart from 0"
+               for p in study.POLICIES)
 
 
 def test_the_report_is_rewritten_from_the_runs_alone(done, tmp_path):

@@ -18,6 +18,7 @@ import submitit
 
 from conftest import REPO
 from dreamer_jax import config as cfg, sweep, sweep_view
+from dreamer_jax.boundaries import metrics
 from dreamer_jax.ledger import Current, Ledger, leading
 from dreamer_jax.status import read_status, write_status
 from experiments import launchers, sweep as sweep_cli
@@ -266,8 +267,13 @@ def test_finished_means_a_checkpoint_at_the_steps_the_command_trains_to(tmp_path
     longer = sweep.plan(tmp_path, "pinpad_eight", {"c": ()}, [0], ["debug"], ["--steps", "128"])[0]
     assert sweep.target_steps(longer) == 128 and not sweep.is_finished(longer)
     assert not sweep.eval_is_current(run.logdir)
-    (run.logdir / "boundary_eval.json").write_text("{}")
+    result = run.logdir / sweep.EVAL_RESULT
+    result.write_text(json.dumps({"settings": {"format": metrics.FORMAT - 1}}))
+    assert not sweep.eval_is_current(run.logdir)  # written by older metrics: evaluated again
+    result.write_text(json.dumps({"settings": {"format": metrics.FORMAT}}))
     assert sweep.eval_is_current(run.logdir)
+    result.write_text("{")  # cut short
+    assert not sweep.eval_is_current(run.logdir)
 
 
 @pytest.mark.parametrize("args, env, message", [

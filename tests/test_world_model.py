@@ -16,7 +16,7 @@ from flax import nnx
 
 from dreamer_jax import config as C
 from dreamer_jax import replay as rp
-from dreamer_jax import train
+from dreamer_jax import openloop, train
 from dreamer_jax.agent import Agent, world_model_loss
 from experiments.envs import make_env
 
@@ -218,3 +218,26 @@ def test_same_seed_is_bit_identical_other_seed_differs(setup, trained):
     state_b, _ = learner_b.chunk(state_b, 2, True)
     assert not _equal(state_b.params, s2.params)
     assert not _equal(state_b.replay.steps["image"], s2.replay.steps["image"])
+
+
+def test_open_loop_sees_only_the_context_and_imagines_from_the_recorded_actions(setup):
+    """Frames after the context never reach the prediction; the action taken at the last observed step drives the
+    first imagined frame; the last action (taken after the last step) drives nothing."""
+    config, env, learner, state = setup
+    rng, (episodes, length, context) = np.random.default_rng(0), (2, 8, 3)
+    data = {"image": rng.integers(0, 256, (episodes, length, *env.image_shape), np.uint8),
+            "action": rng.integers(0, env.num_actions, (episodes, length)),
+            "is_first": np.arange(length)[None].repeat(episodes, 0) == 0, "reward": np.zeros((episodes, length))}
+    predict = lambda d: jax.device_get(openloop.predict(learner, state.params, d, jax.random.PRNGKey(1), context))  # noqa: E731
+    base = predict(data)["recon"]
+    unseen = {**data, "image": data["image"].copy()}
+    unseen["image"][:, context:] = 255 - unseen["image"][:, context:]
+    np.testing.assert_array_equal(predict(unseen)["recon"], base)
+    last = {**data, "action": data["action"].copy()}
+    last["action"][:, -1] = (last["action"][:, -1] + 1) % env.num_actions
+    np.testing.assert_array_equal(predict(last)["recon"], base)
+    driving = {**data, "action": data["action"].copy()}
+    driving["action"][:, context - 1] = (driving["action"][:, context - 1] + 1) % env.num_actions
+    moved = predict(driving)["recon"]
+    np.testing.assert_array_equal(moved[:, :context], base[:, :context])
+    assert not np.array_equal(moved[:, context], base[:, context])

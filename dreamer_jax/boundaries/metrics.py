@@ -12,7 +12,10 @@ estimate. An undefined value (a rate with nothing to count) is NaN, never 0; `ev
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 
 import numpy as np
 from scipy import special
@@ -20,6 +23,10 @@ from scipy import special
 from dreamer_jax.boundaries.trace import Trace
 
 LAGS = tuple(range(-10, 11))
+# The layout of an evaluation's result: raised when the metrics change, so that results of older code are computed
+# again (2: the exact circular-shift p and progress_vs_distractor; 3: the detections saved beside it, separate random
+# streams for detecting and scoring).
+FORMAT = 3
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -617,12 +624,12 @@ def _model_boundaries(trace: Trace, source: str, valid: np.ndarray, rng):
     return boundaries, np.zeros(valid.shape, bool), None, trace.kl_obs, "rssm_surprise", "kl_obs"
 
 
-def _plain(x):
+def plain(x):
     """JSON-ready copy: numpy scalars and arrays to Python numbers and lists, NaN and infinities to None."""
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -632,76 +639,138 @@ def _plain(x):
     return x
 
 
+BASELINE_SCORES = {"pixel_change": "frame_delta", "rssm_surprise": "surprise_kl"}  # baseline -> its score's name
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """Every detector's marks and scores on one trace, with the scored steps and the events: all that the scores read.
+
+    Detectors: "model" (its boundaries and READ probability, or an RSSM's surprise), "pixel_change" and, given a
+    baseline RSSM, "rssm_surprise"; each baseline marks as many steps per episode as the model does. Saved beside an
+    evaluation (`save`, `load`), so that a study can resample seeds and episodes without the models.
+    """
+
+    source: str  # posterior or prior READs
+    boundaries_from: str  # read, read_prior or rssm_surprise
+    score_name: str | None  # the model's score: read_prob, read_prob_prior, kl_obs
+    delta_percentile: float  # frame-delta events: the steps above this percentile of the frame delta
+    valid: np.ndarray  # (E, T) bool: scored steps
+    forced: np.ndarray  # (E, T) bool: boundaries a constraint or the episode start decided
+    delta: np.ndarray  # (E, T) float: frame delta (pixel change)
+    read_prob: np.ndarray | None  # (E, T) float: the model's READ probability (None for an RSSM)
+    events: dict  # name -> (E, T) bool at valid steps: the trace's events and frame_delta
+    marks: dict  # detector -> (E, T) bool: its boundaries
+    scores: dict  # detector -> (E, T) float or None: the score it ranks steps by
+    at_pad_count: dict  # detector -> (E, T) bool: its score thresholded at the pad-event count, pooled over episodes
+
+    _GROUPS = ("events", "marks", "scores", "at_pad_count")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write every array, exactly, to one compressed .npz."""
+        arrays = {"valid": self.valid, "forced": self.forced, "delta": self.delta}
+        if self.read_prob is not None:
+            arrays["read_prob"] = self.read_prob
+        for group in self._GROUPS:
+            arrays.update({f"{group}.{name}": x for name, x in getattr(self, group).items() if x is not None})
+        meta = {name: getattr(self, name) for name in ("source", "boundaries_from", "score_name", "delta_percentile")}
+        np.savez_compressed(path, meta=json.dumps(meta), **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Detections":
+        """Read what `save` wrote."""
+        with np.load(path) as data:
+            arrays = {name: data[name] for name in data.files}
+        groups = {group: {name.split(".", 1)[1]: x for name, x in arrays.items() if name.startswith(f"{group}.")}
+                  for group in cls._GROUPS}
+        groups["scores"] = {name: groups["scores"].get(name) for name in groups["marks"]}
+        return cls(**json.loads(str(arrays["meta"])), valid=arrays["valid"], forced=arrays["forced"],
+                   delta=arrays["delta"], read_prob=arrays.get("read_prob"), **groups)
+
+
+def detect(trace: Trace, source: str = "posterior", delta_percentile: float = 90.0, seed: int = 0,
+           surprise=None) -> Detections:
+    """Every detector of a trace: the model's boundaries (an RSSM's: its surprise kl_obs thresholded at the number of
+    valid pad events, pooled), pixel change and, given `surprise` (E, T), an RSSM's KL, at the model's per-episode
+    boundary count; each score also thresholded at the pad-event count; and the frame-delta events (the steps above
+    `delta_percentile` of the frame delta). Ties break at random, deterministically given `seed`."""
+    rng = np.random.default_rng([seed, 0])
+    valid = default_valid(trace.shape)
+    boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid, rng)
+    delta = frame_delta(trace.frames)
+    events = {name: np.asarray(x, bool) & valid for name, x in trace.events.items()}
+    events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile, rng)
+    per_episode = (boundaries & valid).sum(axis=1)
+    scores = {"model": score, "pixel_change": delta}
+    if surprise is not None:
+        scores["rssm_surprise"] = np.asarray(surprise, float)
+    marks = {"model": boundaries, **{base: threshold_at_count(scores[base], per_episode, valid, rng)
+                                     for base in BASELINE_SCORES if base in scores}}
+    pad_count = int(events["pad"].sum())
+    at_pad_count = {name: threshold_at_count(np.asarray(x, float), pad_count, valid, rng)
+                    for name, x in scores.items() if x is not None}
+    return Detections(source=source, boundaries_from=boundaries_from, score_name=score_name,
+                      delta_percentile=delta_percentile, valid=valid,
+                      forced=forced, delta=delta, read_prob=prob, events=events, marks=marks, scores=scores,
+                      at_pad_count=at_pad_count)
+
+
+def score(d: Detections, tolerances=(0, 1, 2), resamples: int = 999, bootstrap: int = 200, seed: int = 0) -> dict:
+    """All boundary metrics of a trace's detections, per event type, for all and for free boundaries, with baselines;
+    JSON-ready (see `evaluate`). Deterministic given `seed`."""
+    rng = np.random.default_rng([seed, 1])
+    valid, boundaries, forced, delta = d.valid, d.marks["model"], d.forced, d.delta
+    episodes = len(valid)
+    weights = np.vstack([np.ones((1, episodes)), bootstrap_weights(episodes, bootstrap, rng)]).astype(float)
+    free = boundaries & ~forced
+    baselines = [name for name in d.marks if name != "model"]
+    result_events = {}
+    model_parts = (("all", boundaries, valid), ("free", free, valid & ~forced))  # free: forced steps not scored
+    for name, ev in d.events.items():
+        model = {}
+        for part, marks, scored in model_parts:
+            scores = _score_block(d.scores["model"], ev, scored, weights)
+            read_prob = np.full(len(LAGS), np.nan) if d.read_prob is None else peth(d.read_prob, ev, scored)
+            model[part] = {**_boundary_block(marks, ev, scored, delta, tolerances, weights, resamples, rng), **scores,
+                           "auc_read_prob": scores["auroc"], "auc_read_prob_ci": scores["auroc_ci"],
+                           "peth": {"lags": list(LAGS), "read_prob": read_prob, "read_rate": peth(marks, ev, scored)}}
+        model["baselines"] = {
+            base: {**_boundary_block(d.marks[base], ev, valid, delta, tolerances, weights, resamples, rng),
+                   **_score_block(d.scores[base], ev, valid, weights), "score": BASELINE_SCORES[base]}
+            for base in baselines}
+        result_events[name] = {"event_count": int(ev.sum()), **model}
+    split = {"progress", "distractor"} <= set(d.events)  # traces of envs before the split have neither
+    progress = {name: _progress_block(marks, d.events, valid, weights)
+                for name, marks in d.marks.items()} if split else None
+    at_pad_count = {name: {**_boundary_block(marks, d.events["pad"], valid, delta, tolerances, weights, resamples, rng),
+                           "progress_vs_distractor": _progress_block(marks, d.events, valid, weights) if split
+                           else None}
+                    for name, marks in d.at_pad_count.items()}
+    return plain({
+        "source": d.source, "boundaries_from": d.boundaries_from, "score": d.score_name,
+        "episodes": episodes, "steps": valid.shape[1], "scored_steps": int(valid.sum()),
+        "boundary_count": int((boundaries & valid).sum()), "forced_count": int((boundaries & forced & valid).sum()),
+        "free_count": int((free & valid).sum()), "resamples": resamples, "bootstrap": bootstrap,
+        "tolerances": list(tolerances), "delta_percentile": d.delta_percentile, "seed": seed,
+        "events": result_events, "progress_vs_distractor": progress, "at_pad_count": at_pad_count,
+        "segments": _segments_block(boundaries, d.events.get("pad", np.zeros_like(valid)), valid, weights),
+    })
+
+
 def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resamples: int = 999,
              delta_percentile: float = 90.0, seed: int = 0, bootstrap: int = 200, surprise=None) -> dict:
     """All boundary metrics of a trace, per event type, for all and for free boundaries, with baselines; JSON-ready.
 
     The headline p-value (`hypergeom_p`, `hypergeom_log10_p`) and `lift_over_event_rate` are stratified by episode
     (boundaries at random within each episode). "free" scores only the steps where the boundary was not forced:
-    forced steps leave the population, not only the hits. Frame-delta events and baselines break ties at random.
+    forced steps leave the population, not only the hits.
 
     `source` picks the posterior or the prior READs and probabilities (the trace's `forced` flags serve both). An RSSM
-    trace (no READs) is scored on its own surprise: kl_obs thresholded at as many boundaries as there are valid pad
-    events, pooled over episodes (one global threshold, "boundaries_from": "rssm_surprise"), and kl_obs replaces the
-    READ probability ("score": "kl_obs"; the PETH then has no read_prob).
-    Baselines use each episode's boundary count: frame delta (pixel change) and, given `surprise` (E, T), an RSSM's
-    KL (surprise). `progress_vs_distractor` compares, for the model and each baseline, the hit rates on entries of the
-    right next pad and of other pads (None for a trace without those events). `at_pad_count` scores every detector at
-    one common rate: its score (the READ probability, an RSSM's KL, the frame delta, the baseline's surprise)
-    thresholded at as many boundaries as there are pad events, pooled over episodes. Deterministic given `seed`.
+    trace (no READs) is scored on its own surprise ("boundaries_from": "rssm_surprise"), and kl_obs replaces the READ
+    probability ("score": "kl_obs"; the PETH then has no read_prob). Baselines (see `detect`): pixel change and, given
+    `surprise` (E, T), an RSSM's KL. `progress_vs_distractor` compares, for the model and each baseline, the hit rates
+    on entries of the right next pad and of other pads (None for a trace without those events). `at_pad_count` scores
+    every detector at one common rate: its score thresholded at as many boundaries as there are pad events, pooled over
+    episodes. Deterministic given `seed`.
     """
-    rng = np.random.default_rng(seed)
-    valid = default_valid(trace.shape)
-    episodes, steps = trace.shape
-    weights = np.vstack([np.ones((1, episodes)), bootstrap_weights(episodes, bootstrap, rng)]).astype(float)
-    boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid, rng)
-    free = boundaries & ~forced
-    delta = frame_delta(trace.frames)
-    events = {name: np.asarray(x, bool) & valid for name, x in trace.events.items()}
-    events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile, rng)
-    per_episode = (boundaries & valid).sum(axis=1)
-    baselines = {"pixel_change": (threshold_at_count(delta, per_episode, valid, rng), delta, "frame_delta")}
-    if surprise is not None:
-        surprise = np.asarray(surprise, float)
-        baselines["rssm_surprise"] = (threshold_at_count(surprise, per_episode, valid, rng), surprise,
-                                      "surprise_kl")
-    result_events = {}
-    model_parts = (("all", boundaries, valid), ("free", free, valid & ~forced))  # free: forced steps not scored
-    for name, ev in events.items():
-        model = {}
-        for part, marks, scored in model_parts:
-            scores = _score_block(score, ev, scored, weights)
-            read_prob = np.full(len(LAGS), np.nan) if prob is None else peth(prob, ev, scored)
-            model[part] = {**_boundary_block(marks, ev, scored, delta, tolerances, weights, resamples, rng), **scores,
-                           "auc_read_prob": scores["auroc"], "auc_read_prob_ci": scores["auroc_ci"],
-                           "peth": {"lags": list(LAGS), "read_prob": read_prob, "read_rate": peth(marks, ev, scored)}}
-        model["baselines"] = {
-            base: {**_boundary_block(marks, ev, valid, delta, tolerances, weights, resamples, rng),
-                   **_score_block(base_score, ev, valid, weights), "score": base_score_name}
-            for base, (marks, base_score, base_score_name) in baselines.items()}
-        result_events[name] = {"event_count": int(ev.sum()), **model}
-    split = {"progress", "distractor"} <= set(events)  # traces of envs before the split have neither
-    progress = {source: _progress_block(marks, events, valid, weights) for source, marks in
-                (("model", boundaries), *((base, marks) for base, (marks, *_) in baselines.items()))} if split else None
-    # One common rate for every detector: its score thresholded at the number of pad events, pooled over episodes
-    # (as an RSSM's own boundaries are), so that rows compare like with like whatever rate each model chose.
-    pad_count = int(events["pad"].sum())
-    scores = {"model": score, **{base: base_score for base, (_, base_score, _) in baselines.items()}}
-    at_pad_count = {}
-    for source, source_score in scores.items():
-        if source_score is not None:
-            marks = threshold_at_count(np.asarray(source_score, float), pad_count, valid, rng)
-            at_pad_count[source] = {**_boundary_block(marks, events["pad"], valid, delta, tolerances, weights,
-                                                      resamples, rng),
-                                    "progress_vs_distractor": _progress_block(marks, events, valid, weights)
-                                    if split else None}
-    forced_count = int((boundaries & forced & valid).sum())
-    return _plain({
-        "source": source, "boundaries_from": boundaries_from, "score": score_name,
-        "episodes": episodes, "steps": steps, "scored_steps": int(valid.sum()),
-        "boundary_count": int((boundaries & valid).sum()), "forced_count": forced_count,
-        "free_count": int((free & valid).sum()), "resamples": resamples, "bootstrap": bootstrap,
-        "tolerances": list(tolerances), "delta_percentile": delta_percentile, "seed": seed,
-        "events": result_events, "progress_vs_distractor": progress, "at_pad_count": at_pad_count,
-        "segments": _segments_block(boundaries, trace.events.get("pad", np.zeros_like(valid)), valid, weights),
-    })
+    return score(detect(trace, source, delta_percentile, seed, surprise), tolerances, resamples, bootstrap, seed)
