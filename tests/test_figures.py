@@ -3,6 +3,7 @@ file under docs/results/, as the README rounds them. A figure edited by hand, or
 README, fails here."""
 
 import json
+import re
 
 import pytest
 
@@ -84,6 +85,17 @@ FIGURES = [
     ("return 150 in one 1000-step episode, against random 3.8 and the scripted solver 283.1", "released_play.json",
      lambda d: (d["return"], d["episode_length"], d["random_return"], d["scripted_return"]),
      "return {:g} in one {}-step episode, against random {:.1f} and the scripted solver {:.1f}"),
+    # Speed on the CPU: the env (benchmarks.env_throughput) and VTA against RSSM (benchmarks.dynamics_cost).
+    ("- Pinpad: 264,582 env steps/s with `jit + vmap + scan` at batch 1024 on a 2-core CPU, 178x the",
+     "env_throughput.json", lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
+                                          if r["method"] == "jit + vmap + scan" and r["batch"] == 1024),
+     "{:,.0f} env steps/s with `jit + vmap + scan` at batch 1024 on a 2-core CPU, {:.0f}x"),
+    ("- A VTA update costs 1.43x (debug) and 1.36x (size1m) an RSSM update", "dynamics_cost.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug) and {:.2f}x (size1m)"),
+    # The GPU check on one H200 (benchmarks/gpu_check.sh writes a table).
+    ("makes 60.1 env steps/s, 84.4 with `--scan_unroll 5`", "gpu/gpu_check.md",
+     lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
+                        for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
     # The official DreamerV3 beside ours (benchmarks.official_ratio, 2026-11-28): seconds per update.
     ("2.27 s against the official's 5.35 s at", "official_ratio.json",
      lambda d: (d["rows"][0]["ours_s"], _official(d["rows"][0])), "{:.2f} s against the official's {:.2f} s"),
@@ -95,6 +107,7 @@ FIGURES = [
 
 @pytest.mark.parametrize("quote, name, values, form", FIGURES, ids=[f"{f[1]}: {f[0][:40]}" for f in FIGURES])
 def test_the_readme_quotes_the_results_file(quote, name, values, form):
-    written = values(json.loads((RESULTS / name).read_text()))
+    text = (RESULTS / name).read_text()
+    written = values(json.loads(text) if name.endswith(".json") else text)
     assert quote in README, "the README no longer says this: update FIGURES in tests/test_figures.py"
     assert form.format(*written if isinstance(written, tuple) else (written,)) in quote
