@@ -57,6 +57,8 @@ def test_figures_and_open_loop_predictions(result):
         openloop = data["openloop"][dynamics]
         assert openloop["context"] == 5 and len(openloop["mse_per_step"]) == 45 and openloop["step"] == 128
         assert all(0 <= e < 1 for e in openloop["mse_per_step"])
+        # The run's own file and the summary agree; what the prediction sees and when is tested on the model
+        # itself (test_world_model.py: test_open_loop_sees_only_the_context_and_imagines_from_the_recorded_actions).
         saved = json.loads((root / "out" / f"openloop_{dynamics}.json").read_text())
         assert saved["mse_per_step"] == openloop["mse_per_step"] and saved["dynamics"] == dynamics
         assert set(saved["tracking"]["imagined"]) == {"1", "5", "15", "45"}
