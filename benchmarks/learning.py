@@ -1,8 +1,13 @@
-"""Does the agent learn? RSSM and VTA agents on pinpad_three, several seeds, against random and scripted play.
+"""Does the agent learn? RSSM and VTA agents on a pinpad task, several seeds, against random and scripted play.
 
     python -m benchmarks.learning                       # the CPU setting (hours on 2 cores; resumable)
     python -m benchmarks.learning --setting gpu         # 64x64, size12m, 8 seeds vmapped (minutes on one GPU)
     python -m benchmarks.learning --report              # only (re)write the results from the runs already there
+    python -m benchmarks.learning --task pinpad_four --dynamics rssm vta_hier   # results in learning_pinpad_four.*
+
+`--dynamics` names the agents: rssm, vta, and vta_hier (VTA whose abstract model's segment return is mixed into
+the critic's target, `--vta_value_mix 0.9`); each is recorded under its name. The default task is pinpad_three;
+another task's files carry its name (learning_TASK.json, learning_curves_TASK.png, ...).
 
 Trains each dynamics with `--num_seeds` seeds side by side (resumable: running it again continues the runs in
 --logroot), measures the random and the scripted policy's return over episodes of the same length, evaluates
@@ -43,7 +48,11 @@ from experiments import tracking
 from experiments.envs import make_env
 from experiments.plot import open_loop
 
-TASK = "pinpad_three"
+TASK = "pinpad_three"  # the default task; its results are learning.json, another task's learning_TASK.json
+# The agents the benchmark compares: name -> configuration fields. vta_hier is VTA with its hierarchy reaching the
+# critic (the abstract model's segment return mixed into the critic's target, psi 0.9 as in THICK Dreamer).
+VARIANTS = {"rssm": dict(dynamics="rssm"), "vta": dict(dynamics="vta"), "vta_hier": dict(dynamics="vta",
+                                                                                        vta_value_mix=0.9)}
 TARGET = 10.0  # eval return over the random policy's, every seed
 BASELINE_EPISODES = 64
 FINAL_EPISODES = 16
@@ -64,7 +73,7 @@ SETTINGS = {
     # the log, eval and save periods are multiples of 1024 steps, so every chunk has the same length and the
     # fused loop compiles once for prefilling and once for training.
     "gpu": dict(
-        configs=("size12m",), seeds=8, time_budget={"rssm": 400, "vta": 400},
+        configs=("size12m",), seeds=8, time_budget=dict.fromkeys(VARIANTS, 400),
         fields=dict(size=64, envs=16, time_limit=1000, prefill=3072, steps=1_024_000, replay_size=40_000, lr=1e-4,
                     warmup=200, eval_every=10_240, eval_episodes=8, log_every=5_120, save_every=1_024_000,
                     precision="bf16")),
@@ -73,14 +82,16 @@ SETTINGS = {
         configs=("debug",), seeds=1, time_budget=None,
         fields=dict(time_limit=50, steps=128, eval_every=64, log_every=64, save_every=128)),
 }
-FIELDS_FIXED_HERE = ("task", "dynamics", "num_seeds", "seed", "logdir")
+FIELDS_FIXED_HERE = ("task", "dynamics", "vta_value_mix", "num_seeds", "seed", "logdir")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--setting", choices=tuple(SETTINGS), default="cpu", help="which setting to run")
-    p.add_argument("--dynamics", nargs="+", choices=("rssm", "vta"), default=["rssm", "vta"])
+    p.add_argument("--dynamics", nargs="+", choices=tuple(VARIANTS), default=["rssm", "vta"],
+                   help="the agents to compare (vta_hier: VTA with --vta_value_mix 0.9)")
+    p.add_argument("--task", choices=pinpad.TASKS, default=TASK, help="the pinpad task")
     p.add_argument("--seeds", type=int, default=None, help="seeds per dynamics (default: the setting's)")
     p.add_argument("--logroot", type=pathlib.Path, default=None, help="run folders (default: runs/learning_SETTING)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/results"), help="folder of the results")
@@ -92,15 +103,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def setting_config(name: str, dynamics: str, seeds: int, logroot: pathlib.Path, overrides: list[str]) -> cfg.Config:
-    """The configuration of one dynamics in a setting: its presets and fields, then `FIELD=VALUE` overrides."""
+def setting_config(name: str, variant: str, seeds: int, logroot: pathlib.Path, overrides: list[str],
+                   task: str = TASK) -> cfg.Config:
+    """The configuration of one variant in a setting: its presets and fields, then `FIELD=VALUE` overrides."""
     setting = SETTINGS[name]
     flags = [f"--{item.replace('=', ' ', 1)}".split(" ", 1) for item in overrides]
     bad = [flag for flag, *_ in flags if flag[2:] in FIELDS_FIXED_HERE]
     if bad:
         raise cfg.ConfigError(f"{', '.join(bad)} is set by the benchmark itself; drop it from --set")
-    base = cfg.make(*setting["configs"], **setting["fields"], task=TASK, dynamics=dynamics, num_seeds=seeds,
-                    logdir=str(logroot / f"{TASK}_{dynamics}_seed{{seed}}"))
+    base = cfg.make(*setting["configs"], **setting["fields"], **VARIANTS[variant], task=task, num_seeds=seeds,
+                    logdir=str(logroot / f"{task}_{variant}_seed{{seed}}"))
     return cfg.parse([token for flag in flags for token in flag], base=base)
 
 
@@ -119,11 +131,16 @@ def first_at(curve: list[list[float]], target: float) -> int | None:
     return next((int(step) for step, value in curve if value >= target), None)
 
 
-def train_setting(configs: list[cfg.Config], budgets: dict[str, float] | None) -> float:
-    """Train every dynamics' seeds (resuming where runs exist) within its seconds of budget; returns the wall time."""
+def results_stem(stem: str, task: str) -> str:
+    """A result file's name without its suffix: STEM for the default task, STEM_TASK for another."""
+    return stem if task == TASK else f"{stem}_{task}"
+
+
+def train_setting(configs: dict[str, cfg.Config], budgets: dict[str, float] | None) -> float:
+    """Train every variant's seeds (resuming where runs exist) within its seconds of budget; returns the wall time."""
     start = time.monotonic()
-    for config in configs:
-        deadline = None if budgets is None else time.monotonic() + budgets[config.dynamics]
+    for variant, config in configs.items():
+        deadline = None if budgets is None else time.monotonic() + budgets[variant]
         env = make_env(config)
         run_lib.train(config, env, deadline=deadline, probe=tracking.probe(env))
     return time.monotonic() - start
@@ -136,15 +153,17 @@ def median_first(firsts: list[int | None]) -> float | None:
     return None if np.isinf(median) else median
 
 
-def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
-    """Measure baselines and final returns, draw the figures and write learning.json; returns its content."""
-    env = make_env(configs[0])
+def report(args, configs: dict[str, cfg.Config], wall_s: float | None) -> dict:
+    """Measure baselines and final returns, draw the figures and write learning.json (learning_TASK.json for another
+    task); returns its content."""
+    env = make_env(next(iter(configs.values())))
+    named = lambda stem, suffix="png": args.out / f"{results_stem(stem, args.task)}.{suffix}"  # noqa: E731
     key = jax.random.PRNGKey(0)
     random_return = float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, key))
     scripted_return = float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, key))
     target = TARGET * random_return
     runs, groups, openloops = [], {}, {}
-    for config in configs:
+    for variant, config in configs.items():
         lines_of_seeds = []
         for seed_config in run_lib.seed_configs(config):
             logdir = pathlib.Path(seed_config.logdir)
@@ -153,14 +172,14 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
             final, step, tracked = final_measures(logdir, env, seed_config.seed)
             xs, ys = curves.series(lines, "eval_return")
             curve = [[int(x), float(y)] for x, y in zip(xs, ys)]
-            runs.append({"dynamics": config.dynamics, "seed": seed_config.seed, "final_eval_return": final,
+            runs.append({"dynamics": variant, "task": config.task, "seed": seed_config.seed, "final_eval_return": final,
                          "final_step": step, "first_target_step": first_at(curve, target), "tracking": tracked,
                          "curve": curve, "logdir": str(logdir)})
-        groups[config.dynamics] = lines_of_seeds
+        groups[variant] = lines_of_seeds
         if args.openloop:
             first = pathlib.Path(run_lib.seed_configs(config)[0].logdir)
-            result = open_loop(first, 5, 50, 0, args.out, name=f"openloop_{config.dynamics}")
-            openloops[config.dynamics] = {k: result[k] for k in ("step", "context", "mse_per_step", "tracking",
+            result = open_loop(first, 5, 50, 0, args.out, name=results_stem(f"openloop_{variant}", args.task))
+            openloops[variant] = {k: result[k] for k in ("step", "context", "mse_per_step", "tracking",
                                                                  "imagined_reads")}
     summary = {}
     for dynamics in groups:
@@ -173,27 +192,27 @@ def report(args, configs: list[cfg.Config], wall_s: float | None) -> dict:
                              "median_first_target_step": median_first(firsts),
                              "train_s": max(lines[-1]["time"] for lines in groups[dynamics])}
     lines = {"random": random_return, "scripted": scripted_return, f"target ({TARGET:g}x random)": target}
-    title = f"{TASK}, {args.setting} setting"
-    curves.plot(groups, ["eval_return"], "step", args.out / "learning_curves.png", hlines=lines, title=title)
+    title = f"{args.task}, {args.setting} setting"
+    curves.plot(groups, ["eval_return"], "step", named("learning_curves"), hlines=lines, title=title)
     diagnostics = [m for m in DIAGNOSTICS if m in curves.available_metrics([l for g in groups.values() for l in g])]
     if diagnostics:  # none before the first update
-        curves.plot(groups, diagnostics, "step", args.out / "learning_diagnostics.png", title=title)
+        curves.plot(groups, diagnostics, "step", named("learning_diagnostics"), title=title)
     tracked = [m for m in TRACKING if m in curves.available_metrics([l for g in groups.values() for l in g])]
     if tracked:  # the share of decoded frames that draw the agent in its cell, at each periodic evaluation
-        curves.plot(groups, tracked, "step", args.out / "learning_tracking.png", title=title)
+        curves.plot(groups, tracked, "step", named("learning_tracking"), title=title)
     result = {
-        "task": TASK, "setting": args.setting, "command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]),
+        "task": args.task, "setting": args.setting, "command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]),
         "episode_length": env.length, "random_return": random_return, "scripted_return": scripted_return,
         "baseline_episodes": BASELINE_EPISODES, "final_episodes": FINAL_EPISODES, "target_return": target,
         "summary": summary, "runs": runs, "openloop": openloops,
-        "settings": {c.dynamics: cfg.to_dict(c) for c in configs}, "wall_s": wall_s,
+        "settings": {variant: cfg.to_dict(c) for variant, c in configs.items()}, "wall_s": wall_s,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
                     "devices": jax.device_count()},
         "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d"),
     }
-    write_atomic(args.out / "learning.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(named("learning", "json"), json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -206,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if seeds < 1:
             raise cfg.ConfigError(f"--seeds {seeds} must be at least 1")
-        configs = [setting_config(args.setting, d, seeds, args.logroot, args.set) for d in args.dynamics]
+        configs = {v: setting_config(args.setting, v, seeds, args.logroot, args.set, args.task) for v in args.dynamics}
         wall_s = None if args.report else train_setting(configs, budgets)
         args.out.mkdir(parents=True, exist_ok=True)
         result = report(args, configs, wall_s)
@@ -222,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     for dynamics, s in result["summary"].items():
         print(f"{dynamics}: final eval return {s['final_mean']:.1f} (95% CI {s['final_ci95'][0]:.1f} .. "
               f"{s['final_ci95'][1]:.1f}), {s['seeds_at_target']}/{s['seeds']} seeds at the target")
-    print(f"results: {args.out / 'learning.json'}, {args.out / 'learning_curves.png'}")
+    stems = [results_stem(stem, args.task) for stem in ("learning", "learning_curves")]
+    print(f"results: {args.out / stems[0]}.json, {args.out / stems[1]}.png")
     return 0
 
 

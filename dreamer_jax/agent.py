@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dreamer_jax import distributions as dists
+from dreamer_jax import distributions as dists, hierarchy
 from dreamer_jax.config import Config
 from dreamer_jax.distributions import sg
 from dreamer_jax.dynamics import swap_time
@@ -71,6 +71,11 @@ class Agent(nnx.Module):
         self.actor = Head(feat, action_dim, config.units, config.mlp_layers, outscale=config.actor_outscale, **head)
         self.critic = Head(feat, config.bins, config.units, config.mlp_layers, outscale=0.0, **head)
         self.num_bins, self.actor_unimix = config.bins, config.actor_unimix
+        # VTA's abstract model, built last (the other modules' initial parameters do not depend on it), and only
+        # when the critic mixes in its return.
+        self.abstract = hierarchy.AbstractModel(
+            feat, config.deter, config.stoch, config.classes, action_dim, config.vta_max_seg_len, config.bins,
+            config.units, config.mlp_layers, **head) if config.vta_value_mix < 1 else None
 
     def twohot(self, logits) -> dists.TwoHot:
         """A two-hot distribution over the configured bins (reward head, critic)."""
@@ -118,7 +123,21 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     terms = {"rec": (rec, config.rec_scale), "rew": (rew, config.rew_scale), "con": (cont, config.con_scale)}
     loss = dyn_loss + sum(scale * value.mean() for value, scale in terms.values())
     metrics.update({f"loss_{k}": value.mean() for k, (value, _) in terms.items()})
+    if agent.abstract is not None:
+        abstract_loss, abstract_metrics = segment_loss(agent.abstract, feat, post, action, data, config)
+        loss = loss + abstract_loss
+        metrics.update(abstract_metrics)
     return loss, WorldModelOut(post, carry, metrics)
+
+
+def segment_loss(model: hierarchy.AbstractModel, feat, post, action, data: dict, config: Config):
+    """The abstract model on the posterior segments of a replayed batch: every state's segment ahead, read off the
+    posterior boundaries, with the rewards and discounts the critic's returns use."""
+    disc = continue_target(data["is_terminal"], config)
+    targets = hierarchy.training_targets(sg(post.read), data["reward"].astype(jnp.float32), disc, data["is_first"])
+    end = targets["end"]
+    return model.loss(feat, targets, hierarchy.at_steps(post.h, end), hierarchy.at_steps(post.s, end),
+                      hierarchy.at_steps(action, end))
 
 
 def continue_target(is_terminal, config: Config):
@@ -155,6 +174,9 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     target_value = slow_value if config.slow_target else sg(agent.twohot(critic_logits).mean())
     ret = batch_major(lambda_returns, reward, cont, target_value, config.return_lambda)  # (N, H)
     weight = sg(jnp.cumprod(cont, axis=1) / disc)[:, :-1]
+    critic_target, abstract_metrics = ret, {}
+    if agent.abstract is not None:
+        critic_target, abstract_metrics = mixed_target(agent, slow_critic, config, states, ret, key)
 
     retnorm = percentile_update(retnorm, ret, config.retnorm_rate, config.retnorm_low, config.retnorm_high)
     scale = percentile_scale(retnorm)
@@ -165,14 +187,30 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     actor = -(weight * (logpi * adv + config.actor_entropy * entropy)).mean()
 
     value = agent.twohot(critic_logits[:, :-1])
-    critic = -(weight * (value.log_prob(sg(ret)) + config.slow_critic_reg * value.log_prob(slow_value[:, :-1])))
+    critic = -(weight * (value.log_prob(sg(critic_target))
+                         + config.slow_critic_reg * value.log_prob(slow_value[:, :-1])))
     loss = config.actor_scale * actor + config.critic_scale * critic.mean()
     metrics = {
         "loss_actor": actor, "loss_critic": critic.mean(), "policy_entropy": entropy.mean(), "return_scale": scale,
         "imag_return": ret.mean(), "imag_value": value.mean().mean(), "imag_reward": reward.mean(),
-        "adv_abs": jnp.abs(adv).mean(),
+        "adv_abs": jnp.abs(adv).mean(), **abstract_metrics,
     }
     return loss, (retnorm, ret, metrics)
+
+
+def mixed_target(agent: Agent, slow_critic: Head, config: Config, states, ret, key):
+    """The critic's target with the hierarchy: psi * ret + (1 - psi) * [segment reward + segment discount *
+    V(next READ state)], the abstract model's segment ahead of every imagined state (N, H), valued by the critic
+    that bootstraps the lambda-returns. (target, metrics)."""
+    n, steps = ret.shape
+    flat_states = jax.tree.map(lambda x: x[:, :-1].reshape((n * steps,) + x.shape[2:]), states)
+    following, pred = hierarchy.next_read(agent.dynamics, agent.abstract, flat_states, jax.random.fold_in(key, 1))
+    critic = slow_critic if config.slow_target else agent.critic
+    next_value = agent.value(critic, agent.dynamics.features(following)).reshape(n, steps)
+    seg_reward = pred["reward"].mean().reshape(n, steps)
+    seg_disc = jax.nn.sigmoid(pred["disc"].logits).reshape(n, steps)
+    target = hierarchy.mixed_return(ret, seg_reward, seg_disc, next_value, config.vta_value_mix)
+    return sg(target), {"imag_abstract_return": (seg_reward + seg_disc * next_value).mean()}
 
 
 def replay_loss(agent: Agent, slow_critic: Head, config: Config, post, data: dict, imagined_return):

@@ -205,6 +205,9 @@ class Config:
                                            "KL(sg(q) || p)", _NONNEG)
     vta_boundary_rep_scale: float = _field(0.1, "vta", "boundary KL scale that trains the posterior detector, "
                                            "KL(q || sg(p))", _NONNEG)
+    vta_value_mix: float = _field(1.0, "vta", "psi of the critic target psi * lambda-return + (1 - psi) * the "
+                                  "abstract model's segment return (THICK Dreamer); below 1 the abstract model is "
+                                  "built and trained; 1 is off", _UNIT)
 
     def __post_init__(self) -> None:
         """Coerce values to their field types (ints to floats, aliases to names), then validate."""
@@ -229,7 +232,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 # Fields added after runs had been saved, with the value that reproduces those runs: a config saved without one of
 # them loads with this value. Every other missing field is refused.
-ADDED_FIELDS = {"scan_unroll": 1}
+ADDED_FIELDS = {"scan_unroll": 1, "vta_value_mix": 1.0}
 
 # Fields that only the host loop reads (where a run writes, its seed, how long it trains, how often it logs, evaluates
 # and saves, how it is launched): no compiled program depends on them.
@@ -304,6 +307,9 @@ def _check_combinations(c: Config) -> None:
     if c.imag_last > c.batch_length:
         raise _invalid("imag_last", c.imag_last, f"must be at most --batch_length={c.batch_length} (it counts steps "
                        "of each replayed sequence)", "pass 0 to imagine from every step")
+    if c.vta_value_mix < 1 and c.dynamics != "vta":
+        raise _invalid("vta_value_mix", c.vta_value_mix, f"mixes in the VTA abstract model's return, which "
+                       f"--dynamics {c.dynamics} has not", "pass --dynamics vta, or --vta_value_mix 1")
     if c.replay_size < c.batch_length:
         raise _invalid("replay_size", c.replay_size, f"must hold at least one sequence of --batch_length="
                        f"{c.batch_length} steps", f"pass --replay_size {c.batch_length} or more")

@@ -122,6 +122,14 @@ class VTA(nnx.Module):
         """Unimix logits (B, S, C) from a linear output."""
         return latent_logits(out, x, self.stoch, self.classes, self.unimix)
 
+    def _z_prior(self, c):
+        """Logits of the abstract prior p(z | c)."""
+        return self._latent(self.z_prior_out, self.z_prior(c))
+
+    def _s_prior(self, h):
+        """Logits of the observation-level prior p(s | h)."""
+        return self._latent(self.s_prior_out, self.s_prior(h))
+
     def _obs_input(self, state: VTAState):
         return jnp.concatenate([state.h, flat(state.s)], -1)
 
@@ -206,8 +214,7 @@ class VTA(nnx.Module):
         c, z, z_logits, _, h, s_logits, s = self._advance(state, read, prev_action, z_post, s_post, (z_key, s_key))
         forced = is_first | (forcing & (force_read | force_copy))  # the boundary used was the constraint's
         post = VTAState(h, s, s_logits, c, z, z_logits, read, post_logit, forced, *self._counters(state, read))
-        prior = VTAPrior(self._latent(self.s_prior_out, self.s_prior(h)),
-                         self._latent(self.z_prior_out, self.z_prior(c)), prior_logit)
+        prior = VTAPrior(self._s_prior(h), self._z_prior(c), prior_logit)
         return Carry(post, action), (post, prior)
 
     def observe(self, carry: Carry, embed, action, is_first, key, reward=None, training=False, update=0,
@@ -247,11 +254,22 @@ class VTA(nnx.Module):
         read_key, z_key, s_key = jax.random.split(key, 3)
         logit = self.prior_read_logit(state, action)
         read = sg(self.sample_read(logit, read_key, 1.0))
-        z_prior = lambda c: self._latent(self.z_prior_out, self.z_prior(c))  # noqa: E731
-        s_prior = lambda h: self._latent(self.s_prior_out, self.s_prior(h))  # noqa: E731
-        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, action, z_prior, s_prior, (z_key, s_key))
+        c, z, z_logits, _, h, s_logits, s = self._advance(state, read, action, self._z_prior, self._s_prior,
+                                                             (z_key, s_key))
         return VTAState(h, s, s_logits, c, z, z_logits, read, logit, jnp.zeros_like(read, bool),
                         *self._counters(state, read))
+
+    def jump(self, state: VTAState, h_end, s_end, action, key) -> VTAState:
+        """The READ that ends the segment of `state`, given the observation-level state that ends it (h_end, s_end)
+        and the action after it: the abstract level updates from them and z, s come from their priors. The
+        abstract model's next state: no step of the segment is needed."""
+        z_key, s_key = jax.random.split(key)
+        read = jnp.ones(state.read.shape, jnp.float32)
+        end = state._replace(h=h_end, s=s_end)
+        c, z, z_logits, _, h, s_logits, s = self._advance(end, read, action, self._z_prior, self._s_prior,
+                                                             (z_key, s_key))
+        return VTAState(h, s, s_logits, c, z, z_logits, read, jnp.full_like(read, self.clip),
+                        jnp.zeros_like(read, bool), *self._counters(state, read))
 
     def imagine(self, start: VTAState, policy: Callable, horizon: int, key):
         """Roll the priors (boundary, z, s) forward from `start`; see `dynamics.imagine`."""

@@ -69,6 +69,7 @@ def test_figures_and_open_loop_predictions(result):
     (["--seeds", "0"], "--seeds 0 must be at least 1"),
     (["--set", "logdir=/tmp/x"], "--logdir is set by the benchmark itself"),
     (["--set", "batch_size=0"], "invalid --batch_size=0"),
+    (["--set", "vta_value_mix=0.5"], "--vta_value_mix is set by the benchmark itself"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
     code, _, err = run_main(learning.main, ["--setting", "tiny", "--logroot", tmp_path / "runs", "--out",
@@ -83,3 +84,13 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
 def test_median_first_step_counts_a_seed_that_never_reached_the_target_as_latest(firsts, median):
 
     assert learning.median_first(firsts) == median
+
+
+def test_variants_and_tasks_name_their_runs_and_results(tmp_path):
+    hier = learning.setting_config("tiny", "vta_hier", 2, tmp_path, [], "pinpad_four")
+    assert (hier.dynamics, hier.vta_value_mix, hier.task, hier.num_seeds) == ("vta", 0.9, "pinpad_four", 2)
+    assert hier.logdir == str(tmp_path / "pinpad_four_vta_hier_seed{seed}")
+    flat = learning.setting_config("tiny", "vta", 1, tmp_path, [])
+    assert (flat.vta_value_mix, flat.task) == (1.0, learning.TASK)
+    assert learning.results_stem("learning", "pinpad_four") == "learning_pinpad_four"
+    assert learning.results_stem("openloop_vta_hier", learning.TASK) == "openloop_vta_hier"

@@ -1,0 +1,121 @@
+"""VTA's abstract level as a model (dreamer_jax/hierarchy.py): segment targets and the mixed critic target against
+hand-worked examples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dreamer_jax import config as C, hierarchy, train
+from dreamer_jax.agent import Agent, world_model_loss
+from experiments.envs import make_env
+
+
+def test_segment_targets_of_a_hand_built_sequence():
+    read = jnp.array([[1, 0, 0, 1, 0, 1, 0, 0]], jnp.float32)
+    reward = jnp.array([[0, 1, 2, 3, 4, 5, 6, 7]], jnp.float32)
+    disc = jnp.array([[1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]], jnp.float32)
+    out = {k: np.asarray(v)[0] for k, v in hierarchy.segment_targets(read, reward, disc).items()}
+    valid = out["valid"]
+    assert valid.tolist() == [True] * 5 + [False] * 3  # after the READ at 5 no READ follows in the sequence
+    assert out["next"][valid].tolist() == [3, 3, 3, 5, 5]
+    assert out["length"][valid].tolist() == [3, 2, 1, 2, 1]
+    # t = 0: r1 + d1 r2 + d1 d2 r3 = 1 + 0.9 * 2 + 0.9 * 0.8 * 3; t = 3: r4 + d4 r5 = 4 + 0.6 * 5
+    np.testing.assert_allclose(out["reward"][valid], [4.96, 2 + 0.8 * 3, 3, 7, 5], rtol=1e-6)
+    np.testing.assert_allclose(out["disc"][valid], [0.9 * 0.8 * 0.7, 0.8 * 0.7, 0.7, 0.6 * 0.5, 0.5], rtol=1e-6)
+
+
+def test_segment_targets_bootstrap_as_the_lambda_zero_return_does_for_one_step_segments():
+    """Where every step is a READ, each segment is one step: reward[t + 1] and disc[t + 1], next t + 1."""
+    rng = np.random.default_rng(0)
+    reward, disc = (jnp.asarray(rng.random((3, 6)), jnp.float32) for _ in range(2))
+    out = hierarchy.segment_targets(jnp.ones((3, 6)), reward, disc)
+    np.testing.assert_array_equal(out["reward"][:, :-1], reward[:, 1:])
+    np.testing.assert_array_equal(out["disc"][:, :-1], disc[:, 1:])
+    assert out["next"][:, :-1].tolist() == [list(range(1, 6))] * 3 and not out["valid"][:, -1].any()
+
+
+def test_the_mixed_return_is_thick_dreamers_target_and_psi_one_is_the_flat_return():
+    ret = jnp.array([10.0, -1.0])
+    mixed = hierarchy.mixed_return(ret, jnp.array([4.96, 0.5]), jnp.array([0.504, 0.9]), jnp.array([2.0, 3.0]), 0.9)
+    np.testing.assert_allclose(mixed, [0.9 * 10 + 0.1 * (4.96 + 0.504 * 2), 0.9 * -1 + 0.1 * (0.5 + 0.9 * 3)],
+                               rtol=1e-6)
+    assert hierarchy.mixed_return(ret, ret * np.nan, ret, ret, 1.0) is ret  # psi 1: today's target, untouched
+    assert hierarchy.mixed_return(ret, 0 * ret, 0 * ret, ret, 0.0).tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_training_targets_end_where_the_next_read_takes_its_inputs_and_never_across_episodes():
+    read = jnp.array([[1, 0, 1, 0, 0, 1, 0, 1]], jnp.float32)
+    is_first = jnp.array([[1, 0, 0, 0, 0, 1, 0, 0]], bool)  # a new episode at step 5: its READ ends no segment
+    out = hierarchy.training_targets(read, jnp.zeros((1, 8)), jnp.ones((1, 8)), is_first)
+    assert np.asarray(out["valid"])[0].tolist() == [True, True, False, False, False, True, True, False]
+    assert np.asarray(out["end"])[0, [0, 1, 5, 6]].tolist() == [1, 1, 6, 6]  # the state and action before the READ
+    x = jnp.arange(16.0).reshape(2, 8)
+    assert hierarchy.at_steps(x, jnp.array([[7] * 8, [0] * 8])).tolist() == [[7.0] * 8, [8.0] * 8]
+
+
+def _agents(psi_values):
+    """Debug-preset VTA agents, one per psi, built from the same seed."""
+    config = lambda psi: C.make("debug", dynamics="vta", vta_value_mix=psi)  # noqa: E731
+    return [(config(psi), Agent(config(psi), 5, nnx.Rngs(params=0))) for psi in psi_values]
+
+
+def _batch(config, rng):
+    shape = (2, 8)
+    return {"image": rng.integers(0, 256, (*shape, config.size, config.size, 3), np.uint8),
+            "action": rng.integers(0, 5, shape), "reward": rng.random(shape).astype(np.float32),
+            "is_first": np.arange(8)[None].repeat(2, 0) == 0, "is_terminal": np.zeros(shape, bool)}
+
+
+def test_psi_one_builds_no_abstract_model_and_the_abstract_model_leaves_the_world_model_as_it_was():
+    (off_config, off), (on_config, on) = _agents((1.0, 0.9))
+    assert off.abstract is None and on.abstract is not None
+    off_params, on_params = (dict(nnx.to_flat_state(nnx.state(agent, nnx.Param))) for agent in (off, on))
+    common = {path: v for path, v in on_params.items() if path[0] != "abstract"}
+    assert common.keys() == off_params.keys() and len(common) < len(on_params)
+    for path, value in off_params.items():  # the other modules start exactly as before
+        np.testing.assert_array_equal(value[...], common[path][...], err_msg=str(path))
+    data = _batch(off_config, np.random.default_rng(0))
+    key = jax.random.PRNGKey(1)
+
+    @nnx.jit(static_argnums=1)
+    def loss(agent, config):
+        return world_model_loss(agent, config, agent.dynamics.initial(2), data, key)
+
+    (off_loss, off_out), (on_loss, on_out) = loss(off, off_config), loss(on, on_config)
+    abstract = sum(v for k, v in on_out.metrics.items() if k.startswith("loss_abstract_"))
+    assert on_out.metrics["abstract_segments"] > 0
+    for name, value in off_out.metrics.items():  # the world model's losses, bit for bit
+        np.testing.assert_array_equal(value, on_out.metrics[name], err_msg=name)
+    np.testing.assert_allclose(on_loss, off_loss + abstract, rtol=1e-6)
+
+
+def test_a_jumpy_rollout_chains_segments_under_jit_without_observations():
+    (config, agent), = _agents((0.9,))
+    start = agent.dynamics.initial(3).state
+
+    @nnx.jit(static_argnums=2)
+    def rollout(dynamics, model, segments, key):
+        return hierarchy.jumpy_rollout(dynamics, model, start, segments, key)
+
+    states, lengths, rewards, discounts = rollout(agent.dynamics, agent.abstract, 4, jax.random.PRNGKey(0))
+    assert lengths.shape == rewards.shape == discounts.shape == (3, 4) and states.h.shape == (3, 4, config.deter)
+    assert bool(((lengths >= 1) & (lengths <= config.vta_max_seg_len)).all())
+    assert bool((states.read == 1).all()) and bool((states.seg_len == 1).all())
+    assert states.seg_num[:, -1].tolist() == [4, 4, 4]  # one READ per segment
+    assert bool(((discounts > 0) & (discounts < 1)).all()) and bool(jnp.isfinite(states.h).all())
+
+
+def test_an_agent_with_the_hierarchy_trains_its_abstract_model_and_mixes_the_critic_target():
+    config = C.make("debug", dynamics="vta", vta_value_mix=0.9)
+    env = make_env(config)
+    learner, state = train.Learner.create(config, env, jax.random.PRNGKey(0))
+    state, _ = learner.chunk(state, 60, False)
+    before = jax.tree.map(np.asarray, nnx.state(nnx.merge(learner.graphdef, state.params).abstract, nnx.Param))
+    state, metrics = learner.chunk(state, 2, True)
+    after = nnx.state(nnx.merge(learner.graphdef, state.params).abstract, nnx.Param)
+    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values()) and int(metrics["skipped_updates"][-1]) == 0
+    assert float(np.asarray(metrics["abstract_segments"]).sum()) > 0 and "imag_abstract_return" in metrics
+    changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
+    assert any(changed)  # the abstract model learns
