@@ -117,5 +117,6 @@ def test_an_agent_with_the_hierarchy_trains_its_abstract_model_and_mixes_the_cri
     after = nnx.state(nnx.merge(learner.graphdef, state.params).abstract, nnx.Param)
     assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values()) and int(metrics["skipped_updates"][-1]) == 0
     assert float(np.asarray(metrics["abstract_segments"]).sum()) > 0 and "imag_abstract_return" in metrics
+    assert all(0 <= m <= 1 for m in np.asarray(metrics["abstract_next_z_match"]))
     changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
     assert any(changed)  # the abstract model learns
