@@ -8,9 +8,12 @@ ICLR 2024): psi * lambda-return + (1 - psi) * [segment reward + discount * V(nex
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dreamer_jax import distributions as dists
@@ -149,3 +152,37 @@ def jumpy_rollout(dynamics, model: AbstractModel, start, segments: int, key):
 
     _, out = jax.lax.scan(jump, start, jax.random.split(key, segments))
     return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def jumpy_from_episodes(learner, params, data: dict, key, segments: int) -> dict:
+    """Filter episodes (E, T) with the deterministic boundary, then, from the state at each episode's step
+    `data["start"]` (E,), roll `segments` segments with the abstract model alone: the posterior's READs (E, T) and
+    the predicted READ steps (E, K), start + the cumulative predicted lengths."""
+    agent = nnx.merge(learner.graphdef, params)
+    observe_key, jump_key = jax.random.split(key)
+    episodes = data["action"].shape[0]
+    action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
+    _, post, _ = agent.dynamics.observe(agent.dynamics.initial(episodes), agent.encoder(data["image"]), action,
+                                        data["is_first"], observe_key, reward=data["reward"], mode=True)
+    start = jax.tree.map(lambda x: x[jnp.arange(episodes), data["start"]], post)
+    _, lengths, _, _ = jumpy_rollout(agent.dynamics, agent.abstract, start, segments, jump_key)
+    return {"read": post.read > 0.5, "ends": data["start"][:, None] + jnp.cumsum(lengths, axis=1)}
+
+
+def next_reads(read: np.ndarray, start: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` READ steps after each episode's `start` (E, count), -1 where the episode has no more."""
+    out = np.full((len(read), count), -1)
+    for e, (row, s) in enumerate(zip(read, start)):
+        found = np.flatnonzero(row[s + 1:])[:count] + s + 1
+        out[e, :len(found)] = found
+    return out
+
+
+def read_errors(predicted: np.ndarray, actual: np.ndarray) -> list[float | None]:
+    """Mean absolute error, in steps, of the k-th predicted READ (E, K) against the k-th actual one (-1: none), over
+    the episodes that have it; None for a k that no episode reaches."""
+    defined = actual >= 0
+    error = np.where(defined, np.abs(predicted - actual), 0)
+    return [float(error[:, k].sum() / defined[:, k].sum()) if defined[:, k].any() else None
+            for k in range(actual.shape[1])]

@@ -1,14 +1,20 @@
 """VTA's abstract level as a model (dreamer_jax/hierarchy.py): segment targets and the mixed critic target against
 hand-worked examples."""
 
+import json
+
 import jax
 import jax.numpy as jnp
+import matplotlib.image
 import numpy as np
 import pytest
 from flax import nnx
 
-from dreamer_jax import config as C, hierarchy, train
+from conftest import run_main
+from dreamer_jax import config as C, hierarchy
 from dreamer_jax.agent import Agent, world_model_loss
+from dreamer_jax.boundaries import analysis
+from experiments import plot, train as train_cli
 from experiments.envs import make_env
 
 
@@ -107,16 +113,57 @@ def test_a_jumpy_rollout_chains_segments_under_jit_without_observations():
     assert bool(((discounts > 0) & (discounts < 1)).all()) and bool(jnp.isfinite(states.h).all())
 
 
-def test_an_agent_with_the_hierarchy_trains_its_abstract_model_and_mixes_the_critic_target():
-    config = C.make("debug", dynamics="vta", vta_value_mix=0.9)
-    env = make_env(config)
-    learner, state = train.Learner.create(config, env, jax.random.PRNGKey(0))
-    state, _ = learner.chunk(state, 60, False)
-    before = jax.tree.map(np.asarray, nnx.state(nnx.merge(learner.graphdef, state.params).abstract, nnx.Param))
-    state, metrics = learner.chunk(state, 2, True)
-    after = nnx.state(nnx.merge(learner.graphdef, state.params).abstract, nnx.Param)
-    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values()) and int(metrics["skipped_updates"][-1]) == 0
-    assert float(np.asarray(metrics["abstract_segments"]).sum()) > 0 and "imag_abstract_return" in metrics
-    assert all(0 <= m <= 1 for m in np.asarray(metrics["abstract_next_z_match"]))
-    changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
-    assert any(changed)  # the abstract model learns
+@pytest.fixture(scope="module")
+def hier_run(tmp_path_factory):
+    """A debug-preset VTA run with the hierarchy, trained by the CLI to 128 env steps (checkpoints at 64 and 128)."""
+    logdir = tmp_path_factory.mktemp("hier") / "run"
+    assert train_cli.main(["--configs", "debug", "--dynamics", "vta", "--vta_value_mix", "0.9", "--steps", "128",
+                           "--eval_every", "0", "--log_every", "32", "--save_every", "64", "--logdir",
+                           str(logdir)]) == 0
+    return logdir
+
+
+def test_an_agent_with_the_hierarchy_trains_its_abstract_model_and_mixes_the_critic_target(hier_run):
+    lines = [json.loads(line) for line in (hier_run / "metrics.jsonl").read_text().splitlines()]
+    last = lines[-1]
+    assert last["step"] == 128 and last["skipped_updates"] == 0
+    assert last["abstract_segments"] > 0 and 0 <= last["abstract_next_z_match"] <= 1
+    assert all(np.isfinite(last[k]) for k in ("imag_abstract_return", "loss_abstract_length", "loss_critic"))
+    env = make_env(C.load(hier_run / "config.json"))
+    early, late = (analysis.load_run(hier_run, env, step) for step in (64, 128))
+    moved = [not np.array_equal(a, b) for a, b in zip(*(jax.tree.leaves(nnx.state(
+        nnx.merge(run.learner.graphdef, run.params).abstract, nnx.Param)) for run in (early, late)))]
+    assert any(moved)  # the abstract model learns
+
+
+def test_the_jumpy_figure_scores_predicted_reads_against_the_posteriors(hier_run, tmp_path, capsys):
+    code, out, err = run_main(plot.main, ["--logdir", hier_run, "--jumpy", "3", "--out", tmp_path / "curves.png"],
+                              capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "jumpy.json").read_text())
+    predicted, actual = np.array(result["predicted"]), np.array(result["actual"])
+    assert predicted.shape == actual.shape == (plot.JUMPY_EPISODES, 3) and result["start"] == 5
+    assert (np.diff(predicted, axis=1) >= 1).all() and (predicted > 5).all()  # each segment at least one step
+    for k, error in enumerate(result["mean_abs_error"]):
+        defined = actual[:, k] >= 0
+        assert (error is None) == (not defined.any())
+        if defined.any():
+            assert error == pytest.approx(np.abs(predicted[defined, k] - actual[defined, k]).mean())
+    assert matplotlib.image.imread(tmp_path / "jumpy.png").ndim == 3 and "jumpy:" in out
+
+
+def test_next_reads_lists_the_posteriors_reads_after_the_start():
+    read = np.array([[1, 0, 1, 0, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0, 0, 1]], bool)
+    assert hierarchy.next_reads(read, np.array([2, 0]), 3).tolist() == [[5, 6, -1], [7, -1, -1]]
+    errors = hierarchy.read_errors(np.array([[4, 9, 12], [8, 10, 11]]), np.array([[5, 6, -1], [7, -1, -1]]))
+    assert errors == [1.0, 3.0, None]  # |4 - 5| and |8 - 7|; |9 - 6| alone; no third READ
+
+
+@pytest.mark.parametrize("flags, message", [(["--jumpy", "3"], "has no abstract model"),
+                                            (["--jumpy", "-1"], "--jumpy -1 must be 0")])
+def test_a_run_without_the_hierarchy_is_refused_for_jumps(hier_run, tmp_path, capsys, flags, message):
+    (tmp_path / "flat").mkdir()
+    saved = json.loads((hier_run / "config.json").read_text()) | {"vta_value_mix": 1.0}
+    (tmp_path / "flat" / "config.json").write_text(json.dumps(saved))
+    code, _, err = run_main(plot.main, ["--logdir", tmp_path / "flat", *flags], capsys)
+    assert code == 2 and message in err
