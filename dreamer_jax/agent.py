@@ -124,30 +124,29 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     loss = dyn_loss + sum(scale * value.mean() for value, scale in terms.values())
     metrics.update({f"loss_{k}": value.mean() for k, (value, _) in terms.items()})
     if agent.abstract is not None:
-        abstract_loss, abstract_metrics = segment_loss(agent, feat, post, action, data, config,
-                                                       jax.random.fold_in(key, 1))
+        abstract_loss, abstract_metrics = segment_loss(agent, post, action, data, config, jax.random.fold_in(key, 1))
         loss = loss + abstract_loss
         metrics.update(abstract_metrics)
     return loss, WorldModelOut(post, carry, metrics)
 
 
-def segment_loss(agent: Agent, feat, post, action, data: dict, config: Config, key):
+def segment_loss(agent: Agent, post, action, data: dict, config: Config, key):
     """The abstract model on the posterior segments of a replayed batch: every state's segment ahead, read off the
-    posterior boundaries, with the rewards and discounts the critic's returns use. Also how well its next READ
-    state matches the posterior's: `abstract_next_z_match`, the share of the next READ's latents whose class (the
-    prior's mode after the predicted summary) is the posterior's."""
+    posterior boundaries, with the rewards and discounts the critic's returns use. One prediction per state serves
+    the loss and the jump to the next READ, whose match with the posterior's is `abstract_next_z_match`: the share
+    of the next READ's latents whose class (the prior's mode after the predicted summary) is the posterior's."""
     disc = continue_target(data["is_terminal"], config)
     targets = hierarchy.training_targets(sg(post.read), data["reward"].astype(jnp.float32), disc, data["is_first"])
-    end = targets["end"]
-    loss, metrics = agent.abstract.loss(feat, targets, hierarchy.at_steps(post.h, end),
-                                        hierarchy.at_steps(post.s, end), hierarchy.at_steps(action, end))
     batch, steps = targets["valid"].shape
-    flat_post = jax.tree.map(lambda x: sg(x).reshape((batch * steps,) + x.shape[2:]), post)
-    following, _ = hierarchy.next_read(agent.dynamics, agent.abstract, flat_post, key)
-    predicted = following.z_logits.argmax(-1).reshape(batch, steps, -1)
-    actual = hierarchy.at_steps(post.z, targets["next"]).argmax(-1)
-    valid = targets["valid"].astype(jnp.float32)
-    match = (predicted == actual).mean(-1)
+    flat = lambda x: x.reshape((batch * steps,) + x.shape[2:])  # noqa: E731
+    following, pred = hierarchy.next_read(agent.dynamics, agent.abstract, jax.tree.map(lambda x: sg(flat(x)), post),
+                                          key)
+    end = targets["end"]
+    loss, metrics = agent.abstract.loss(pred, jax.tree.map(flat, targets), flat(hierarchy.at_steps(post.h, end)),
+                                        flat(hierarchy.at_steps(post.s, end)), flat(hierarchy.at_steps(action, end)))
+    actual = flat(hierarchy.at_steps(post.z, targets["next"])).argmax(-1)
+    valid = flat(targets["valid"]).astype(jnp.float32)
+    match = (following.z_logits.argmax(-1) == actual).mean(-1)
     metrics["abstract_next_z_match"] = sg((valid * match).sum() / jnp.maximum(valid.sum(), 1.0))
     return loss, metrics
 

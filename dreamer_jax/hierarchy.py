@@ -94,10 +94,9 @@ class AbstractModel(nnx.Module):
                 "disc": dists.bernoulli(self.disc(feat)[..., 0]), "h_end": self.h_end(feat),
                 "s_end": dists.categorical(s_logits), "action": dists.categorical(self.action(feat))}
 
-    def loss(self, feat, targets: dict, h_end, s_end, action) -> tuple[jax.Array, dict]:
-        """Negative log-likelihood of each segment's targets (masked by `valid`, and by segments no longer than
-        max_len) and squared error of h_end; `feat` is detached here. (loss, metrics)."""
-        pred = self(sg(feat))
+    def loss(self, pred: dict, targets: dict, h_end, s_end, action) -> tuple[jax.Array, dict]:
+        """Negative log-likelihood of each segment's targets under the model's predictions `pred` (masked by
+        `valid`, and by segments no longer than max_len) and squared error of h_end. (loss, metrics)."""
         max_len = pred["length"].event_shape[-1]
         length = targets["length"]
         mask = (targets["valid"] & (length <= max_len)).astype(jnp.float32)
