@@ -219,12 +219,6 @@ def _marks(d: metrics.Detections, detector: str, rate: str) -> np.ndarray:
     return d.marks[detector] if rate == "own" else d.at_pad_count[detector]
 
 
-def _f1(marks, pad, valid, weights):
-    """F1 at a tolerance of one step, pooled over the weighted episodes."""
-    matched = metrics.matches(marks, pad, valid, 1).astype(float)
-    return metrics.f1(weights @ matched, metrics.boundary_count(marks, valid, weights), weights @ (pad & valid).sum(1))
-
-
 def _split(name: str):
     """One rate of `metrics.progress_vs_distractor`."""
     return lambda marks, d, weights: metrics.progress_vs_distractor(
@@ -235,7 +229,7 @@ def _split(name: str):
 MEASURES = {
     "boundary_rate": lambda marks, d, w: metrics.boundary_rate(marks, d.valid, w),
     "lift": lambda marks, d, w: metrics.lift_over_event_rate(marks, d.events["pad"], d.valid, w),
-    "f1": lambda marks, d, w: _f1(marks, d.events["pad"], d.valid, w),
+    "f1": lambda marks, d, w: metrics.tolerance_scores(marks, d.events["pad"], d.valid, 1, w)["f1"],
     "progress_hit_rate": _split("progress_hit_rate"),
     "distractor_hit_rate": _split("distractor_hit_rate"),
     "progress_minus_distractor": _split("difference"),

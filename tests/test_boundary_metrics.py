@@ -152,6 +152,21 @@ def test_matching_on_hand_example():
     assert M.r_value(2, 5, 3) == pytest.approx(1 - (math.sqrt(5) / 3 + 1 / math.sqrt(2)) / 2, rel=1e-14)
 
 
+def test_tolerance_scores_pool_the_hand_example_and_weight_each_episode():
+    # The hand example above at tau 1 (step 0, an episode's start, is not scored): 3 of 5 boundaries match 3 events.
+    scores = M.tolerance_scores(BOUNDARIES, EVENTS, tau=1)
+    assert scores == pytest.approx({"precision": 3 / 5, "recall": 1.0, "f1": 3 / 4,
+                                    "r_value": 1 - (2 + math.sqrt(2)) / 6}, rel=1e-14)
+    # Two episodes: the hand example, and one with a boundary and an event 3 steps apart (no match at tau 1). Rows of
+    # weights count each episode that many times: (1, 1) holds 6 boundaries, 4 events, 3 matches; (2, 1) 11, 7, 6.
+    boundaries, events = np.concatenate([BOUNDARIES, _marks([6])]), np.concatenate([EVENTS, _marks([3])])
+    weighted = M.tolerance_scores(boundaries, events, tau=1, weights=np.array([[1, 1], [0, 1], [2, 1]]))
+    np.testing.assert_allclose(weighted["precision"], [3 / 6, 0, 6 / 11], rtol=1e-14)
+    np.testing.assert_allclose(weighted["recall"], [3 / 4, 0, 6 / 7], rtol=1e-14)
+    np.testing.assert_allclose(weighted["f1"], [6 / 10, 0, 12 / 18], rtol=1e-14)
+    assert M.tolerance_scores(boundaries, events, tau=1)["f1"] == pytest.approx(6 / 10, rel=1e-14)
+
+
 def test_r_value_is_one_for_a_perfect_segmentation():
     assert M.r_value(4, 4, 4) == pytest.approx(1.0)
 

@@ -562,10 +562,8 @@ def _with_intervals(values: dict) -> dict:
 
 def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resamples, rng) -> dict:
     """Every metric of one boundary set against one event type; weights (1 + B, E) with row 0 all ones."""
-    n_boundaries = boundary_count(boundaries, valid, weights)
-    n_events = _episode_totals(events & valid, weights)
     block = _with_intervals({
-        "boundary_count": n_boundaries,
+        "boundary_count": boundary_count(boundaries, valid, weights),
         "boundary_rate": boundary_rate(boundaries, valid, weights),
         "event_rate": event_rate(events, valid, weights),
         "event_at_boundary": event_at_boundary(boundaries, events, valid, weights),
@@ -582,13 +580,19 @@ def _boundary_block(boundaries, events, valid, delta, tolerances, weights, resam
     circular_log_p = circular_shift_log_p(boundaries, events, valid)
     block["circular_shift_p"] = math.exp(circular_log_p)
     block["circular_shift_log10_p"] = circular_log_p / math.log(10)
-    block["tolerance"] = {}
-    for tau in tolerances:
-        matched = _weighted(matches(boundaries, events, valid, tau), weights)
-        block["tolerance"][str(tau)] = _with_intervals({
-            "precision": precision(matched, n_boundaries), "recall": recall(matched, n_events),
-            "f1": f1(matched, n_boundaries, n_events), "r_value": r_value(matched, n_boundaries, n_events)})
+    block["tolerance"] = {str(tau): _with_intervals(tolerance_scores(boundaries, events, valid, tau, weights))
+                          for tau in tolerances}
     return block
+
+
+def tolerance_scores(boundaries, events, valid=None, tau: int = 0, weights=None) -> dict:
+    """Precision, recall, F1 and R-value of boundaries against events matched within `tau` steps, pooled over the
+    episodes (one value each, or one per resample with weights (B, E))."""
+    valid = _valid(valid, boundaries.shape)
+    n_boundaries, n_events = boundary_count(boundaries, valid, weights), _episode_totals(events & valid, weights)
+    matched = _weighted(matches(boundaries, events, valid, tau), weights)
+    return {"precision": precision(matched, n_boundaries), "recall": recall(matched, n_events),
+            "f1": f1(matched, n_boundaries, n_events), "r_value": r_value(matched, n_boundaries, n_events)}
 
 
 def _progress_block(boundaries, events, valid, weights) -> dict:
