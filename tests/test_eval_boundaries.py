@@ -23,7 +23,9 @@ from experiments.envs import make_env
 EVAL = ["--episodes", "4", "--length", "100", "--resamples", "99", "--bootstrap", "20", "--policy", "scripted"]
 FIGURES = ("boundary_grid.png", "boundary_internal.png", "boundary_fired.png", "boundary_peth.png")
 MAX_SEG_LEN = 6  # not the debug preset's 4: evaluation must rebuild the model from the saved configuration
-TASK = "pinpad_eight"  # the tiny runs share their programs (and so the compile cache) with test_vta_train's
+# The VTA run's model is test_vta_train's bf16 run's, the RSSM run's test_train_cli's: they share their programs
+# through the compile cache.
+TASK = "pinpad_eight"
 
 
 def _train(logdir, *flags):
