@@ -1,7 +1,7 @@
 """The prototype's experiment, answered: do VTA boundaries learned inside DreamerV3 line up with pinpad's events, and
 does the agent learn? RSSM and VTA conditions x seeds on pinpad_three, judged with stratified statistics.
 
-    make study                                   # = python -m experiments.study (more than a day on 2 cores; resumable)
+    make study                                   # = python -m experiments.study (about a day on 2 cores; resumable)
     python -m experiments.study --report         # rewrite the report from the runs already there
     python -m experiments.monitor --status-file runs/study/pinpad_status.env      # follow the training
 
