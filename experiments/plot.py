@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             raise curves.CurveError(f"--jumpy {args.jumpy} must be 0 (no) or a number of segments")
         if args.openloop and not 1 <= args.context < args.length:
             raise curves.CurveError(f"--context {args.context} must be at least 1 and below --length {args.length}")
-        if args.openloop or args.jumpy:  # a run to load, before anything is written
-            abstract_config(args.logdir) if args.jumpy else analysis.load_config(args.logdir)
+        if args.jumpy:  # a run to load, before anything is written
+            abstract_config(args.logdir)
+        elif args.openloop:
+            analysis.load_config(args.logdir)
         print(f"curves: {curves_of(args)}")
         if args.openloop:
             out_dir = args.out.parent if args.out else args.logdir
