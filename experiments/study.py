@@ -64,7 +64,10 @@ SETTINGS = {
     "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "2500", "--log_every", "2500", "--save_every", "2500"),
                 seeds=(0, 1, 2), steps=40_000, eval=("--episodes", "16"),
                 conditions=(BASELINE, "vta_force0_t2_rate", "vta_force10_t1", RECOMMENDED)),
-    "tiny": dict(configs=("debug",), flags=(), seeds=(0,), steps=128, conditions=tuple(CONDITIONS),
+    # tiny: the study end to end for the tests, on agents that only collect (a prefill as long as the runs): no update
+    # to trace and compile in each training process. Training is tested by itself (tests/test_vta_train.py trains the
+    # rate condition).
+    "tiny": dict(configs=("debug",), flags=("--prefill", "128"), seeds=(0,), steps=128, conditions=tuple(CONDITIONS),
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
 POLICIES = ("scripted", "random", "agent")

@@ -23,9 +23,10 @@ from experiments.envs import make_env
 EVAL = ["--episodes", "4", "--length", "100", "--resamples", "99", "--bootstrap", "20", "--policy", "scripted"]
 FIGURES = ("boundary_grid.png", "boundary_internal.png", "boundary_fired.png", "boundary_peth.png")
 MAX_SEG_LEN = 6  # not the debug preset's 4: evaluation must rebuild the model from the saved configuration
-# The VTA run's model is test_vta_train's bf16 run's, the RSSM run's test_train_cli's: they share their programs
-# through the compile cache.
-TASK = "pinpad_eight"
+# The models of the learning benchmark's tiny setting with VTA's max_seg_len 6 (test_learning_benchmark.py): they
+# share their programs through the compile cache.
+TASK = "pinpad_three"
+VTA_RUN = f"{TASK}_vta_len6_seed0"
 
 
 def _train(logdir, *flags):
@@ -39,7 +40,7 @@ def _train(logdir, *flags):
 def root(tmp_path_factory):
     """A log root with a VTA run (non-default max_seg_len) and an RSSM run, named as the sweep names them."""
     root = tmp_path_factory.mktemp("runs")
-    _train(root / f"{TASK}_vta_len6_seed0", "--dynamics", "vta", "--vta_max_seg_len", str(MAX_SEG_LEN))
+    _train(root / VTA_RUN, "--dynamics", "vta", "--vta_max_seg_len", str(MAX_SEG_LEN))
     _train(root / f"{TASK}_rssm_seed0", "--dynamics", "rssm")
     return root
 
@@ -47,7 +48,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vta_eval(root, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    code = eval_boundaries.main(["--logdir", str(root / f"{TASK}_vta_len6_seed0"), "--out", str(out), *EVAL])
+    code = eval_boundaries.main(["--logdir", str(root / VTA_RUN), "--out", str(out), *EVAL])
     assert code == 0
     return out
 
@@ -86,7 +87,7 @@ def test_cli_writes_a_complete_json_and_four_figures(vta_eval):
 
 
 def test_a_stored_result_holds_for_the_same_settings_and_format_only(root, vta_eval, tmp_path):
-    logdir, path = root / f"{TASK}_vta_len6_seed0", tmp_path / "stored.json"
+    logdir, path = root / VTA_RUN, tmp_path / "stored.json"
     args = eval_boundaries.parser().parse_args(["--logdir", str(logdir), *EVAL])
     result = json.loads((vta_eval / eval_boundaries.RESULT).read_text())
     path.write_text(json.dumps(result))
@@ -112,7 +113,7 @@ def test_the_saved_detections_score_to_the_result_again(vta_eval):
 
 def _vta_trace(root, policy, constrain=False, boundaries="mode"):
     """(run, episodes, trace) of the tiny VTA run on four 100-step episodes."""
-    logdir = root / f"{TASK}_vta_len6_seed0"
+    logdir = root / VTA_RUN
     env = make_env(analysis.load_config(logdir), 100)
     run = analysis.load_run(logdir, env)
     data = analysis.collect(run, env, 4, jax.random.PRNGKey(0), policy)
@@ -164,7 +165,7 @@ def test_an_rssm_run_is_scored_by_its_surprise_and_is_a_baseline_for_vta(root, t
     assert eval_boundaries.main(["--logdir", str(rssm), "--out", str(tmp_path / "rssm"), *EVAL]) == 0
     result = json.loads((tmp_path / "rssm" / eval_boundaries.RESULT).read_text())
     assert result["dynamics"] == "rssm" and result["boundaries_from"] == "rssm_surprise"
-    vta = root / f"{TASK}_vta_len6_seed0"
+    vta = root / VTA_RUN
     assert eval_boundaries.main(["--logdir", str(vta), "--out", str(tmp_path / "vta"), "--baseline-logdir", str(rssm),
                                  *EVAL]) == 0
     result = json.loads((tmp_path / "vta" / eval_boundaries.RESULT).read_text())
@@ -182,14 +183,14 @@ def test_logroot_gathers_a_table_and_lists_runs_it_skipped(root, tmp_path, capsy
     shutil.copytree(root, gathered)
     broken = gathered / f"{TASK}_vta_broken_seed1"
     broken.mkdir()
-    shutil.copy(root / f"{TASK}_vta_len6_seed0" / "config.json", broken / "config.json")
+    shutil.copy(root / VTA_RUN / "config.json", broken / "config.json")
     assert eval_boundaries.main(["--logroot", str(gathered), *EVAL]) == 0
     rows = (gathered / "boundary_table.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("run,")
-    assert any(f"{TASK}_rssm_seed0" in row for row in rows) and any(f"{TASK}_vta_len6_seed0" in row for row in rows)
+    assert any(f"{TASK}_rssm_seed0" in row for row in rows) and any(VTA_RUN in row for row in rows)
     markdown = (gathered / "boundary_table.md").read_text()
     assert f"{TASK}_vta_broken_seed1" in markdown and "no checkpoint" in markdown
-    for run in (f"{TASK}_rssm_seed0", f"{TASK}_vta_len6_seed0"):
+    for run in (f"{TASK}_rssm_seed0", VTA_RUN):
         assert (gathered / run / eval_boundaries.RESULT).exists()
     # A second gathering reuses the stored results (same settings, same checkpoint).
     stamp = (gathered / f"{TASK}_rssm_seed0" / eval_boundaries.RESULT).stat().st_mtime_ns
@@ -240,7 +241,7 @@ def test_the_notebook_runs_on_a_tiny_run(root, tmp_path):
     import nbformat
 
     notebook = nbformat.read(REPO / "examples" / "boundaries.ipynb", as_version=4)
-    env = {"DREAMER_JAX_RUN": str(root / f"{TASK}_vta_len6_seed0")}
+    env = {"DREAMER_JAX_RUN": str(root / VTA_RUN)}
     os.environ.update(env)
     try:
         nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
@@ -253,7 +254,7 @@ def test_the_notebook_runs_on_a_tiny_run(root, tmp_path):
 
 
 def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path, capsys):
-    source = root / f"{TASK}_vta_len6_seed0"
+    source = root / VTA_RUN
     out = tmp_path / "released" / "tiny_vta"
     assert release.main(["--logdir", str(source), "--out", str(out), "--trained_by", "a test"]) == 0
     provenance = json.loads((out / "provenance.json").read_text())
@@ -314,7 +315,7 @@ def test_the_released_agent_loads_and_plays_through_the_demos_code(tmp_path):
 @pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4")])
 def test_play_refuses_bad_values(root, flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        play.main(["--logdir", str(root / f"{TASK}_vta_len6_seed0"), *flags])
+        play.main(["--logdir", str(root / VTA_RUN), *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -138,7 +138,9 @@ def test_accelerator_loop_matches_the_cpu_loop():
     from dreamer_jax.train import Learner
     from experiments.envs import make_env
 
-    config = cfg.make("debug", precision="fp32", size=16)
+    # The model of the four-device test's one-device run above (batch 4): the CPU loop's programs come from the compile
+    # cache.
+    config = cfg.make("debug", batch_size=4, devices=4, precision="fp32", size=16)
     keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
 
     def train(key, seeds, fused):

@@ -2,7 +2,6 @@
 result it promises, the numbers traced back to the runs' evaluations, and clear errors for bad input."""
 
 import json
-import math
 import subprocess
 import sys
 
@@ -14,8 +13,9 @@ from conftest import REPO
 from dreamer_jax.boundaries import inference, metrics
 from experiments import eval_boundaries, study
 
-# The prototype's rate condition (max_seg_len 50, longer than a training sequence: the carried segment length binds);
-# our recommended one differs from it only in flags, tested in test_vta.py (the batch-mean rate) and test_config.py.
+# The prototype's rate condition (it trains in test_vta_train.py; here, as in every run of the tiny setting, the agents
+# only collect); our recommended one differs from it only in flags, tested in test_vta.py (the batch-mean rate) and
+# test_config.py.
 CONDITIONS = ("rssm", "vta_force0_t2_rate")
 VTA = CONDITIONS[1]
 
@@ -48,8 +48,7 @@ def test_each_run_is_judged_on_scripted_random_and_agent_episodes_against_its_se
         assert result["settings"]["step"] == 128 and result["config"]["vta_max_seg_len"] == 50
         assert eval_boundaries.detections_path(path).exists()
     last = json.loads((vta / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["step"] == 128 and last["updates"] == 32 and last["skipped_updates"] == 0
-    assert all(math.isfinite(last[k]) for k in ("loss_rec", "loss_rate", "kl_boundary", "boundary_ratio"))
+    assert last["step"] == 128 and last["updates"] == 0  # the tiny setting only collects
     own = json.loads((rssm / "boundary_eval.json").read_text())
     assert own["boundaries_from"] == "rssm_surprise" and own["settings"]["baseline_logdir"] is None
     # The sweep's table gathered the stored results: re-evaluating would have dropped the VTA run's baseline above.

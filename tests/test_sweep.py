@@ -24,7 +24,11 @@ from dreamer_jax.status import read_status, write_status
 from experiments import launchers, sweep as sweep_cli
 
 SWEEP = [sys.executable, "-m", "experiments.sweep"]
-TINY = ["--configs", "debug", "--prefill", "32", "--eval-args", "--episodes 2"]
+TINY = ["--configs", "debug", "--eval-args", "--episodes 2"]
+# The sweep of the fixture trains (updates from env step 32). The tests of stopping, cluster jobs and requeueing check
+# what happens around the training process, so their runs only collect (a prefill longer than the run): the same
+# process, loop, checkpoints and signals, without tracing an update (about 15 CPU-s per process).
+TRAINS, COLLECTS = ["--prefill", "32"], ["--prefill", "100000"]
 CONDITIONS = "# one condition trains, the other fails when its flags are parsed\nrssm --dynamics rssm\n" \
              "bad --vta_max_seg_len 0  # must be positive\n"
 # Reads the status file 20 times a second while a sweep runs (a torn write would fail to parse); prints what it saw
@@ -61,7 +65,7 @@ def swept(tmp_path_factory):
     (top / "conditions.txt").write_text(CONDITIONS)
     root, status = top / "runs", top / "runs" / sweep.STATUS_NAME
     args = ["--logroot", str(root), "--seeds", "0", "1", "--seeds-per-process", "2", "--conditions",
-            str(top / "conditions.txt"), *TINY, "--steps", "64"]
+            str(top / "conditions.txt"), *TRAINS, *TINY, "--steps", "64"]
     watcher = subprocess.Popen([sys.executable, "-c", WATCH, str(status)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     proc = subprocess.Popen([*SWEEP, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not status.exists() and proc.poll() is None:
@@ -180,7 +184,7 @@ def test_a_second_invocation_skips_what_is_done(swept):
 def test_a_stopped_sweep_records_it_and_resumes_from_the_checkpoint(tmp_path):
     (tmp_path / "conditions.txt").write_text("rssm --dynamics rssm\n")
     root, status = tmp_path / "runs", tmp_path / "runs" / sweep.STATUS_NAME
-    args = ["--logroot", str(root), "--seeds", "0", "--conditions", str(tmp_path / "conditions.txt"), *TINY,
+    args = ["--logroot", str(root), "--seeds", "0", "--conditions", str(tmp_path / "conditions.txt"), *COLLECTS, *TINY,
             "--log_every", "16", "--save_every", "0"]
     proc = subprocess.Popen([*SWEEP, *args, "--steps", "100000"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -397,8 +401,8 @@ def test_a_group_at_work_shows_in_every_run_and_the_bar_follows_the_furthest(tmp
 def test_jobs_through_submitit_run_all_at_once_and_record_their_ids(tmp_path):
     (tmp_path / "conditions.txt").write_text(CONDITIONS)
     result = run_sweep("--logroot", str(tmp_path / "runs"), "--conditions", str(tmp_path / "conditions.txt"), "--seeds",
-                       "0", "1", "--seeds-per-process", "2", *TINY, "--steps", "64", "--launcher", "submitit-local",
-                       "--slurm-time", "30")
+                       "0", "1", "--seeds-per-process", "2", *COLLECTS, *TINY, "--steps", "64", "--launcher",
+                       "submitit-local", "--slurm-time", "30")
     root = tmp_path / "runs"
     fields, log = read_status(root / sweep.STATUS_NAME), (root / sweep.LOG_NAME).read_text()
     assert result.returncode == 1, result.stderr[-3000:]  # 1: the bad condition failed
@@ -508,7 +512,7 @@ def test_a_job_warned_of_its_time_limit_saves_its_training_and_is_requeued_to_re
     logdir = tmp_path / "run"
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
     executor.update_parameters(timeout_min=15)
-    argv = ("--configs", "debug", "--steps", "256", "--prefill", "32", "--logdir", str(logdir))
+    argv = ("--configs", "debug", "--steps", "256", *COLLECTS, "--logdir", str(logdir))
     job = executor.submit(launchers.SweepJob(), argv, "", (), ())
     deadline = time.monotonic() + 600
     while sweep.read_progress(logdir) is None and time.monotonic() < deadline:
