@@ -9,7 +9,9 @@ squared error summed over pixels, LaProp with a 100-update warm-up, batches of 6
 `pinpad_three` frames) and reads off held-out frames how often the decoded frame draws the agent in its cell
 (`pinpad.agent_tracking`). A variant with a latent puts the world model's posterior head between them (Dense ->
 Linear -> S x C unimix categoricals) and decodes either a straight-through sample, as training does, or the
-probabilities. Writes agent_drawing.json (settings, curves [update, loss, tracking], machine, versions, command).
+probabilities; the head's logits can be scaled (`logit_scale`, as `--latent_logit_scale` does in the world model) or
+only its initial weights (`head_init`). Writes agent_drawing.json (settings, curves [update, loss, tracking], machine,
+versions, command).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from flax import nnx
 import pinpad
 from dreamer_jax import distributions as dists, optim
 from dreamer_jax.dynamics import latent_logits
-from dreamer_jax.networks import Decoder, Dense, Encoder
+from dreamer_jax.networks import Decoder, Dense, Encoder, fan_in_init
 from dreamer_jax.status import write_atomic
 
 BATCH, TRAIN_FRAMES, TEST_FRAMES, EPISODE = 64, 4096, 256, 64
@@ -43,6 +45,8 @@ class Variant(NamedTuple):
     lr: float
     latent: tuple[int, int, int] | None = None  # (latents S, classes C, hidden) of the posterior head, or none
     decode: str = "sample"  # with a latent: decode its straight-through sample or its probabilities
+    logit_scale: float = 1.0  # the posterior head's logits times this before unimix (sharper, and a larger step)
+    head_init: float = 1.0  # the posterior head's initial weights times this (sharper at the start only)
 
 
 VARIANTS = {
@@ -55,6 +59,13 @@ VARIANTS = {
     "depth8_lr3e-4_latent32x16": Variant(8, 3e-4, (32, 16, 256)),
     "depth16_lr3e-4_latent": Variant(16, 3e-4, (16, 8, 64)),
     "depth16_lr3e-4_latent_probs": Variant(16, 3e-4, (16, 8, 64), "probs"),
+    # Ways for the sampled latent to carry the agent sooner: a larger step, a sharper posterior, fewer larger latents.
+    "depth16_lr1e-3_latent": Variant(16, 1e-3, (16, 8, 64)),
+    "depth16_lr3e-4_latent_x3": Variant(16, 3e-4, (16, 8, 64), logit_scale=3.0),
+    "depth16_lr3e-4_latent_x10": Variant(16, 3e-4, (16, 8, 64), logit_scale=10.0),
+    "depth16_lr3e-4_latent4x64": Variant(16, 3e-4, (4, 64, 64)),
+    "depth16_lr3e-4_latent_init3": Variant(16, 3e-4, (16, 8, 64), head_init=3.0),
+    "depth4_lr3e-4_latent_x3": Variant(4, 3e-4, (16, 8, 64), logit_scale=3.0),
 }
 
 
@@ -68,15 +79,19 @@ class Autoencoder(nnx.Module):
         if variant.latent:
             stoch, classes, hidden = variant.latent
             self.post_mlp = Dense(code, hidden, dtype=jnp.float32, rngs=rngs)
-            self.post_out = nnx.Linear(hidden, stoch * classes, rngs=rngs)
+            self.post_out = nnx.Linear(hidden, stoch * classes, kernel_init=fan_in_init(variant.head_init), rngs=rngs)
             code = stoch * classes
         self.decoder = Decoder(BLOCKS, code, variant.depth, UNITS, BLOCKS, 16, dtype=jnp.float32, rngs=rngs)
+
+    def logits(self, code):
+        """The posterior head's unimix logits (..., S, C) of the encoder's code, scaled by `logit_scale` first."""
+        stoch, classes, _ = self.variant.latent
+        return latent_logits(self.post_out, self.post_mlp(code), stoch, classes, 0.01, self.variant.logit_scale)
 
     def __call__(self, image, key):
         code = self.encoder(image)
         if self.variant.latent:
-            stoch, classes, _ = self.variant.latent
-            logits = latent_logits(self.post_out, self.post_mlp(code), stoch, classes, unimix=0.01)
+            logits = self.logits(code)
             latent = dists.categorical(logits).sample(seed=key) if self.variant.decode == "sample" else jnp.exp(logits)
             code = latent.reshape(latent.shape[:-2] + (-1,))
         return self.decoder(jnp.zeros(code.shape[:-1] + (BLOCKS,)), code)

@@ -35,7 +35,8 @@ def make_dynamics(config: Config, action_dim: int, embed_dim: int, rngs: nnx.Rng
     common = dict(deter=config.deter, hidden=config.hidden, stoch=config.stoch, classes=config.classes,
                   blocks=config.blocks, action_dim=action_dim, embed_dim=embed_dim, unimix=config.unimix,
                   free_nats=config.free_nats, dyn_scale=config.dyn_scale, rep_scale=config.rep_scale,
-                  dtype=compute_dtype(config), rngs=rngs, unroll=config.scan_unroll)
+                  dtype=compute_dtype(config), rngs=rngs, unroll=config.scan_unroll,
+                  logit_scale=config.latent_logit_scale)
     if config.dynamics == "vta":
         return VTA(core=config.core, **common, **vta_options(config))
     return RSSM(core=config.core, initial=config.initial, **common)

@@ -38,9 +38,10 @@ def scale_action(action):
     return action / sg(jnp.maximum(1.0, jnp.abs(action)))
 
 
-def latent_logits(out, x, stoch: int, classes: int, unimix: float):
-    """Unimix logits (..., S, C) of a linear layer `out` on `x`."""
-    return dists.unimix_logits(out(x).reshape(x.shape[:-1] + (stoch, classes)), unimix)
+def latent_logits(out, x, stoch: int, classes: int, unimix: float, scale: float = 1.0):
+    """Unimix logits (..., S, C) of a linear layer `out` on `x`, its output times `scale` first (1: the official)."""
+    logits = out(x).reshape(x.shape[:-1] + (stoch, classes))
+    return dists.unimix_logits(logits if scale == 1 else scale * logits, unimix)
 
 
 def reset(initial: Carry, carry: Carry, is_first):

@@ -31,13 +31,15 @@ class RSSM(nnx.Module):
 
     def __init__(self, *, deter: int, hidden: int, stoch: int, classes: int, blocks: int, action_dim: int,
                  embed_dim: int, unimix: float, free_nats: float, dyn_scale: float, rep_scale: float, dtype,
-                 rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros", unroll: int = 1):
+                 rngs: nnx.Rngs, core: str = "blockgru", initial: str = "zeros", unroll: int = 1,
+                 logit_scale: float = 1.0):
         if initial not in ("zeros", "learned"):
             raise ValueError(f"unknown initial state {initial!r}; use zeros or learned")
         self.deter, self.stoch, self.classes, self.initial_kind = deter, stoch, classes, initial
         self.unroll = unroll  # time steps per loop iteration of the observe and imagine scans
         self.action_dim, self.unimix, self.free_nats = action_dim, unimix, free_nats
         self.dyn_scale, self.rep_scale = dyn_scale, rep_scale
+        self.logit_scale = logit_scale  # the latent heads' outputs times this (see dynamics.latent_logits)
         latent = stoch * classes
         self.cell = GRUCell(deter, hidden, blocks, (latent, action_dim), core, dtype=dtype, rngs=rngs)
         if initial == "learned":
@@ -83,7 +85,7 @@ class RSSM(nnx.Module):
 
     def _latent(self, out, x):
         """Unimix logits (B, S, C) from a linear output."""
-        return latent_logits(out, x, self.stoch, self.classes, self.unimix)
+        return latent_logits(out, x, self.stoch, self.classes, self.unimix, self.logit_scale)
 
     def prior_logits(self, deter):
         return self._latent(self.prior_out, self.prior_mlp(deter))

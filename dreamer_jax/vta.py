@@ -62,10 +62,11 @@ class VTA(nnx.Module):
                  max_seg_len: int, max_seg_num: int, logit_clip: float, lookahead: int, reward_input: bool,
                  rate: float, rate_scale: float, rate_mode: str, boundary_dyn_scale: float, boundary_rep_scale: float,
                  force_scale: float, force_final: float, temp: float, temp_final: float, schedule_steps: int,
-                 dtype, rngs: nnx.Rngs, core: str = "blockgru", unroll: int = 1):
+                 dtype, rngs: nnx.Rngs, core: str = "blockgru", unroll: int = 1, logit_scale: float = 1.0):
         self.deter, self.stoch, self.classes, self.action_dim = deter, stoch, classes, action_dim
         self.unroll = unroll  # time steps per loop iteration of the observe and imagine scans
         self.unimix, self.free_nats, self.dyn_scale, self.rep_scale = unimix, free_nats, dyn_scale, rep_scale
+        self.logit_scale = logit_scale  # the latent heads' outputs times this (see dynamics.latent_logits)
         self.max_seg_len, self.max_seg_num = max_seg_len, max_seg_num
         self.clip, self.lookahead, self.reward_input = logit_clip, lookahead, reward_input
         self.rate, self.rate_scale, self.rate_mode = rate, rate_scale, rate_mode
@@ -120,7 +121,7 @@ class VTA(nnx.Module):
     # -- pieces -----------------------------------------------------------------------------------
     def _latent(self, out, x):
         """Unimix logits (B, S, C) from a linear output."""
-        return latent_logits(out, x, self.stoch, self.classes, self.unimix)
+        return latent_logits(out, x, self.stoch, self.classes, self.unimix, self.logit_scale)
 
     def _z_prior(self, c):
         """Logits of the abstract prior p(z | c)."""

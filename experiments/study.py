@@ -223,9 +223,9 @@ def _marks(d: metrics.Detections, detector: str, rate: str) -> np.ndarray:
 
 
 def _split(name: str):
-    """One rate of `metrics.progress_vs_distractor`."""
-    return lambda marks, d, weights: metrics.progress_vs_distractor(
-        marks, d.events["progress"], d.events["distractor"], d.valid, weights)["rates"][name]
+    """One rate of `metrics.progress_distractor_rates`."""
+    return lambda marks, d, weights: metrics.progress_distractor_rates(
+        marks, d.events["progress"], d.events["distractor"], d.valid, weights)[name]
 
 
 # measure -> f(marks, detections, weights (K, E)) -> (K,): what the tables show of a detector's boundaries

@@ -139,6 +139,7 @@ def test_agent_drawing_writes_each_variants_curve(tmp_path):
 def test_agent_drawing_decodes_a_sample_or_the_probabilities_of_the_latent():
     from flax import nnx
     from benchmarks.agent_drawing import Autoencoder, Variant
+    from dreamer_jax import distributions as dists
 
     image = np.asarray(jax.random.randint(jax.random.key(0), (2, 16, 16, 3), 0, 256), np.uint8)
     keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
@@ -147,3 +148,12 @@ def test_agent_drawing_decodes_a_sample_or_the_probabilities_of_the_latent():
     probs = Autoencoder(Variant(4, 1e-4, (4, 4, 8), "probs"), nnx.Rngs(0))
     np.testing.assert_array_equal(probs(image, keys[0]), probs(image, keys[1]))
     assert probs(image, keys[0]).shape == (2, 16, 16, 3)
+    # A sharper posterior: the head's logits times logit_scale, then the same 1% unimix.
+    sharp = Autoencoder(Variant(4, 1e-4, (4, 4, 8), logit_scale=3.0), nnx.Rngs(0))
+    code = sharp.encoder(image)
+    raw = sharp.post_out(sharp.post_mlp(code)).reshape(2, 4, 4)
+    np.testing.assert_allclose(sharp.logits(code), dists.unimix_logits(3.0 * raw, 0.01), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(probs.logits(code), dists.unimix_logits(raw, 0.01), rtol=1e-6, atol=1e-6)
+    # Sharper at the start only: the head's initial weights times head_init.
+    init3 = Autoencoder(Variant(4, 1e-4, (4, 4, 8), head_init=3.0), nnx.Rngs(0))
+    np.testing.assert_allclose(init3.post_out.kernel[...], 3.0 * probs.post_out.kernel[...], rtol=1e-6)

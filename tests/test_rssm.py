@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dreamer_jax import config as cfg
+from dreamer_jax.agent import make_dynamics
+from dreamer_jax.distributions import unimix_logits
 from dreamer_jax.dynamics import Carry
 from dreamer_jax.rssm import RSSM, RSSMState
 
@@ -151,6 +154,24 @@ def test_logits_are_normalised_unimix(fns, observed):
     _check_unimix(post.logits)
     _check_unimix(prior)
     assert post.logits.dtype == jnp.float32 and prior.dtype == jnp.float32
+
+
+def test_logit_scale_multiplies_each_latent_heads_output_before_the_unimix(fns):
+    """--latent_logit_scale s: prior and posterior logits are unimix(s * head output); s = 1 is the official head."""
+    base, sharp = fns.model(fns.params), _build(logit_scale=3.0)  # the same initial parameters
+    rng = np.random.default_rng(3)
+    deter = jnp.asarray(rng.normal(size=(B, DETER)).astype(np.float32))
+    embed = jnp.asarray(rng.normal(size=(B, EMBED)).astype(np.float32))
+    raw_prior = base.prior_out(base.prior_mlp(deter)).reshape(B, STOCH, CLASSES)
+    raw_post = base.post_out(base.post_mlp(jnp.concatenate([deter, embed], -1))).reshape(B, STOCH, CLASSES)
+    for logits, raw in ((base.prior_logits(deter), raw_prior), (base.post_logits(deter, embed), raw_post)):
+        np.testing.assert_allclose(logits, unimix_logits(raw, UNIMIX), rtol=1e-5, atol=1e-6)
+    for logits, raw in ((sharp.prior_logits(deter), raw_prior), (sharp.post_logits(deter, embed), raw_post)):
+        np.testing.assert_allclose(logits, unimix_logits(3.0 * raw, UNIMIX), rtol=1e-5, atol=1e-6)
+    # The configuration reaches both dynamics.
+    for dynamics in ("rssm", "vta"):
+        config = cfg.make("debug", dynamics=dynamics, latent_logit_scale=3.0)
+        assert nnx.eval_shape(lambda c=config: make_dynamics(c, ACT, EMBED, nnx.Rngs(0))).logit_scale == 3.0
 
 
 def test_unimix_floor_is_reached_with_saturated_logits(fns, observed):

@@ -253,24 +253,37 @@ def circular_shift_p(boundaries, events, valid=None, resamples: int | None = Non
 # Progress against distractor pads: boundaries that mean more than a flash
 
 
-def progress_vs_distractor(boundaries, progress, distractor, valid=None, weights=None) -> dict:
-    """Hit rates of boundaries on entries of the right next pad (progress) and of any other pad (distractor), over
-    the episodes that have both, and their difference; with `weights` (1 + B, E) row 0 is the value, the rest resamples.
-
-    Both kinds of entry flash alike, so a change detector cannot tell them apart. `progress_log10_p` is exact: in each
-    episode, given how many of its boundaries fall on pad entries, which entries they fall on is at random
-    (hypergeometric), stratified by episode as `stratified_hypergeom_log_p`; one-sided, progress above distractor.
-    """
-    valid = _valid(valid, boundaries.shape)
+def _progress_and_distractor(progress, distractor, valid):
+    """Progress and distractor entries within the valid steps of the episodes that have both kinds."""
     progress, distractor = progress & valid, distractor & valid
     both = (progress.any(axis=1) & distractor.any(axis=1))[:, None]
-    progress, distractor = progress & both, distractor & both
+    return progress & both, distractor & both
+
+
+def progress_distractor_rates(boundaries, progress, distractor, valid=None, weights=None) -> dict:
+    """Hit rates of boundaries on progress and on distractor entries, over the episodes that have both, and their
+    difference; with `weights` (1 + B, E) row 0 is the value, the rest resamples."""
+    progress, distractor = _progress_and_distractor(progress, distractor, _valid(valid, boundaries.shape))
     rates = {name: _ratio(_episode_totals(boundaries & entries, weights), _episode_totals(entries, weights))
              for name, entries in (("progress", progress), ("distractor", distractor))}
+    return {"progress_hit_rate": rates["progress"], "distractor_hit_rate": rates["distractor"],
+            "difference": rates["progress"] - rates["distractor"]}
+
+
+def progress_vs_distractor(boundaries, progress, distractor, valid=None, weights=None) -> dict:
+    """`progress_distractor_rates` with the entry counts and the exact p of progress above distractor.
+
+    Both kinds of entry (the right next pad, any other pad) flash alike, so a change detector cannot tell them apart.
+    `progress_log10_p` is exact: in each episode, given how many of its boundaries fall on pad entries, which entries
+    they fall on is at random (hypergeometric), stratified by episode as `stratified_hypergeom_log_p`; one-sided,
+    progress above distractor.
+    """
+    valid = _valid(valid, boundaries.shape)
+    progress, distractor = _progress_and_distractor(progress, distractor, valid)
     log_p = stratified_hypergeom_log_p(boundaries, progress, progress | distractor)
-    return {"episodes": int(both.sum()), "progress_count": int(progress.sum()), "distractor_count": int(distractor.sum()),
-            "rates": {"progress_hit_rate": rates["progress"], "distractor_hit_rate": rates["distractor"],
-                      "difference": rates["progress"] - rates["distractor"]},
+    return {"episodes": int((progress.any(axis=1)).sum()), "progress_count": int(progress.sum()),
+            "distractor_count": int(distractor.sum()),
+            "rates": progress_distractor_rates(boundaries, progress, distractor, valid, weights),
             "progress_log10_p": log_p / math.log(10)}
 
 
