@@ -59,6 +59,15 @@ FIGURES = [
     ("| 16, 3e-4 | 92.2% | 88.7% | 0% |", "agent_drawing.json",
      lambda d: _drawn(d, "depth16_lr3e-4", "depth16_lr3e-4_latent_probs", "depth16_lr3e-4_latent"),
      "| {:.1%} | {:.1%} | {:.0%} |"),
+    # The sampled latent made sharper (benchmarks.agent_drawing, 3000 updates).
+    ("carries the agent in 0% of held-out frames as it is, 82.0% with the head's", "agent_drawing_sharp.json",
+     lambda d: _drawn(d, "depth16_lr3e-4_latent", "depth16_lr3e-4_latent_x3"),
+     "carries the agent in {:.0%} of held-out frames as it is, {:.1%} with the head's"),
+    ("33.6% already at update 2000) and 69.5%", "agent_drawing_sharp.json",
+     lambda d: (dict((u, t) for u, _, t in d["variants"]["depth16_lr3e-4_latent_x3"]["curve"])[2000],
+                *_drawn(d, "depth16_lr3e-4_latent_init3")), "{:.1%} already at update 2000) and {:.1%}"),
+    ("at depth 4 the scaled latent reaches 2.3%", "agent_drawing_sharp.json",
+     lambda d: _drawn(d, "depth4_lr3e-4_latent_x3"), "at depth 4 the scaled latent reaches {:.1%}"),
     # The demo's judgement of its short run's boundaries (make demo, 2026-12-01).
     ("| boundaries (of them forced), of 9980 scored steps | 1203 (0) | 1203 |", "demo_boundary_eval.json",
      lambda d: (d["scored_steps"], d["boundary_count"], d["forced_count"], _pad(d, "pixel_change", "boundary_count")),
