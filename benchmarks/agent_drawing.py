@@ -97,8 +97,9 @@ class Autoencoder(nnx.Module):
         return self.decoder(jnp.zeros(code.shape[:-1] + (BLOCKS,)), code)
 
 
-def frames(count: int, key) -> tuple[np.ndarray, np.ndarray]:
-    """(images, agent cells) of random-policy pinpad_three episodes at 16x16, EPISODE steps from each reset."""
+def episodes(count: int, key) -> dict[str, np.ndarray]:
+    """`count` // EPISODE random-policy pinpad_three episodes at 16x16, EPISODE steps from each reset: image,
+    agent_cell, action, reward and is_terminal, each (episodes, EPISODE, ...)."""
     env = pinpad.make("pinpad_three", length=1000, size=16)
 
     def episode(key):
@@ -106,13 +107,20 @@ def frames(count: int, key) -> tuple[np.ndarray, np.ndarray]:
 
         def step(state, key):
             action_key, step_key = jax.random.split(key)
-            state, obs = env.step(state, jax.random.randint(action_key, (), 0, pinpad.NUM_ACTIONS), step_key)
-            return state, (obs["image"], obs["agent_cell"])
+            action = jax.random.randint(action_key, (), 0, pinpad.NUM_ACTIONS)
+            state, obs = env.step(state, action, step_key)
+            return state, {"image": obs["image"], "agent_cell": obs["agent_cell"], "action": action,
+                           "reward": obs["reward"], "is_terminal": obs["is_terminal"]}
 
         return jax.lax.scan(step, state, jax.random.split(key, EPISODE))[1]
 
-    images, cells = jax.jit(jax.vmap(episode))(jax.random.split(key, count // EPISODE))
-    return np.asarray(images).reshape(-1, 16, 16, 3), np.asarray(cells).reshape(-1)
+    return jax.device_get(jax.jit(jax.vmap(episode))(jax.random.split(key, count // EPISODE)))
+
+
+def frames(count: int, key) -> tuple[np.ndarray, np.ndarray]:
+    """(images, agent cells) of `episodes`, as single frames."""
+    data = episodes(count, key)
+    return data["image"].reshape(-1, 16, 16, 3), data["agent_cell"].reshape(-1)
 
 
 def train(variant: Variant, updates: int, every: int, data: dict) -> list[list[float]]:
@@ -162,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         latent = "none" if not variant.latent else f"{variant.latent[0]}x{variant.latent[1]} {variant.decode}"
         print(f"{name:28s} {variant.depth:5d} {variant.lr:7.0e} {latent:>10s} {curve[-1][1]:7.3f} {curve[-1][2]:7.1%}",
               flush=True)
-    result = {"command": " ".join(["python -m benchmarks.agent_drawing"] + (argv if argv is not None else sys.argv[1:])),
+    command = ["python -m benchmarks.agent_drawing"] + (argv if argv is not None else sys.argv[1:])
+    result = {"command": " ".join(command),
               "updates": args.updates, "batch": BATCH, "train_frames": TRAIN_FRAMES, "test_frames": TEST_FRAMES,
               "variants": results, "wall_s": time.monotonic() - start, "date": time.strftime("%Y-%m-%d"),
               "machine": {"platform": platform.platform(), "backend": jax.default_backend()},

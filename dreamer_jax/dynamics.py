@@ -39,7 +39,8 @@ def scale_action(action):
 
 
 def latent_logits(out, x, stoch: int, classes: int, unimix: float, scale: float = 1.0):
-    """Unimix logits (..., S, C) of a linear layer `out` on `x`, its output times `scale` first (1: the official)."""
+    """Unimix logits (..., S, C) of a linear layer `out` on `x`, its output times `scale` first (1: the official).
+    Scale 1 multiplies nothing, so the default traces the official program and its compile caches stay valid."""
     logits = out(x).reshape(x.shape[:-1] + (stoch, classes))
     return dists.unimix_logits(logits if scale == 1 else scale * logits, unimix)
 

@@ -157,3 +157,30 @@ def test_agent_drawing_decodes_a_sample_or_the_probabilities_of_the_latent():
     # Sharper at the start only: the head's initial weights times head_init.
     init3 = Autoencoder(Variant(4, 1e-4, (4, 4, 8), head_init=3.0), nnx.Rngs(0))
     np.testing.assert_allclose(init3.post_out.kernel[...], 3.0 * probs.post_out.kernel[...], rtol=1e-6)
+
+
+def test_world_model_drawing_cuts_windows_that_start_an_episode():
+    from benchmarks.world_model_drawing import windows
+
+    data = {"image": np.arange(3 * 64).reshape(3, 64), "action": np.arange(3 * 64).reshape(3, 64) + 1000,
+            "reward": np.zeros((3, 64)), "is_terminal": np.zeros((3, 64), bool)}
+    batch = windows(data, 5, 8, np.random.default_rng(0))
+    assert batch["image"].shape == (5, 8) and batch["is_first"].tolist() == [[True] + [False] * 7] * 5
+    starts = batch["image"][:, 0]
+    np.testing.assert_array_equal(batch["image"], starts[:, None] + np.arange(8))  # contiguous steps of one episode
+    assert ((starts % 64) <= 64 - 8).all()
+    np.testing.assert_array_equal(batch["action"], batch["image"] + 1000)  # every key from the same rows and steps
+
+
+def test_world_model_drawing_writes_each_variants_curve(tmp_path):
+    from benchmarks import world_model_drawing
+
+    out = tmp_path / "world_model_drawing.json"
+    assert world_model_drawing.main(["--preset", "debug", "--variants", "depth16_x3_no_kl", "--updates", "3",
+                                     "--every", "2", "--out", str(out)]) == 0
+    data = __import__("json").loads(out.read_text())
+    assert data["preset"] == "debug" and list(data["variants"]) == ["depth16_x3_no_kl"]
+    assert data["variants"]["depth16_x3_no_kl"]["fields"]["rep_scale"] == 0.0
+    curve = data["variants"]["depth16_x3_no_kl"]["curve"]
+    assert [point[0] for point in curve] == [2, 3]
+    assert all(np.isfinite(rec) and rec > 0 and np.isfinite(kl) and 0 <= tracked <= 1 for _, rec, kl, tracked in curve)
