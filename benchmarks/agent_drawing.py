@@ -17,9 +17,7 @@ versions, command).
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import platform
 import sys
 import time
 from typing import NamedTuple
@@ -31,10 +29,10 @@ import optax
 from flax import nnx
 
 import pinpad
+from benchmarks import record
 from dreamer_jax import distributions as dists, optim
 from dreamer_jax.dynamics import latent_logits
 from dreamer_jax.networks import Decoder, Dense, Encoder, fan_in_init
-from dreamer_jax.status import write_atomic
 
 BATCH, TRAIN_FRAMES, TEST_FRAMES, EPISODE = 64, 4096, 256, 64
 BLOCKS, UNITS = 8, 64  # the decoder's h path gets zeros of BLOCKS values; its z path is Dense(2 * UNITS)
@@ -170,14 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         latent = "none" if not variant.latent else f"{variant.latent[0]}x{variant.latent[1]} {variant.decode}"
         print(f"{name:28s} {variant.depth:5d} {variant.lr:7.0e} {latent:>10s} {curve[-1][1]:7.3f} {curve[-1][2]:7.1%}",
               flush=True)
-    command = ["python -m benchmarks.agent_drawing"] + (argv if argv is not None else sys.argv[1:])
-    result = {"command": " ".join(command),
-              "updates": args.updates, "batch": BATCH, "train_frames": TRAIN_FRAMES, "test_frames": TEST_FRAMES,
-              "variants": results, "wall_s": time.monotonic() - start, "date": time.strftime("%Y-%m-%d"),
-              "machine": {"platform": platform.platform(), "backend": jax.default_backend()},
-              "versions": {"python": platform.python_version(), "jax": jax.__version__}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    record.write(args.out, "benchmarks.agent_drawing", argv, updates=args.updates, batch=BATCH,
+                 train_frames=TRAIN_FRAMES, test_frames=TEST_FRAMES, variants=results, wall_s=time.monotonic() - start)
     print(f"results: {args.out}")
     return 0
 

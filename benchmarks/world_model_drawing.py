@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -29,10 +27,10 @@ import optax
 from flax import nnx
 
 import pinpad
+from benchmarks import record
 from benchmarks.agent_drawing import EPISODE, episodes
 from dreamer_jax import config as cfg
 from dreamer_jax.agent import Agent, world_model_loss
-from dreamer_jax.status import write_atomic
 from dreamer_jax.train import COMPILER_OPTIONS, make_optimizer
 
 PRESET = "pinpad_cpu"  # the agent's CPU setting; a test passes --preset debug
@@ -123,15 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {args.preset} with {VARIANTS[name]}", flush=True)
         results[name] = {"fields": VARIANTS[name],
                          "curve": train(args.preset, VARIANTS[name], args.updates, args.every, data)}
-    result = {"command": " ".join(["python -m benchmarks.world_model_drawing"]
-                                  + (argv if argv is not None else sys.argv[1:])),
-              "preset": args.preset, "updates": args.updates, "train_episodes": TRAIN_EPISODES,
-              "test_episodes": TEST_EPISODES, "episode_steps": EPISODE, "variants": results,
-              "wall_s": time.monotonic() - start, "date": time.strftime("%Y-%m-%d"),
-              "machine": {"platform": platform.platform(), "backend": jax.default_backend()},
-              "versions": {"python": platform.python_version(), "jax": jax.__version__}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    record.write(args.out, "benchmarks.world_model_drawing", argv, preset=args.preset, updates=args.updates,
+                 train_episodes=TRAIN_EPISODES, test_episodes=TEST_EPISODES, episode_steps=EPISODE, variants=results,
+                 wall_s=time.monotonic() - start)
     print(f"results: {args.out}")
     return 0
 
