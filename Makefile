@@ -29,7 +29,7 @@ demo: $(INSTALLED)
 	$(BIN)/python -m experiments.demo --out $(DEMO_OUT)
 
 # The study behind docs/results/study.md: RSSM, two of the prototype's VTA conditions and ours, three seeds each, on
-# pinpad_three at the CPU preset to 40k env steps (about a day on 2 cores); running it again resumes it.
+# pinpad_three at the CPU preset to 40k env steps (a day or more on 2 cores); running it again resumes it.
 study: $(INSTALLED)
 	$(BIN)/python -m experiments.study
 

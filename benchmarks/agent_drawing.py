@@ -39,7 +39,7 @@ BLOCKS, UNITS = 8, 64  # the decoder's h path gets zeros of BLOCKS values; its z
 
 
 class Variant(NamedTuple):
-    depth: int  # CNN base channels (pinpad_cpu: 4)
+    depth: int  # CNN base channels (pinpad_cpu_v1: 4)
     lr: float
     latent: tuple[int, int, int] | None = None  # (latents S, classes C, hidden) of the posterior head, or none
     decode: str = "sample"  # with a latent: decode its straight-through sample or its probabilities
@@ -48,10 +48,10 @@ class Variant(NamedTuple):
 
 
 VARIANTS = {
-    "preset": Variant(4, 1e-4),  # pinpad_cpu's encoder, decoder and learning rate
+    "preset": Variant(4, 1e-4),  # pinpad_cpu_v1's encoder, decoder and learning rate
     "depth8_lr3e-4": Variant(8, 3e-4),
     "depth16_lr3e-4": Variant(16, 3e-4),
-    "preset_latent": Variant(4, 1e-4, (16, 8, 64)),  # and pinpad_cpu's latent
+    "preset_latent": Variant(4, 1e-4, (16, 8, 64)),  # and pinpad_cpu_v1's latent
     "depth8_lr3e-4_latent": Variant(8, 3e-4, (16, 8, 64)),
     "depth8_lr3e-4_latent_probs": Variant(8, 3e-4, (16, 8, 64), "probs"),
     "depth8_lr3e-4_latent32x16": Variant(8, 3e-4, (32, 16, 256)),

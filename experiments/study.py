@@ -1,7 +1,7 @@
 """The prototype's experiment, answered: do VTA boundaries learned inside DreamerV3 line up with pinpad's events, and
 does the agent learn? RSSM and VTA conditions x seeds on pinpad_three, judged with stratified statistics.
 
-    make study                                   # = python -m experiments.study (about a day on 2 cores; resumable)
+    make study                                   # = python -m experiments.study (a day or more on 2 cores; resumable)
     python -m experiments.study --report         # rewrite the report from the runs already there
     python -m experiments.monitor --status-file runs/study/pinpad_status.env      # follow the training
 
@@ -57,9 +57,10 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
                   "--vta_rate_mode", "batch"),
 }
 # Settings: training presets and flags on top, seeds, env steps per run, conditions, and the evaluation's flags (both
-# policies). cpu: long enough that agents act (the learning benchmark's RSSM seeds first reached its target at 35k to
-# 37.5k env steps), a point of the learning curve and a checkpoint every 2500 env steps (a stopped study loses
-# little); RSSM, the two VTA conditions the 5000-step study ranked best, and ours.
+# policies). cpu: long enough that agents act (at `pinpad_cpu_v1` the learning benchmark's RSSM seeds first reached
+# its target at 35k to 37.5k env steps; at `pinpad_cpu` one seed did at 25k), a point of the learning curve and a
+# checkpoint every 2500 env steps (a stopped study loses little); RSSM, the two VTA conditions the 5000-step study
+# ranked best, and ours.
 SETTINGS = {
     "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "2500", "--log_every", "2500", "--save_every", "2500"),
                 seeds=(0, 1, 2), steps=40_000, eval=("--episodes", "16"),

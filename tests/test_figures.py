@@ -36,6 +36,12 @@ def _drawn_at(d, variant, update):
     return next(share for step, _, share in d["variants"][variant]["curve"] if step == update)
 
 
+def _at_steps(text, key, steps):
+    """One metric of a run's metrics.jsonl at each of `steps` (env steps)."""
+    rows = {row["step"]: row for row in map(json.loads, text.splitlines())}
+    return tuple(rows[step][key] for step in steps)
+
+
 def _world_drawn(d, *variants):
     """Share of held-out frames whose posterior reconstruction draws the agent at the end of each variant's training."""
     return tuple(d["variants"][v]["curve"][-1][3] for v in variants)
@@ -47,6 +53,7 @@ def _official(row):
 
 
 SPLIT = ("progress", "distractor")
+RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the README's columns of the pinpad_cpu run
 # (text in the README, results file, its values, how the README writes them)
 FIGURES = [
     # The learning benchmark (benchmarks.learning, 2026-11-28).
@@ -88,6 +95,21 @@ FIGURES = [
     ("44.5% already at update 1500", "world_model_drawing_rec16.json",
      lambda d: next(t for u, _, _, t in d["variants"]["depth16_x3_rec16"]["curve"] if u == 1500),
      "{:.1%} already at update 1500"),
+    ("alone (logits as they are) the agent is drawn in 27.5%", "world_model_drawing_no_x3.json",
+     lambda d: _world_drawn(d, "depth16_rec16"), "alone (logits as they are) the agent is drawn in {:.1%}"),
+    # One RSSM seed at the pinpad_cpu preset (python -m experiments.train, 2026-12-02): its metrics.jsonl and open loop.
+    ("| eval return (8 episodes) | 1.2 | 0.0 | 0.0 | 143.8 | 243.8 | 265.0 |", "pinpad_cpu_rssm_seed0/metrics.jsonl",
+     lambda text: _at_steps(text, "eval_return", RUN_STEPS), "|" + " {:.1f} |" * 6),
+    ("| agent tracked, observed frames (scripted probe) | 17.5% | 40.0% | 27.5% | 65.0% | 70.0% | 82.5% |",
+     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda text: _at_steps(text, "tracking_posterior", RUN_STEPS),
+     "|" + " {:.1%} |" * 6),
+    ("| agent tracked, imagined step 15 | 0.0% | 0.0% | 0.0% | 0.0% | 37.5% | 75.0% |",
+     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda text: _at_steps(text, "tracking_imagined_15", RUN_STEPS),
+     "|" + " {:.1%} |" * 6),
+    ("tracked in 91% of observed frames of 16 episodes, 81% at imagined step 15, 0% at 45",
+     "pinpad_cpu_rssm_seed0/openloop.json",
+     lambda d: (d["tracking"]["posterior"], *(d["tracking"]["imagined"][k] for k in ("15", "45"))),
+     "tracked in {:.0%} of observed frames of 16 episodes, {:.0%} at imagined step 15, {:.0%} at 45"),
     # The demo's judgement of its short run's boundaries (make demo, 2026-12-01).
     ("| boundaries (of them forced), of 9980 scored steps | 1203 (0) | 1203 |", "demo_boundary_eval.json",
      lambda d: (d["scored_steps"], d["boundary_count"], d["forced_count"], _pad(d, "pixel_change", "boundary_count")),
