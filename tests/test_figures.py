@@ -8,6 +8,7 @@ import re
 import pytest
 
 from conftest import REPO
+from dreamer_jax.curves import read_metrics
 
 RESULTS = REPO / "docs" / "results"
 README = (REPO / "README.md").read_text()
@@ -36,9 +37,9 @@ def _drawn_at(d, variant, update):
     return next(share for step, _, share in d["variants"][variant]["curve"] if step == update)
 
 
-def _at_steps(text, key, steps):
-    """One metric of a run's metrics.jsonl at each of `steps` (env steps)."""
-    rows = {row["step"]: row for row in map(json.loads, text.splitlines())}
+def _at_steps(run, key, steps):
+    """One metric of a committed run's metrics.jsonl (docs/results/RUN/) at each of `steps` (env steps)."""
+    rows = {row["step"]: row for row in read_metrics(RESULTS / run)}
     return tuple(rows[step][key] for step in steps)
 
 
@@ -99,16 +100,17 @@ FIGURES = [
      lambda d: _world_drawn(d, "depth16_rec16"), "alone (logits as they are) the agent is drawn in {:.1%}"),
     # One RSSM seed at the pinpad_cpu preset (python -m experiments.train, 2026-12-02): its metrics.jsonl and open loop.
     ("| eval return (8 episodes) | 1.2 | 0.0 | 0.0 | 143.8 | 243.8 | 265.0 |", "pinpad_cpu_rssm_seed0/metrics.jsonl",
-     lambda text: _at_steps(text, "eval_return", RUN_STEPS), "|" + " {:.1f} |" * 6),
+     lambda _: _at_steps("pinpad_cpu_rssm_seed0", "eval_return", RUN_STEPS), "|" + " {:.1f} |" * 6),
     ("| agent tracked, observed frames (scripted probe) | 17.5% | 40.0% | 27.5% | 65.0% | 70.0% | 82.5% |",
-     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda text: _at_steps(text, "tracking_posterior", RUN_STEPS),
+     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda _: _at_steps("pinpad_cpu_rssm_seed0", "tracking_posterior", RUN_STEPS),
      "|" + " {:.1%} |" * 6),
     ("| agent tracked, imagined step 15 | 0.0% | 0.0% | 0.0% | 0.0% | 37.5% | 75.0% |",
-     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda text: _at_steps(text, "tracking_imagined_15", RUN_STEPS),
+     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda _: _at_steps("pinpad_cpu_rssm_seed0", "tracking_imagined_15", RUN_STEPS),
      "|" + " {:.1%} |" * 6),
     ("on the same schedule, 65.0% of observed frames at 25k, but had not earned reward yet (eval return 0.0)",
      "pinpad_cpu_rssm_seed1/metrics.jsonl",
-     lambda text: (*_at_steps(text, "tracking_posterior", (25_000,)), *_at_steps(text, "eval_return", (25_000,))),
+     lambda _: _at_steps("pinpad_cpu_rssm_seed1", "tracking_posterior", (25_000,))
+     + _at_steps("pinpad_cpu_rssm_seed1", "eval_return", (25_000,)),
      "{:.1%} of observed frames at 25k, but had not earned reward yet (eval return {:.1f})"),
     ("tracked in 91% of observed frames of 16 episodes, 81% at imagined step 15, 0% at 45",
      "pinpad_cpu_rssm_seed0/openloop.json",
