@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: test demo study bench install clean
+.PHONY: test demo study campaign bench install clean
 
 install: $(INSTALLED)
 
@@ -32,6 +32,13 @@ demo: $(INSTALLED)
 # pinpad_three at the CPU preset to 40k env steps (a day or more on 2 cores); running it again resumes it.
 study: $(INSTALLED)
 	$(BIN)/python -m experiments.study
+
+# The runs behind the results, a few at a time (benchmarks/campaign.json lists them): trains the next ones that fit
+# BUDGET, resuming any run under way, and records each finished run under docs/results/runs/ (committed at once with
+# COMMIT=1). Its state lives outside the work tree ($$XDG_CACHE_HOME/dreamer_jax/campaign).
+BUDGET ?= 2.5h
+campaign: $(INSTALLED)
+	$(BIN)/python -m benchmarks.campaign --budget $(BUDGET) $(if $(COMMIT),--commit)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.env_throughput

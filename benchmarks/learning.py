@@ -154,34 +154,55 @@ def median_first(firsts: list[int | None]) -> float | None:
     return None if np.isinf(median) else median
 
 
-def report(args, configs: dict[str, cfg.Config], wall_s: float | None) -> dict:
-    """Measure baselines and final returns, draw the figures and write learning.json (learning_TASK.json for another
-    task); returns its content."""
-    env = make_env(next(iter(configs.values())))
-    named = lambda stem, suffix="png": args.out / f"{results_stem(stem, args.task)}.{suffix}"  # noqa: E731
+def run_entry(variant: str, task: str, seed: int, lines: list[dict], final: float, step: int, tracked: dict,
+              target: float, logdir: str) -> dict:
+    """A run's entry in learning.json: its final measures, its curve of periodic evaluations and when it first
+    reached `target`."""
+    xs, ys = curves.series(lines, "eval_return")
+    curve = [[int(x), float(y)] for x, y in zip(xs, ys)]
+    return {"dynamics": variant, "task": task, "seed": seed, "final_eval_return": final, "final_step": step,
+            "first_target_step": first_at(curve, target), "tracking": tracked, "curve": curve, "logdir": logdir}
+
+
+def baselines(env) -> tuple[float, float]:
+    """(random, scripted) policy's mean return over BASELINE_EPISODES episodes of `env`."""
     key = jax.random.PRNGKey(0)
-    random_return = float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, key))
-    scripted_return = float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, key))
-    target = TARGET * random_return
+    return (float(pinpad.baseline_return(env, "random", BASELINE_EPISODES, key)),
+            float(pinpad.baseline_return(env, "scripted", BASELINE_EPISODES, key)))
+
+
+def report(args, configs: dict[str, cfg.Config], wall_s: float | None) -> dict:
+    """Measure baselines and the runs' final returns, draw the figures and write learning.json (learning_TASK.json
+    for another task); returns its content."""
+    env = make_env(next(iter(configs.values())))
+    random_return, scripted_return = baselines(env)
     runs, groups, openloops = [], {}, {}
     for variant, config in configs.items():
-        lines_of_seeds = []
+        groups[variant] = []
         for seed_config in run_lib.seed_configs(config):
             logdir = pathlib.Path(seed_config.logdir)
             lines = curves.read_metrics(logdir)
-            lines_of_seeds.append(lines)
-            final, step, tracked = final_measures(logdir, env, seed_config.seed)
-            xs, ys = curves.series(lines, "eval_return")
-            curve = [[int(x), float(y)] for x, y in zip(xs, ys)]
-            runs.append({"dynamics": variant, "task": config.task, "seed": seed_config.seed, "final_eval_return": final,
-                         "final_step": step, "first_target_step": first_at(curve, target), "tracking": tracked,
-                         "curve": curve, "logdir": str(logdir)})
-        groups[variant] = lines_of_seeds
+            groups[variant].append(lines)
+            runs.append(run_entry(variant, config.task, seed_config.seed, lines,
+                                  *final_measures(logdir, env, seed_config.seed), TARGET * random_return,
+                                  str(logdir)))
         if args.openloop:
             first = pathlib.Path(run_lib.seed_configs(config)[0].logdir)
             result = open_loop(first, 5, 50, 0, args.out, name=results_stem(f"openloop_{variant}", args.task))
             openloops[variant] = {k: result[k] for k in ("step", "context", "mse_per_step", "tracking",
                                                                  "imagined_reads")}
+    return write_results(args.out, args.task, args.setting, runs, groups, (random_return, scripted_return), env.length,
+                         {"command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]), "openloop": openloops,
+                          "settings": {variant: cfg.to_dict(c) for variant, c in configs.items()}, "wall_s": wall_s})
+
+
+def write_results(out: pathlib.Path, task: str, setting: str, runs: list[dict], groups: dict[str, list[list[dict]]],
+                  returns: tuple[float, float], episode_length: int, extra: dict) -> dict:
+    """Summarise runs per dynamics, draw the figures and write learning.json (learning_TASK.json for another task)
+    from the runs' entries (`run_entry`) and their metrics lines by dynamics; returns its content."""
+    named = lambda stem, suffix="png": out / f"{results_stem(stem, task)}.{suffix}"  # noqa: E731
+    random_return, scripted_return = returns
+    target = TARGET * random_return
     summary = {}
     for dynamics in groups:
         finals = np.array([r["final_eval_return"] for r in runs if r["dynamics"] == dynamics])
@@ -193,20 +214,19 @@ def report(args, configs: dict[str, cfg.Config], wall_s: float | None) -> dict:
                              "median_first_target_step": median_first(firsts),
                              "train_s": max(lines[-1]["time"] for lines in groups[dynamics])}
     lines = {"random": random_return, "scripted": scripted_return, f"target ({TARGET:g}x random)": target}
-    title = f"{args.task}, {args.setting} setting"
+    title = f"{task}, {setting} setting"
+    every = [line for group in groups.values() for lines_of_run in group for line in lines_of_run]
     curves.plot(groups, ["eval_return"], "step", named("learning_curves"), hlines=lines, title=title)
-    diagnostics = [m for m in DIAGNOSTICS if m in curves.available_metrics([l for g in groups.values() for l in g])]
+    diagnostics = [m for m in DIAGNOSTICS if m in curves.available_metrics([every])]
     if diagnostics:  # none before the first update
         curves.plot(groups, diagnostics, "step", named("learning_diagnostics"), title=title)
-    tracked = [m for m in TRACKING if m in curves.available_metrics([l for g in groups.values() for l in g])]
+    tracked = [m for m in TRACKING if m in curves.available_metrics([every])]
     if tracked:  # the share of decoded frames that draw the agent in its cell, at each periodic evaluation
         curves.plot(groups, tracked, "step", named("learning_tracking"), title=title)
     result = {
-        "task": args.task, "setting": args.setting, "command": " ".join(["python -m benchmarks.learning"] + sys.argv[1:]),
-        "episode_length": env.length, "random_return": random_return, "scripted_return": scripted_return,
-        "baseline_episodes": BASELINE_EPISODES, "final_episodes": FINAL_EPISODES, "target_return": target,
-        "summary": summary, "runs": runs, "openloop": openloops,
-        "settings": {variant: cfg.to_dict(c) for variant, c in configs.items()}, "wall_s": wall_s,
+        "task": task, "setting": setting, "command": extra.pop("command"), "episode_length": episode_length,
+        "random_return": random_return, "scripted_return": scripted_return, "baseline_episodes": BASELINE_EPISODES,
+        "final_episodes": FINAL_EPISODES, "target_return": target, "summary": summary, "runs": runs, **extra,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
                     "devices": jax.device_count()},

@@ -46,6 +46,11 @@ VARIANTS = {
     "depth16_x3_no_rep": dict(depth=16, lr=3e-4, latent_logit_scale=3.0, rep_scale=0.0),
     "depth16_x3_rec16": dict(depth=16, lr=3e-4, latent_logit_scale=3.0, rec_scale=16.0),
     "depth16_rec16": dict(depth=16, lr=3e-4, rec_scale=16.0),
+    # The cost candidates of benchmarks.cost_profile, on --preset pinpad_cpu_v2 (base: the preset as it is): an
+    # encoder with 3x3 kernels at half the channels, and both CNNs at half the channels with the 3x3 encoder.
+    "base": {},
+    "enc_d8_k3": dict(enc_depth=8, enc_kernel=3),
+    "depth8_enc_k3": dict(depth=8, enc_kernel=3),
 }
 
 

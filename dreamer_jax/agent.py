@@ -60,7 +60,8 @@ class Agent(nnx.Module):
     def __init__(self, config: Config, action_dim: int, rngs: nnx.Rngs):
         dtype = compute_dtype(config)
         self.action_dim = action_dim
-        self.encoder = Encoder(config.depth, config.size, dtype=dtype, rngs=rngs)
+        self.encoder = Encoder(config.enc_depth or config.depth, config.size, dtype=dtype, rngs=rngs,
+                               kernel=config.enc_kernel)
         self.dynamics = make_dynamics(config, action_dim, self.encoder.out_dim, rngs)
         deter_dim, stoch_dim = self.dynamics.decoder_dims
         self.decoder = Decoder(deter_dim, stoch_dim, config.depth, config.units, config.blocks, config.size,

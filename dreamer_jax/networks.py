@@ -124,11 +124,12 @@ def upsample_conv(conv: nnx.Conv, x):
 class Encoder(nnx.Module):
     """uint8 (..., size, size, 3) images -> flat embedding, by Conv5 -> maxpool -> RMSNorm -> SiLU stages down to
     4 x 4: four stages at 64, or the last three (32) or two (16), so each resolution has the channels it has
-    at 64 and the embedding is the same size."""
+    at 64 and the embedding is the same size. `kernel` is the convs' size (the official 5)."""
 
-    def __init__(self, depth: int, size: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, depth: int, size: int, *, dtype, rngs: nnx.Rngs, kernel: int = 5):
         chans = [3] + [depth * m for m in CNN_MULTS[-cnn_stages(size):]]
-        self.convs = nnx.List([nnx.Conv(a, b, (5, 5), dtype=dtype, rngs=rngs) for a, b in zip(chans[:-1], chans[1:])])
+        self.convs = nnx.List([nnx.Conv(a, b, (kernel, kernel), dtype=dtype, rngs=rngs)
+                               for a, b in zip(chans[:-1], chans[1:])])
         self.norms = nnx.List([rms_norm(c, dtype=dtype, rngs=rngs) for c in chans[1:]])
         self.dtype = dtype
         self.out_dim = MIN_RES * MIN_RES * chans[-1]

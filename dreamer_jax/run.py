@@ -31,6 +31,9 @@ from dreamer_jax.train import Learner, TrainState, release_crowded_programs, ste
 RESUMABLE = ("logdir", "steps", "eval_every", "eval_episodes", "log_every", "save_every", "compile")
 # Metrics that are running totals rather than per-update values: logged as their latest value.
 TOTALS = ("skipped_updates",)
+# Metrics that time the run on its machine (rates, the window's CPU seconds): everything else a run logs is a
+# function of its configuration and seed.
+TIMING = ("env_steps_per_s", "updates_per_s", "cpu_s")
 CHUNK_STEPS = 1000  # env steps per chunk at most, so progress and signals are seen often
 
 
@@ -115,7 +118,7 @@ class _Window:
         self.sums: dict[str, float] = {}
         self.count = 0
         self.latest: dict[str, float] = {}
-        self.start = (time.monotonic(), env_steps, updates)
+        self.start = (time.monotonic(), env_steps, updates, time.process_time())
 
     def add(self, metrics: dict) -> None:
         """Fold in one chunk's per-update metrics (host arrays)."""
@@ -129,7 +132,8 @@ class _Window:
     def summary(self, env_steps: int, updates: int) -> dict:
         seconds = max(time.monotonic() - self.start[0], 1e-9)
         out = {"env_steps_per_s": (env_steps - self.start[1]) / seconds,
-               "updates_per_s": (updates - self.start[2]) / seconds}
+               "updates_per_s": (updates - self.start[2]) / seconds,
+               "cpu_s": time.process_time() - self.start[3]}  # the process's, every seed's and core's, this window
         out.update({k: v / self.count for k, v in self.sums.items()} if self.count else {})
         out.update(self.latest)
         return out

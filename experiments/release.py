@@ -48,6 +48,18 @@ def commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def model_code() -> str | None:
+    """The version of the code a run's numbers depend on: the git trees of dreamer_jax/ and pinpad/ at HEAD, with
+    "+dirty" when either differs from HEAD in the work tree; None outside a git checkout."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
+    trees = git("rev-parse", "HEAD:dreamer_jax", "HEAD:pinpad")
+    if trees.returncode != 0:
+        return None
+    dirty = git("diff", "--quiet", "HEAD", "--", "dreamer_jax", "pinpad").returncode != 0
+    return "/".join(tree[:10] for tree in trees.stdout.split()) + ("+dirty" if dirty else "")
+
+
 def folder_bytes(path: pathlib.Path) -> int:
     """Bytes of every file below `path`."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -105,13 +105,19 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--launcher", choices=launchers.LAUNCHERS, default="local",
         help="local: subprocesses, one after another (default); slurm: a SLURM job per training process, all at "
         "once; submitit-local: those jobs as processes on this machine, to try the cluster path")
-    for flag, _, _, metavar, text in SLURM_FLAGS:
-        add(flag, metavar=metavar, help=text)
-    add("--slurm-setup", metavar="LINE", action="append",
-        help="shell line run in each job before training, e.g. 'source .venv/bin/activate' (repeatable)")
-    add("--slurm-param", metavar="KEY=VALUE", action="append",
-        help="any other sbatch option of the jobs, e.g. account=myproject or qos=high (repeatable)")
+    add_slurm_flags(parser)
     return parser
+
+
+def add_slurm_flags(parser: argparse.ArgumentParser) -> None:
+    """The --slurm-* flags of cluster jobs (read back by `slurm_parameters` and `check_launcher`)."""
+    for flag, _, _, metavar, text in SLURM_FLAGS:
+        parser.add_argument(flag, metavar=metavar, help=text)
+    parser.add_argument("--slurm-setup", metavar="LINE", action="append",
+                        help="shell line run in each job before training, e.g. 'source .venv/bin/activate' "
+                        "(repeatable)")
+    parser.add_argument("--slurm-param", metavar="KEY=VALUE", action="append",
+                        help="any other sbatch option of the jobs, e.g. account=myproject or qos=high (repeatable)")
 
 
 def _truthy(text: str) -> bool:
@@ -154,9 +160,9 @@ def parse_options(argv: list[str], env: Mapping[str, str]) -> sweep.Options:
         status_file=pathlib.Path(known.status_file or logroot / sweep.STATUS_NAME),
         eval_args=eval_args, eval_baseline=known.eval_baseline, dry_run=known.dry_run,
         seeds_per_process=_count("--seeds-per-process", known.seeds_per_process, 1), launcher=known.launcher,
-        slurm=_slurm_parameters(known))
-    _check_launcher(result, known, env)
-    _check_paths(result)
+        slurm=slurm_parameters(known))
+    check_launcher(result, known, env)
+    check_paths(result)
     return result
 
 
@@ -167,7 +173,7 @@ def _count(flag: str, text: str, smallest: int) -> int:
     return int(text)
 
 
-def _slurm_parameters(known: argparse.Namespace) -> dict[str, Any]:
+def slurm_parameters(known: argparse.Namespace) -> dict[str, Any]:
     """The submitit AutoExecutor parameters of the --slurm-* flags given; SweepError for a malformed value."""
     parameters: dict[str, Any] = {}
     for flag, name, smallest, _, _ in SLURM_FLAGS:
@@ -190,7 +196,7 @@ def _dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def _check_launcher(options: sweep.Options, known: argparse.Namespace, env: Mapping[str, str]) -> None:
+def check_launcher(options: sweep.Options, known: argparse.Namespace, env: Mapping[str, str]) -> None:
     """Refuse cluster settings without a cluster launcher, and a cluster launcher that cannot submit."""
     given = [flag for flag in (*(f[0] for f in SLURM_FLAGS), "--slurm-setup", "--slurm-param")
              if getattr(known, _dest(flag)) is not None]
@@ -219,7 +225,7 @@ def _seeds(flag: list[str] | None, env: Mapping[str, str]) -> tuple[int, ...]:
     return sweep.parse_seeds([env["SEEDS"]], "SEEDS") if "SEEDS" in env else sweep.DEFAULT_SEEDS
 
 
-def _check_paths(options: sweep.Options) -> None:
+def check_paths(options: sweep.Options) -> None:
     """Refuse a log root that is a file, and a status file that is not ours to overwrite."""
     if options.logroot.exists() and not options.logroot.is_dir():
         raise sweep.SweepError(f"--logroot {options.logroot} is a file; give a directory (it is created if missing)")

@@ -1,6 +1,7 @@
 """The benchmarks: the env rollout steps the real env, the CLI prints its table; bad scale flags are refused; the
 side-by-side timing against the official code and the GPU check plan the commands they should."""
 
+import json
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 
 import pinpad
 from benchmarks import env_throughput, official_ratio, scale_throughput
+from conftest import run_main
+from dreamer_jax import config as cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,3 +187,31 @@ def test_world_model_drawing_writes_each_variants_curve(tmp_path):
     curve = data["variants"]["depth16_x3_no_kl"]["curve"]
     assert [point[0] for point in curve] == [2, 3]
     assert all(np.isfinite(rec) and rec > 0 and np.isfinite(kl) and 0 <= tracked <= 1 for _, rec, kl, tracked in curve)
+
+
+def test_cost_profile_composes_an_env_step_from_its_measured_pieces(tmp_path, capsys):
+    """One update by part and the pieces of a run, on the debug model: the parts are the update's own pieces (their
+    sum near the whole), an env step is each piece times how often a run does it, and the ratio is to the first."""
+    from benchmarks import cost_profile
+
+    out = tmp_path / "profile.json"
+    code, stdout, err = run_main(cost_profile.main, ["--base", "debug", "--candidates", "today", "enc_k3",
+                                                     "--repeats", "1", "--rounds", "1", "--out", out], capsys)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    parts = data["parts"]
+    assert set(parts) == {"replay sample and refresh", "encoder", "posterior scan and KL", "decoder",
+                          "reward and continue heads", "imagination, actor and critic", "replay value",
+                          "optimiser and slow critic", "whole update"}
+    assert all(t["cpu_s"] > 0 and t["wall_s"] > 0 for t in parts.values())
+    whole = parts["whole update"]
+    assert 0.25 < whole["parts_sum_cpu_s"] / whole["cpu_s"] < 4  # the same work, fused differently
+    config = cfg.make("debug")
+    for name, run in data["runs"].items():
+        assert run["per_env_step"] == {"acting": 1.0, "update": config.updates_per_env_step,
+                                       "evaluation": 1 / config.eval_every, "tracking probe": 1 / config.eval_every,
+                                       "checkpoint": 1 / config.save_every}
+        total = sum(run["pieces"][k]["cpu_s"] * run["per_env_step"][k] for k in run["pieces"])
+        assert run["env_step_total"]["cpu_s"] == pytest.approx(total) and run["env_steps_per_cpu_s"] == 1 / total
+    assert data["runs"]["enc_k3"]["fields"] == {"enc_kernel": 3} and data["reference"] == "today"
+    assert "enc_k3" in stdout and "x today" in stdout

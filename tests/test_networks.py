@@ -60,3 +60,22 @@ def test_the_learner_compiler_options_change_kernels_not_gradients():
     assert "ynn" not in options.lower(params).compile().as_text()
     for a, b in zip(jax.tree.leaves(options(params)), jax.tree.leaves(default(params)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_encoder_takes_its_own_kernel_and_channels_and_the_decoder_keeps_its_own():
+    """--enc_kernel and --enc_depth shape the encoder alone: a 3x3 SAME conv at half the channels gives a 4 x 4 map
+    of half the embedding, equal to the conv written out by hand; the decoder stays 5x5 at --depth."""
+    from dreamer_jax import config as cfg
+    from dreamer_jax.agent import Agent
+
+    agent = Agent(cfg.make("debug", depth=8, enc_depth=4, enc_kernel=3, precision="fp32"), 5, nnx.Rngs(0))
+    assert [conv.kernel.shape for conv in agent.encoder.convs] == [(3, 3, 3, 16), (3, 3, 16, 16)]
+    assert agent.encoder.out_dim == 4 * 4 * 16
+    assert agent.dynamics.post_mlp.layers[0].linear.in_features == 64 + agent.encoder.out_dim  # deter + embed
+    assert {conv.kernel.shape[:2] for conv in agent.decoder.convs} == {(5, 5)}
+    assert agent.decoder.convs[0].kernel.shape[2] == 4 * 8
+    image = jax.random.randint(jax.random.PRNGKey(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    conv = agent.encoder.convs[0]
+    x = jnp.pad(image / 255.0 - 0.5, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    by_hand = sum(x[:, i:i + 16, j:j + 16] @ conv.kernel[i, j] for i in range(3) for j in range(3)) + conv.bias
+    np.testing.assert_allclose(conv((image / 255.0 - 0.5).astype(jnp.float32)), by_hand, atol=1e-5)

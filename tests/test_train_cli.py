@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_main
-from dreamer_jax import checkpoint, config as cfg
+from dreamer_jax import checkpoint, config as cfg, run as run_lib
 from dreamer_jax.train import Learner
 from experiments import train as train_cli
 from experiments.envs import make_env
 
 TINY = ["--configs", "debug", "--steps", "128"]
-RATES = {"env_steps_per_s", "updates_per_s"}
+RATES = set(run_lib.TIMING)
 LOSSES = {"loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep", "loss_actor", "loss_critic", "loss_repval"}
 
 

@@ -1,0 +1,476 @@
+"""Runs that add up across restarts: train the runs the results need, a few at a time, and keep each as a record.
+
+    python -m benchmarks.campaign --budget 2.5h          # train the next runs that fit, record each as it finishes
+    python -m benchmarks.campaign --dry-run              # what is recorded, under way, next, held
+    python -m benchmarks.campaign --report               # docs/results/campaign/learning.json from the records
+    python -m experiments.monitor --status-file ~/.cache/dreamer_jax/campaign/campaign_status.env
+
+The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of every run, the variants (flags on top)
+and entries of task, variants, seeds and env steps, in the order they are trained. A run whose record exists under
+--records (`TASK/VARIANT/seedK/`) is done and never trained again; a record whose configuration differs from what
+the list now asks for is refused, naming the fields. The others are taken in the list's order while their estimated
+time (from the records' own rates, else the list's first estimates) fits the budget.
+
+Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
+processes or submitit jobs) in a state folder outside the work tree (--state, by default
+$XDG_CACHE_HOME/dreamer_jax/campaign), so that a machine that comes back resumes it mid-run from its checkpoint. A
+finished run's boundaries are judged (experiments.eval_boundaries with the list's eval_args), then its record is
+written: config.json and metrics.jsonl as the run wrote them, boundary_eval.json and .npz, and final.json (the return
+over 16 fresh episodes, the first step at 10x the random policy's return, agent tracking on 32 scripted episodes,
+the training's wall and CPU seconds, the commits and model code it trained at, the machine). --commit commits each
+record as soon as it is written. When the budget runs out the training under way saves a checkpoint and stops.
+Exit status: 0 when the chosen runs are recorded or the budget ended, 1 when a run failed, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pinpad
+from dreamer_jax import config as cfg, curves, sweep
+from dreamer_jax.run import stop_requests
+from dreamer_jax.status import write_atomic
+from experiments import launchers, sweep as sweep_cli
+from experiments.release import commit, model_code
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PLAN = REPO / "benchmarks" / "campaign.json"
+RECORDS = REPO / "docs" / "results" / "runs"
+FINAL = "final.json"
+COPIED = ("config.json", "metrics.jsonl", sweep.EVAL_RESULT, pathlib.Path(sweep.EVAL_RESULT).stem + ".npz")
+SESSIONS = "campaign_sessions.jsonl"  # in a run's state folder: each training session's commit and model code
+STATUS_NAME, LOG_NAME = "campaign_status.env", "campaign.log"
+OVERHEAD_S = 240.0  # per run beside training: starting, compiling, the final measures, the boundary evaluation
+MODULE = "benchmarks.campaign"
+_BUDGET = re.compile(r"(\d+(?:\.\d*)?)\s*([hms]?)\Z")
+
+
+class CampaignError(ValueError):
+    """A campaign that cannot run as asked; the message names the problem and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One run of the list: a variant of a task with a seed, trained to `steps` env steps."""
+
+    task: str
+    variant: str
+    seed: int
+    steps: int
+    hold: str = ""  # what the run waits for; empty: it may train
+
+    @property
+    def name(self) -> str:
+        return sweep.run_name(self.task, self.variant, self.seed)
+
+    def record(self, records: pathlib.Path) -> pathlib.Path:
+        """The folder of the run's record."""
+        return records / self.task / self.variant / f"seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The list of runs, as `benchmarks/campaign.json` gives it."""
+
+    preset: str
+    flags: tuple[str, ...]
+    eval_args: tuple[str, ...]
+    rates: dict[str, float]  # first estimates of env steps/s by dynamics, before a record measures them
+    variants: dict[str, tuple[str, ...]]
+    entries: tuple[Entry, ...]
+
+    def run(self, entry: Entry, state: pathlib.Path, index: int = 1) -> sweep.Run:
+        """The entry as the sweep plans a run: trained in `state`/NAME."""
+        run, = sweep.plan(state, entry.task, {entry.variant: self.variants[entry.variant]}, [entry.seed],
+                          [self.preset], (*self.flags, "--steps", str(entry.steps)))
+        return dataclasses.replace(run, index=index)
+
+    def config(self, entry: Entry) -> cfg.Config:
+        """The configuration the list asks for (logdir aside)."""
+        argv = self.run(entry, pathlib.Path(".")).argv
+        return cfg.parse(argv[2:], tasks=pinpad.TASKS)
+
+
+def load_plan(path: pathlib.Path) -> Plan:
+    """The list of runs in `path`; CampaignError naming what is wrong in it."""
+    try:
+        data = json.loads(path.read_text())
+        variants = sweep.parse_conditions("\n".join(f"{k} {v}" for k, v in data["variants"].items()), str(path))
+        entries, seen = [], {}
+        for number, item in enumerate(data["runs"], 1):
+            unknown = [v for v in item["variants"] if v not in variants]
+            if unknown:
+                raise CampaignError(f"{path}, run entry {number}: variant {unknown[0]!r} is not among the variants "
+                                    f"({', '.join(variants)}); add it to variants or fix the name")
+            for seed in item["seeds"]:
+                for variant in item["variants"]:
+                    entry = Entry(item["task"], variant, int(seed), int(item["steps"]), item.get("hold", ""))
+                    if entry.name in seen:
+                        raise CampaignError(f"{path}, run entry {number}: {entry.name} is listed before (entry "
+                                            f"{seen[entry.name]}); list each run once")
+                    seen[entry.name] = number
+                    entries.append(entry)
+        plan = Plan(data["preset"], tuple(shlex.split(data.get("flags", ""))),
+                    tuple(shlex.split(data.get("eval_args", ""))), dict(data["env_steps_per_s"]), variants,
+                    tuple(entries))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        if isinstance(error, CampaignError):
+            raise
+        raise CampaignError(f"cannot read the list of runs {path} ({error.__class__.__name__}: {error}); it needs "
+                            "preset, env_steps_per_s, variants and runs (see benchmarks/campaign.json)") from None
+    for entry in plan.entries:
+        try:
+            plan.config(entry)
+        except cfg.ConfigError as error:
+            raise CampaignError(f"{path}: {entry.name}: {error}") from None
+    missing = {dynamics(plan, v) for v in plan.variants} - set(plan.rates)
+    if missing:
+        raise CampaignError(f"{path}: env_steps_per_s has no estimate for {', '.join(sorted(missing))}; give one "
+                            "(env steps per second of training, until a record measures it)")
+    return plan
+
+
+def dynamics(plan: Plan, variant: str) -> str:
+    """The dynamics a variant trains (rssm or vta)."""
+    return cfg.parse(["--configs", plan.preset, *plan.variants[variant]]).dynamics
+
+
+def recorded(entry: Entry, records: pathlib.Path) -> bool:
+    """Whether the run's record is complete (its final.json, written last, is there)."""
+    return (entry.record(records) / FINAL).exists()
+
+
+def check_records(plan: Plan, records: pathlib.Path) -> None:
+    """Refuse records whose configuration is not the one the list asks for."""
+    for entry in plan.entries:
+        if recorded(entry, records):
+            saved = cfg.load(entry.record(records) / "config.json")
+            differs = {k: v for k, v in cfg.diff(saved, plan.config(entry)).items() if k != "logdir"}
+            if differs:
+                listed = ", ".join(f"{k} {old!r} (the list: {new!r})" for k, (old, new) in differs.items())
+                raise CampaignError(
+                    f"the record {entry.record(records)} was trained with other settings than the list asks for: "
+                    f"{listed}. Move the record aside to train the run again, or make the list match it")
+
+
+def rates(plan: Plan, records: pathlib.Path) -> dict[str, float]:
+    """Env steps per second of training by variant: the median of its records' own, else the list's estimate for
+    its dynamics."""
+    measured: dict[str, list[float]] = {}
+    for entry in plan.entries:
+        if recorded(entry, records):
+            final = json.loads((entry.record(records) / FINAL).read_text())
+            if final["train_wall_s"] > 0:
+                measured.setdefault(entry.variant, []).append(final["step"] / final["train_wall_s"])
+    return {variant: statistics.median(measured[variant]) if variant in measured else
+            plan.rates[dynamics(plan, variant)] for variant in plan.variants}
+
+
+def remaining_s(plan: Plan, entry: Entry, state: pathlib.Path, rate: float) -> float:
+    """Estimated seconds to finish the run from where its state stands, its evaluation and record included."""
+    done = sweep.latest_checkpoint(state / entry.name) or 0
+    return max(entry.steps - done, 0) / rate + OVERHEAD_S
+
+
+def select(plan: Plan, records: pathlib.Path, state: pathlib.Path, budget_s: float | None
+           ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """(the runs to train now, in the list's order, and every other run with why not)."""
+    speed, left = rates(plan, records), budget_s
+    chosen, others = [], []
+    for entry in plan.entries:
+        estimate = remaining_s(plan, entry, state, speed[entry.variant])
+        if recorded(entry, records):
+            others.append((entry, f"recorded in {entry.record(records)}"))
+        elif entry.hold:
+            others.append((entry, f"held: waits for {entry.hold}"))
+        elif left is not None and estimate > left:
+            others.append((entry, f"does not fit the budget left ({estimate / 3600:.1f} h estimated)"))
+        else:
+            chosen.append(entry)
+            left = None if left is None else left - estimate
+    return chosen, others
+
+
+def note_session(logdir: pathlib.Path) -> None:
+    """Append this training session's commit and model code to the run's state folder (its record lists them)."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    with (logdir / SESSIONS).open("a") as f:
+        f.write(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit(),
+                            "model_code": model_code(), "from_step": sweep.latest_checkpoint(logdir) or 0}) + "\n")
+
+
+class _Recording:
+    """What the campaign adds to a sweep launcher: each training session noted, each finished run recorded (and
+    committed with `commit`), the aggregates rewritten from the records at the end."""
+
+    def setup(self, plan_path: pathlib.Path, records: pathlib.Path, state: pathlib.Path, out: pathlib.Path,
+              plan: Plan, commit_records: bool) -> None:
+        self.plan_path, self.records, self.state, self.out, self.commit = plan_path, records, state, out, commit_records
+        self.entries = {entry.name: entry for entry in plan.entries}
+        self.written: list[pathlib.Path] = []
+
+    def record(self, run: sweep.Run) -> None:
+        """Write the record of a run that trained to its end, in a child process, and commit it if asked."""
+        entry = self.entries[run.name]
+        if self.stops or not sweep.is_finished(run) or recorded(entry, self.records):
+            return
+        self.event(f"{self.head((run,))}: writing its record")
+        code, last = self.child((MODULE, "--record-run", run.name, *self.where()), self.refresh)
+        state, note = self.ending(code, last, str(entry.record(self.records)))
+        if state == "done":
+            self.written.append(entry.record(self.records))
+            if self.commit:
+                note += "; " + commit_record(entry.record(self.records))
+        else:
+            self.outcome(run).eval, self.outcome(run).eval_note = "failed", f"record {state}: {note}"
+        self.event(f"{self.head((run,))}: record {state}: {note}")
+
+    def where(self) -> tuple[str, ...]:
+        return ("--plan", str(self.plan_path), "--records", str(self.records), "--state", str(self.state), "--out",
+                str(self.out))
+
+    def table(self) -> None:
+        """The aggregates from every record, when this session wrote one (instead of the sweep's table)."""
+        if not self.written:
+            self.event("no record written this time; aggregates left as they are")
+            return
+        code, last = self.child((MODULE, "--report", *self.where()), self.refresh)
+        state, note = self.ending(code, last, "aggregates written from the records")
+        self.ledger.table, self.ledger.table_note = state, note
+        self.event(f"report {state}: {note}")
+
+
+class LocalCampaign(_Recording, launchers.LocalSweeper):
+    """The runs one after another in subprocesses; each recorded as soon as it is evaluated."""
+
+    def train(self, group: sweep.Group) -> None:
+        if not sweep.is_finished(group.runs[0]):
+            note_session(group.runs[0].logdir)
+        super().train(group)
+
+    def evaluate(self, run: sweep.Run) -> None:
+        super().evaluate(run)
+        self.record(run)
+
+
+class ClusterCampaign(_Recording, launchers.ClusterSweeper):
+    """The runs as submitit jobs, all at once; each recorded here when its job has ended."""
+
+    def submit(self, group: sweep.Group):
+        if not sweep.is_finished(group.runs[0]):
+            note_session(group.runs[0].logdir)
+        return super().submit(group)
+
+    def collect(self, group: sweep.Group, job) -> None:
+        super().collect(group, job)
+        for run in group.runs:
+            self.record(run)
+
+
+def commit_record(folder: pathlib.Path) -> str:
+    """Commit a record's folder alone (other changes in the work tree stay as they are); what happened."""
+    git = lambda *args: subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)  # noqa
+    added = git("add", "--", ".")
+    message = f"Campaign record: {folder.parent.parent.name} {folder.parent.name} {folder.name}, as the run wrote it"
+    done = added if added.returncode else git("commit", "-q", "-m", message, "--", ".")
+    return "committed" if done.returncode == 0 else f"not committed ({done.stderr.strip() or 'git failed'})"
+
+
+def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib.Path) -> pathlib.Path:
+    """Measure a finished run and write its record; the folder appears whole (written aside, then renamed)."""
+    import jax
+
+    from benchmarks import learning, record as bench_record
+    from experiments.envs import make_env
+
+    logdir = state / entry.name
+    config = cfg.load(logdir / "config.json")
+    env = make_env(config)
+    random_return, _ = learning.baselines(env)
+    final, step, tracked = learning.final_measures(logdir, env, entry.seed)
+    lines = curves.read_metrics(logdir)
+    xs, ys = curves.series(lines, "eval_return")
+    sessions = [json.loads(line) for line in (logdir / SESSIONS).read_text().splitlines()] \
+        if (logdir / SESSIONS).exists() else []
+    result = {
+        "task": entry.task, "variant": entry.variant, "seed": entry.seed, "step": step, "preset": plan.preset,
+        "final_eval_return": final, "final_episodes": learning.FINAL_EPISODES, "random_return": random_return,
+        "target_return": learning.TARGET * random_return,
+        "first_target_step": learning.first_at([[x, y] for x, y in zip(xs, ys)], learning.TARGET * random_return),
+        "tracking": tracked, "tracking_episodes": learning.TRACKING_EPISODES,
+        "train_wall_s": lines[-1]["time"], "train_cpu_s": sum(line.get("cpu_s", 0.0) for line in lines),
+        "sessions": sessions, "model_code": sorted({s["model_code"] for s in sessions if s["model_code"]}),
+        "recorded_at": {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit(),
+                        "model_code": model_code()},
+        "machine": bench_record.machine(), "command": shlex.join(["python", "-m", launchers.TRAIN,
+                                                                  *plan.run(entry, state).argv]),
+    }
+    target = entry.record(records)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in COPIED:
+        if (logdir / name).exists():
+            shutil.copy2(logdir / name, partial / name)
+    write_atomic(partial / FINAL, json.dumps(result, indent=1) + "\n")
+    partial.rename(target)
+    jax.clear_caches()
+    return target
+
+
+def report(plan: Plan, records: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
+    """learning.json (learning_TASK.json for another task) and its figures from the records alone: per task, the
+    learning benchmark's variants that have records. Records trained at other settings than the list's are kept
+    apart under their own name; the model code of every record is listed in each summary."""
+    from benchmarks import learning
+    from experiments.envs import make_env
+
+    written = []
+    for task in dict.fromkeys(entry.task for entry in plan.entries):
+        entries = [e for e in plan.entries if e.task == task and e.variant in learning.VARIANTS and recorded(e, records)]
+        if not entries:
+            continue
+        runs, groups, settings, codes = [], {}, {}, {}
+        env = make_env(cfg.load(entries[0].record(records) / "config.json"))
+        baselines = learning.baselines(env)
+        for entry in entries:
+            folder = entry.record(records)
+            final = json.loads((folder / FINAL).read_text())
+            saved = cfg.load(folder / "config.json")
+            differs = {k: v for k, (v, _) in cfg.diff(saved, plan.config(entry)).items() if k != "logdir"}
+            name = entry.variant + (" (" + ", ".join(f"{k}={v}" for k, v in differs.items()) + ")" if differs else "")
+            lines = curves.read_metrics(folder)
+            groups.setdefault(name, []).append(lines)
+            settings.setdefault(name, cfg.to_dict(dataclasses.replace(saved, seed=0, logdir="")))
+            for code in final["model_code"] or ["unknown"]:
+                codes.setdefault(name, {}).setdefault(code, 0)
+                codes[name][code] += 1
+            runs.append(learning.run_entry(name, task, entry.seed, lines, final["final_eval_return"], final["step"],
+                                           final["tracking"], learning.TARGET * baselines[0], str(folder)))
+        result = learning.write_results(out, task, plan.preset, runs, groups, baselines, env.length, {
+            "command": shlex.join(["python", "-m", MODULE, "--report"]), "settings": settings,
+            "records": str(records), "model_code": codes})
+        written.append(out / f"{learning.results_stem('learning', task)}.json")
+        for name, summary in result["summary"].items():
+            print(f"{task} {name}: {summary['seeds']} records, final return {summary['final_mean']:.1f}, "
+                  f"{summary['seeds_ever_at_target']} ever at the target")
+    return written
+
+
+def parse_budget(text: str) -> float:
+    """Seconds from `2.5h`, `150m`, `9000s` or `9000`; CampaignError otherwise."""
+    match = _BUDGET.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise CampaignError(f"--budget {text!r}: give a positive time such as 2.5h, 150m or 9000s")
+    return float(match.group(1)) * {"h": 3600, "m": 60, "s": 1, "": 1}[match.group(2)]
+
+
+def default_state() -> pathlib.Path:
+    """$XDG_CACHE_HOME/dreamer_jax/campaign (~/.cache when it is not set): outside the work tree."""
+    cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(cache) / "dreamer_jax" / "campaign"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--budget", help="time to train for, e.g. 2.5h, 150m, 9000s (default: every run not recorded)")
+    p.add_argument("--plan", type=pathlib.Path, default=PLAN, help="the list of runs")
+    p.add_argument("--records", type=pathlib.Path, default=RECORDS, help="the records, TASK/VARIANT/seedK/")
+    p.add_argument("--state", type=pathlib.Path, default=None,
+                   help="the runs under way (default: $XDG_CACHE_HOME/dreamer_jax/campaign, outside the work tree)")
+    p.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "results" / "campaign",
+                   help="folder of the aggregates (beside, not over, the learning benchmark's earlier results)")
+    p.add_argument("--status-file", type=pathlib.Path, default=None, help=f"default STATE/{STATUS_NAME}")
+    p.add_argument("--commit", action="store_true", help="git commit each record as soon as it is written")
+    p.add_argument("--dry-run", action="store_true", help="list every run and what the campaign would do with it")
+    p.add_argument("--report", action="store_true", help="only write the aggregates from the records")
+    p.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local", help="as experiments.sweep's")
+    sweep_cli.add_slurm_flags(p)
+    p.add_argument("--record-run", metavar="NAME", help=argparse.SUPPRESS)  # the launcher's child: one record
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    state = args.state or default_state()
+    try:
+        plan = load_plan(args.plan)
+        check_records(plan, args.records)
+        if args.record_run:
+            entry = next(e for e in plan.entries if e.name == args.record_run)
+            print(f"record: {write_record(plan, entry, state, args.records)}")
+            return 0
+        if args.report:
+            args.out.mkdir(parents=True, exist_ok=True)
+            written = report(plan, args.records, args.out)
+            print("results: " + (", ".join(map(str, written)) if written else "none (no record yet)"))
+            return 0
+        budget = None if args.budget is None else parse_budget(args.budget)
+        chosen, others = select(plan, args.records, state, budget)
+        options = sweep.Options(
+            logroot=state, task=" ".join(dict.fromkeys(e.task for e in chosen)) or "-",
+            seeds=tuple(dict.fromkeys(e.seed for e in chosen)),
+            conditions={e.variant: plan.variants[e.variant] for e in chosen}, configs=(plan.preset,),
+            flags=plan.flags, run_log=state / LOG_NAME, status_file=args.status_file or state / STATUS_NAME,
+            eval_args=plan.eval_args, eval_baseline=None, dry_run=args.dry_run, seeds_per_process=1,
+            launcher=args.launcher, slurm=sweep_cli.slurm_parameters(args))
+        sweep_cli.check_launcher(options, args, os.environ)
+        sweep_cli.check_paths(options)
+    except (CampaignError, sweep.SweepError, cfg.ConfigError, StopIteration) as error:
+        text = f"no run named {args.record_run} in {args.plan}" if isinstance(error, StopIteration) else error
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    runs = [plan.run(entry, state, i) for i, entry in enumerate(chosen, 1)]
+    if args.dry_run:
+        speed = rates(plan, args.records)
+        for entry, run in zip(chosen, runs):
+            at = sweep.latest_checkpoint(run.logdir)
+            print(f"train  {entry.name}: {'resumes from step ' + str(at) if at else 'new'}, to {entry.steps} env "
+                  f"steps, about {remaining_s(plan, entry, state, speed[entry.variant]) / 3600:.1f} h")
+        for entry, why in others:
+            print(f"skip   {entry.name}: {why}")
+        print(f"state: {state}\nstatus: {options.status_file}")
+        return 0
+    if not runs:
+        print("nothing to train: " + ("every run is recorded or held" if budget is None else
+                                      "no run that is not recorded or held fits the budget"))
+        return 0
+    groups = sweep.plan_groups(runs, 1, [sweep.resume_state(run) for run in runs])
+    state.mkdir(parents=True, exist_ok=True)
+    with stop_requests() as stops:
+        timer = threading.Timer(budget, stops.append, (signal.SIGTERM,)) if budget else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        if args.launcher == "local":
+            campaign = LocalCampaign(options, runs, groups, stops)
+        else:
+            campaign = ClusterCampaign(options, runs, groups, stops, launchers.make_executor(options))
+        campaign.setup(args.plan, args.records, state, args.out, plan, args.commit)
+        code = campaign.run()
+        budget_ended = timer is not None and not timer.is_alive() and stops == [signal.SIGTERM]
+        if timer:
+            timer.cancel()
+    if budget_ended:
+        print(f"the budget of {args.budget} ended: the run under way saved a checkpoint in {state}; run the "
+              "campaign again to resume it")
+        return 0
+    return min(code, 1) if code < 128 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

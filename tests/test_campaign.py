@@ -1,0 +1,212 @@
+"""The campaign (benchmarks/campaign.py): a tiny list of three runs trained, recorded and aggregated; the same list
+stopped in the middle of a run and resumed writes the same records; the aggregate from the records equals the
+learning benchmark's from the runs; the list, the budget and records of other settings."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks import campaign, learning
+from conftest import REPO, run_main
+from dreamer_jax import run as run_lib, sweep
+
+# Three RSSM runs of the debug model that only collect (a prefill longer than the run: no update to compile), with a
+# periodic evaluation every 32 env steps and a checkpoint every 64.
+PLAN = {
+    "preset": "debug", "flags": "--prefill 100000 --time_limit 50 --eval_every 32 --log_every 16 --save_every 64",
+    "eval_args": "--policy scripted --episodes 2 --resamples 19 --bootstrap 10", "env_steps_per_s": {"rssm": 100, "vta": 50},
+    "variants": {"rssm": "--dynamics rssm", "vta": "--dynamics vta"},
+    "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 1, 2], "steps": 256},
+             {"task": "pinpad_three", "variants": ["vta"], "seeds": [0], "steps": 512, "hold": "a test's say-so"}],
+}
+NAMES = [f"pinpad_three_rssm_seed{seed}" for seed in range(3)]
+# What differs between two records of the same run: where and when it ran, and how fast.
+VOLATILE = ("train_wall_s", "train_cpu_s", "sessions", "recorded_at", "machine", "command")
+
+
+def _campaign(root, *args, argv_only=False):
+    argv = [str(arg) for arg in [sys.executable, "-m", "benchmarks.campaign", "--plan", root / "plan.json", "--records",
+                                 root / "records", "--state", root / "state", "--out", root / "out", *args]]
+    return argv if argv_only else subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def _folder(tmp_path_factory, name, plan=PLAN):
+    root = tmp_path_factory.mktemp(name)
+    (root / "plan.json").write_text(json.dumps(plan))
+    return root
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The list trained in one go, then its aggregate written from the records."""
+    root = _folder(tmp_path_factory, "whole")
+    done = _campaign(root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, done
+
+
+@pytest.fixture(scope="module")
+def resumed(whole, tmp_path_factory):
+    """The same list on a machine that went down while the second run trained: the first run's record committed
+    (copied from `whole`), then the campaign and its training killed at once (SIGKILL to the process group, no
+    checkpoint saved on the way out) once the second run had a checkpoint past its first; then run again."""
+    root = _folder(tmp_path_factory, "resumed")
+    shutil.copytree(whole[0] / "records" / "pinpad_three" / "rssm" / "seed0",
+                    root / "records" / "pinpad_three" / "rssm" / "seed0")
+    argv, start = _campaign(root, argv_only=True), time.monotonic()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    while (sweep.latest_checkpoint(root / "state" / NAMES[1]) or 0) < 64:
+        assert proc.poll() is None and time.monotonic() - start < 600, proc.communicate()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    stopped_at = sweep.latest_checkpoint(root / "state" / NAMES[1])
+    again = _campaign(root)
+    return root, stopped_at, again
+
+
+def _record(root, name):
+    folder = root / "records" / "pinpad_three" / "rssm" / name
+    final = json.loads((folder / campaign.FINAL).read_text())
+    lines = [{k: v for k, v in json.loads(line).items() if k not in run_lib.TIMING}
+             for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    config = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k != "logdir"}
+    arrays = np.load(folder / "boundary_eval.npz")
+    return ({k: v for k, v in final.items() if k not in VOLATILE}, lines, config,
+            {k: (arrays[k].dtype, arrays[k].shape, arrays[k].tobytes()) for k in arrays.files})  # NaN equals NaN
+
+
+def test_a_finished_run_leaves_a_complete_record(whole):
+    root, done = whole
+    assert "record done" in (root / "state" / campaign.LOG_NAME).read_text()
+    for seed, name in enumerate(NAMES):
+        folder = root / "records" / "pinpad_three" / "rssm" / f"seed{seed}"
+        assert sorted(p.name for p in folder.iterdir()) == sorted(campaign.COPIED + (campaign.FINAL,)), name
+        # config.json and metrics.jsonl are the run's own files, byte for byte.
+        for copied in ("config.json", "metrics.jsonl"):
+            assert (folder / copied).read_bytes() == (root / "state" / name / copied).read_bytes()
+        final = json.loads((folder / campaign.FINAL).read_text())
+        assert (final["task"], final["variant"], final["seed"], final["step"]) == ("pinpad_three", "rssm", seed, 256)
+        assert final["target_return"] == learning.TARGET * final["random_return"]
+        assert final["final_episodes"] == 16 and final["tracking_episodes"] == 32
+        assert set(final["tracking"]["imagined"]) == {"1", "5", "15", "45"}
+        assert final["train_wall_s"] > 0 and final["train_cpu_s"] > 0
+        assert [s["from_step"] for s in final["sessions"]] == [0] and final["model_code"]
+        assert json.loads((folder / "boundary_eval.json").read_text())["settings"]["policy"] == "scripted"
+    # The held run is not trained; a second invocation trains nothing.
+    assert not (root / "state" / "pinpad_three_vta_seed0").exists()
+    again = _campaign(root)
+    assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-2000:]
+
+
+def test_a_campaign_stopped_in_the_middle_and_resumed_writes_the_same_records(whole, resumed):
+    root, stopped_at, again = resumed
+    assert 64 <= stopped_at < 256, stopped_at
+    assert again.returncode == 0, again.stderr[-3000:]
+    for seed in range(3):
+        assert _record(root, f"seed{seed}") == _record(whole[0], f"seed{seed}"), seed
+    final = json.loads((root / "records" / "pinpad_three" / "rssm" / "seed1" / campaign.FINAL).read_text())
+    assert [s["from_step"] for s in final["sessions"]] == [0, stopped_at]
+
+
+def test_the_aggregate_from_the_records_equals_the_learning_benchmarks_from_the_runs(whole, capsys):
+    root, _ = whole
+    from_records = json.loads((root / "out" / "learning.json").read_text())
+    code, _, err = run_main(learning.main, ["--setting", "tiny", "--report", "--dynamics", "rssm", "--seeds", "3",
+                                            "--logroot", root / "state", "--out", root / "direct", "--no-openloop"],
+                            capsys)
+    assert code == 0, err
+    direct = json.loads((root / "direct" / "learning.json").read_text())
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "logdir"} for r in runs]  # noqa: E731
+    assert strip(from_records["runs"]) == strip(direct["runs"]) and len(direct["runs"]) == 3
+    assert from_records["summary"] == direct["summary"]
+    for key in ("random_return", "scripted_return", "target_return", "episode_length"):
+        assert from_records[key] == direct[key]
+    assert list(from_records["model_code"]["rssm"].values()) == [3]
+    assert (root / "out" / "learning_curves.png").exists()
+
+
+def test_a_record_of_other_settings_is_refused_and_nothing_is_written(whole, tmp_path, capsys):
+    root, _ = whole
+    records = tmp_path / "records"
+    (records / "pinpad_three").mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(root / "records" / "pinpad_three" / "rssm"), str(records / "pinpad_three")],
+                   check=True)
+    config = records / "pinpad_three" / "rssm" / "seed1" / "config.json"
+    config.write_text(config.read_text().replace('"depth": 4', '"depth": 8'))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _, err = run_main(campaign.main, ["--plan", root / "plan.json", "--records", records, "--state",
+                                            tmp_path / "state", "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "seed1 was trained with other settings" in err and "depth 8 (the list: 4)" in err, err
+    assert "Move the record aside" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def _plan(tmp_path, **changes):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({**PLAN, **changes}))
+    return campaign.load_plan(path)
+
+
+def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget(tmp_path):
+    plan = _plan(tmp_path, runs=[{"task": "pinpad_three", "variants": ["rssm", "vta"], "seeds": [0, 1], "steps": 1000},
+                                 {"task": "pinpad_four", "variants": ["rssm"], "seeds": [0], "steps": 100}])
+    assert [e.name for e in plan.entries] == ["pinpad_three_rssm_seed0", "pinpad_three_vta_seed0",
+                                              "pinpad_three_rssm_seed1", "pinpad_three_vta_seed1",
+                                              "pinpad_four_rssm_seed0"]
+    # At the list's estimates (rssm 100 env steps/s, vta 50) the VTA run does not fit what the first run leaves.
+    plan = _plan(tmp_path, runs=[{"task": "pinpad_three", "variants": ["rssm", "vta"], "seeds": [0], "steps": 1000},
+                       {"task": "pinpad_four", "variants": ["rssm"], "seeds": [0], "steps": 100}])
+    overhead = campaign.OVERHEAD_S
+    chosen, others = campaign.select(plan, tmp_path / "records", tmp_path / "state", 10 + overhead + 1 + overhead)
+    assert [e.name for e in chosen] == ["pinpad_three_rssm_seed0", "pinpad_four_rssm_seed0"]
+    assert [(e.name, why.split(" (")[0]) for e, why in others] == [("pinpad_three_vta_seed0",
+                                                                    "does not fit the budget left")]
+    assert [e.name for e in campaign.select(plan, tmp_path / "records", tmp_path / "state", None)[0]] == [
+        "pinpad_three_rssm_seed0", "pinpad_three_vta_seed0", "pinpad_four_rssm_seed0"]
+
+
+@pytest.mark.parametrize("text, seconds", [("2.5h", 9000), ("150m", 9000), ("90s", 90), ("90", 90)])
+def test_budgets_read_as_seconds(text, seconds):
+    assert campaign.parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(runs=[{"task": "pinpad_three", "variants": ["nope"], "seeds": [0], "steps": 10}]),
+     "variant 'nope' is not among the variants"),
+    (dict(runs=[{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 0], "steps": 10}]),
+     "pinpad_three_rssm_seed0 is listed before"),
+    (dict(runs=[{"task": "pinpad_nine", "variants": ["rssm"], "seeds": [0], "steps": 10}]), "unknown task"),
+    (dict(variants={"rssm": "--dynamics rnn", "vta": "--dynamics vta"}), "invalid --dynamics='rnn'"),
+    (dict(preset=None, runs=None), "cannot read the list of runs"),
+    (dict(env_steps_per_s={"rssm": 100}), "env_steps_per_s has no estimate for vta"),
+])
+def test_a_bad_list_is_one_clear_error(tmp_path, capsys, change, message):
+    (tmp_path / "plan.json").write_text(json.dumps({**PLAN, **change}))
+    code, _, err = run_main(campaign.main, ["--plan", tmp_path / "plan.json", "--state", tmp_path / "state",
+                                            "--records", tmp_path / "records", "--dry-run"], capsys)
+    assert code == 2 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_a_bad_budget_is_refused(tmp_path, capsys):
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    code, _, err = run_main(campaign.main, ["--plan", tmp_path / "plan.json", "--state", tmp_path / "state",
+                                            "--records", tmp_path / "records", "--budget", "soon"], capsys)
+    assert code == 2 and "--budget 'soon'" in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_committed_list_plans_valid_runs():
+    plan = campaign.load_plan(campaign.PLAN)
+    assert plan.preset == "pinpad_cpu" and plan.entries[0].name == "pinpad_three_rssm_seed0"
+    assert all(plan.config(entry).task == entry.task for entry in plan.entries)
+    campaign.check_records(plan, campaign.RECORDS)
