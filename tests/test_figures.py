@@ -153,6 +153,12 @@ FIGURES = [
     ("makes 60.1 env steps/s, 84.4 with `--scan_unroll 5`", "gpu/gpu_check.md",
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
                         for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
+    # The cost profile (benchmarks.cost_profile, 2026-12-07): CPU s per env step at pinpad_cpu and pinpad_cpu_v2.
+    ("costs 0.087 CPU s per env step on 2 cores, 3.74x fewer than at", "cost_profile.json",
+     lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
+     "costs {:.3f} CPU s per env step on 2 cores, {:.2f}x fewer"),
+    ("(`pinpad_cpu_v2`, 0.325)", "cost_profile.json", lambda d: d["runs"]["today"]["env_step_total"]["cpu_s"],
+     "(`pinpad_cpu_v2`, {:.3f})"),
     # The official DreamerV3 beside ours (benchmarks.official_ratio, 2026-11-28): seconds per update.
     ("2.27 s against the official's 5.35 s at", "official_ratio.json",
      lambda d: (d["rows"][0]["ours_s"], _official(d["rows"][0])), "{:.2f} s against the official's {:.2f} s"),
@@ -162,9 +168,78 @@ FIGURES = [
 ]
 
 
-@pytest.mark.parametrize("quote, name, values, form", FIGURES, ids=[f"{f[1]}: {f[0][:40]}" for f in FIGURES])
-def test_the_readme_quotes_the_results_file(quote, name, values, form):
+def _profile_row(d, name):
+    """A candidate's row of the cost profile: CPU s per update and per env step, env steps per CPU s, the ratio."""
+    run, reference = d["runs"][name], d["runs"][d["reference"]]
+    return (run["pieces"]["update"]["cpu_s"], run["env_step_total"]["cpu_s"], run["env_steps_per_cpu_s"],
+            run["env_steps_per_cpu_s"] / reference["env_steps_per_cpu_s"])
+
+
+def _part(d, name):
+    """CPU and wall seconds of one part of the profiled update, and its share of the whole update's CPU seconds."""
+    part = d["parts"][name]
+    return part["cpu_s"], part["wall_s"], 100 * part["cpu_s"] / d["parts"]["whole update"]["cpu_s"]
+
+
+PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
+PART_ROW = " | {:.3f} | {:.3f} | {:.0f}% |"
+DRAWN_ROW = "| {:.0f}% | {:.1f}% | {:.1f}% |"
+# Pages under docs/ and their figures, as FIGURES: (text on the page, results file, its values, how the page writes
+# them).
+PAGES = {"docs/speed.md": [
+    ("| `today` | (none) | 1.284 | 0.325 | 3.08 | 1.00x |", "cost_profile.json", lambda d: _profile_row(d, "today"),
+     PROFILE_ROW),
+    ("| `enc_k3` | `--enc_kernel 3` | 0.860 | 0.218 | 4.58 | 1.49x |", "cost_profile.json",
+     lambda d: _profile_row(d, "enc_k3"), PROFILE_ROW),
+    ("| `enc_d8_k3` | `--enc_depth 8 --enc_kernel 3` | 0.731 | 0.186 | 5.37 | 1.75x |", "cost_profile.json",
+     lambda d: _profile_row(d, "enc_d8_k3"), PROFILE_ROW),
+    ("| `depth8_enc_k3` | `--depth 8 --enc_kernel 3` (the decoder at 8 too) | 0.503 | 0.129 | 7.77 | 2.53x |",
+     "cost_profile.json", lambda d: _profile_row(d, "depth8_enc_k3"), PROFILE_ROW),
+    ("| `bf16` | `--precision bf16` | 1.411 | 0.358 | 2.79 | 0.91x |", "cost_profile.json",
+     lambda d: _profile_row(d, "bf16"), PROFILE_ROW),
+    ("| `ratio64` | `--train_ratio 64` | 1.035 | 0.134 | 7.49 | 2.43x |", "cost_profile.json",
+     lambda d: _profile_row(d, "ratio64"), PROFILE_ROW),
+    ("| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.674 | 0.087 | "
+     "11.51 | **3.74x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
+     " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
+    ("| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.549 | 0.289 | 50% |", "cost_profile.json",
+     lambda d: _part(d, "encoder"), PART_ROW),
+    ("| decoder (reconstruction loss) | 0.334 | 0.179 | 31% |", "cost_profile.json", lambda d: _part(d, "decoder"),
+     PART_ROW),
+    ("| imagination, actor and critic (15 steps from 128 starts) | 0.095 | 0.054 | 9% |", "cost_profile.json",
+     lambda d: _part(d, "imagination, actor and critic"), PART_ROW),
+    ("| posterior scan and KL (32 steps) | 0.067 | 0.048 | 6% |", "cost_profile.json",
+     lambda d: _part(d, "posterior scan and KL"), PART_ROW),
+    ("| whole update (the parts alone sum to 1.071) | 1.093 | 0.583 | 100% |", "cost_profile.json",
+     lambda d: (d["parts"]["whole update"]["parts_sum_cpu_s"], d["parts"]["whole update"]["cpu_s"],
+                d["parts"]["whole update"]["wall_s"]), "(the parts alone sum to {:.3f}) | {:.3f} | {:.3f} |"),
+    ("| the encoder at 8 channels, 3x3 (`pinpad_cpu`) | 0% | 53.1% | 88.7% |", "world_model_drawing_enc_d8_k3.json",
+     lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
+    ("(the same world model as `depth16_x3_rec16` on `pinpad_cpu_v1`, 2026-12-01) | 0% | 44.5% | 90.4% |",
+     "world_model_drawing_rec16.json",
+     lambda d: tuple(100 * _world_drawn_at(d, "depth16_x3_rec16", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
+]}
+
+
+def _world_drawn_at(d, variant, update):
+    """Share of held-out posterior frames that draw the agent after `update` updates of one world model variant."""
+    return next(share for step, _, _, share in d["variants"][variant]["curve"] if step == update)
+
+
+def _check(page, quote, name, values, form):
     text = (RESULTS / name).read_text()
     written = values(json.loads(text) if name.endswith(".json") else text)
-    assert quote in README, "the README no longer says this: update FIGURES in tests/test_figures.py"
+    assert quote in page, "the page no longer says this: update FIGURES or PAGES in tests/test_figures.py"
     assert form.format(*written if isinstance(written, tuple) else (written,)) in quote
+
+
+@pytest.mark.parametrize("quote, name, values, form", FIGURES, ids=[f"{f[1]}: {f[0][:40]}" for f in FIGURES])
+def test_the_readme_quotes_the_results_file(quote, name, values, form):
+    _check(README, quote, name, values, form)
+
+
+@pytest.mark.parametrize("page, quote, name, values, form", [(page, *f) for page, figures in PAGES.items()
+                                                             for f in figures],
+                         ids=[f"{page}: {f[1]}: {f[0][:40]}" for page, figures in PAGES.items() for f in figures])
+def test_the_pages_quote_the_results_file(page, quote, name, values, form):
+    _check((REPO / page).read_text(), quote, name, values, form)
