@@ -210,3 +210,24 @@ def test_the_committed_list_plans_valid_runs():
     assert plan.preset == "pinpad_cpu" and plan.entries[0].name == "pinpad_three_rssm_seed0"
     assert all(plan.config(entry).task == entry.task for entry in plan.entries)
     campaign.check_records(plan, campaign.RECORDS)
+
+
+def test_a_record_is_committed_alone_and_no_record_is_ignored(tmp_path):
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,  # noqa
+                                       check=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "campaign@test")
+    git("config", "user.name", "campaign test")
+    (tmp_path / "other.txt").write_text("staged work that is not the record\n")
+    git("add", "other.txt")
+    folder = tmp_path / "records" / "pinpad_three" / "rssm" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / campaign.FINAL).write_text("{}\n")
+    assert campaign.commit_record(folder) == "committed"
+    assert git("show", "--name-only", "--format=%s", "HEAD").split("\n") == [
+        "Campaign record: pinpad_three rssm seed0, as the run wrote it", "", "records/pinpad_three/rssm/seed0/final.json",
+        ""]
+    assert git("diff", "--cached", "--name-only").split() == ["other.txt"]
+    ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q",
+                              str(campaign.RECORDS / "pinpad_three" / "rssm" / "seed0" / campaign.FINAL)])
+    assert ignored.returncode == 1, "the records folder is ignored by git: a campaign could not commit its records"

@@ -181,6 +181,7 @@ def _part(d, name):
     return part["cpu_s"], part["wall_s"], 100 * part["cpu_s"] / d["parts"]["whole update"]["cpu_s"]
 
 
+PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
 PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
 PART_ROW = " | {:.3f} | {:.3f} | {:.0f}% |"
 DRAWN_ROW = "| {:.0f}% | {:.1f}% | {:.1f}% |"
@@ -215,6 +216,21 @@ PAGES = {"docs/speed.md": [
                 d["parts"]["whole update"]["wall_s"]), "(the parts alone sum to {:.3f}) | {:.3f} | {:.3f} |"),
     ("| the encoder at 8 channels, 3x3 (`pinpad_cpu`) | 0% | 53.1% | 88.7% |", "world_model_drawing_enc_d8_k3.json",
      lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
+    # The first pilot at pinpad_cpu (a campaign record), beside pinpad_cpu_v2's seed 0. It logs every 2504 or 2496
+    # env steps (an iteration is 8).
+    ("after 2563 updates (22.5k env steps), as at `pinpad_cpu_v2` after 2000 (10k env steps)",
+     "runs/pinpad_three/rssm/seed0/metrics.jsonl",
+     lambda _: (*_at_steps(PILOT, "updates", (22_504,)), *_at_steps("pinpad_cpu_rssm_seed0", "updates", (10_000,))),
+     "after {} updates (22.5k env steps), as at `pinpad_cpu_v2` after {} (10k env steps)"),
+    ("drawn in 17.5% of posterior frames", "runs/pinpad_three/rssm/seed0/metrics.jsonl",
+     lambda _: 100 * _at_steps(PILOT, "tracking_posterior", (22_504,))[0], "drawn in {:.1f}% of posterior"),
+    ("nothing by 40k env steps (4750 updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after 5750",
+     "runs/pinpad_three/rssm/seed0/final.json",
+     lambda d: ("nothing" if d["first_target_step"] is None else d["first_target_step"],
+                *_at_steps(PILOT, "updates", (40_000,)), *_at_steps("pinpad_cpu_rssm_seed0", "updates", (25_000,))),
+     "{} by 40k env steps ({} updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after {}"),
+    ("Its whole run took 0.087 CPU s per env step", "runs/pinpad_three/rssm/seed0/final.json",
+     lambda d: d["train_cpu_s"] / d["step"], "took {:.3f} CPU s per env step"),
     ("(the same world model as `depth16_x3_rec16` on `pinpad_cpu_v1`, 2026-12-01) | 0% | 44.5% | 90.4% |",
      "world_model_drawing_rec16.json",
      lambda d: tuple(100 * _world_drawn_at(d, "depth16_x3_rec16", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
