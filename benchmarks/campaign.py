@@ -340,7 +340,8 @@ def report(plan: Plan, records: pathlib.Path, out: pathlib.Path) -> list[pathlib
 
     written = []
     for task in dict.fromkeys(entry.task for entry in plan.entries):
-        entries = [e for e in plan.entries if e.task == task and e.variant in learning.VARIANTS and recorded(e, records)]
+        entries = [e for e in plan.entries
+                   if e.task == task and e.variant in learning.VARIANTS and recorded(e, records)]
         if not entries:
             continue
         runs, groups, settings, codes = [], {}, {}, {}

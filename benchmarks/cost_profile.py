@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = {"fields": CANDIDATES[name], **run_costs(config, *prepared[name], updates[name], args.repeats)}
         r = runs[name]
         ratio = r["env_steps_per_cpu_s"] / runs[args.candidates[0]]["env_steps_per_cpu_s"]
-        print(f"{name:20s} update {r['pieces']['update']['cpu_s']:.3f} CPU s, env step {r['env_step_total']['cpu_s']:.4f}"
+        print(f"{name:20s} update {r['pieces']['update']['cpu_s']:.3f} CPU s, "
+              f"env step {r['env_step_total']['cpu_s']:.4f}"
               f" CPU s: {r['env_steps_per_cpu_s']:.2f} env steps per CPU s ({ratio:.2f}x {args.candidates[0]})",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from dreamer_jax import run as run_lib, sweep
 # periodic evaluation every 32 env steps and a checkpoint every 64.
 PLAN = {
     "preset": "debug", "flags": "--prefill 100000 --time_limit 50 --eval_every 32 --log_every 16 --save_every 64",
-    "eval_args": "--policy scripted --episodes 2 --resamples 19 --bootstrap 10", "env_steps_per_s": {"rssm": 100, "vta": 50},
+    "eval_args": "--policy scripted --episodes 2 --resamples 19 --bootstrap 10",
+    "env_steps_per_s": {"rssm": 100, "vta": 50},
     "variants": {"rssm": "--dynamics rssm", "vta": "--dynamics vta"},
     "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 1, 2], "steps": 256},
              {"task": "pinpad_three", "variants": ["vta"], "seeds": [0], "steps": 512, "hold": "a test's say-so"}],
@@ -225,8 +226,8 @@ def test_a_record_is_committed_alone_and_no_record_is_ignored(tmp_path):
     (folder / campaign.FINAL).write_text("{}\n")
     assert campaign.commit_record(folder) == "committed"
     assert git("show", "--name-only", "--format=%s", "HEAD").split("\n") == [
-        "Campaign record: pinpad_three rssm seed0, as the run wrote it", "", "records/pinpad_three/rssm/seed0/final.json",
-        ""]
+        "Campaign record: pinpad_three rssm seed0, as the run wrote it", "",
+        "records/pinpad_three/rssm/seed0/final.json", ""]
     assert git("diff", "--cached", "--name-only").split() == ["other.txt"]
     ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q",
                               str(campaign.RECORDS / "pinpad_three" / "rssm" / "seed0" / campaign.FINAL)])
