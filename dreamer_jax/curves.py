@@ -20,6 +20,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 X_AXES = ("step", "updates", "time")
+# Fewest runs whose 95% interval is shaded: with two, Student-t's is 12.7 standard errors wide, mostly outside what the
+# metric can take, so two runs are shown as themselves.
+MIN_RUNS_SHADED = 3
 DEFAULT_METRICS = ("eval_return", "train_return", "loss_rec", "loss_rew", "loss_dyn", "policy_entropy")
 _SEED = re.compile(r"_seed\d+$")
 
@@ -107,8 +110,8 @@ def available_metrics(runs: Iterable[Sequence[Mapping]]) -> list[str]:
 
 def plot(groups: Mapping[str, Sequence[Sequence[Mapping]]], metrics: Sequence[str], x: str, out: str | os.PathLike,
          hlines: Mapping[str, float] | None = None, title: str = "") -> pathlib.Path:
-    """One panel per metric: each condition's mean over its runs with the 95% interval shaded; `hlines` (label ->
-    value) are drawn in every panel (e.g. random and scripted returns). Writes a PNG."""
+    """One panel per metric: each condition's mean over its runs with every run drawn thin and, from
+    MIN_RUNS_SHADED runs, the 95% interval shaded; `hlines` (label -> value) are drawn in every panel (e.g. random and scripted returns). Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,8 +134,11 @@ def plot(groups: Mapping[str, Sequence[Sequence[Mapping]]], metrics: Sequence[st
             if not n:
                 continue
             colour = f"C{index}"
+            for lines in runs:  # every run thin: with few seeds the interval alone says little
+                ax.plot(*series(lines, metric, x), color=colour, lw=0.6, alpha=0.45)
             ax.plot(xs, mean, color=colour, label=f"{name} (n={n})")
-            ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
+            if n >= MIN_RUNS_SHADED:
+                ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
         for index, (label, value) in enumerate((hlines or {}).items()):
             ax.axhline(value, color="0.3", ls=("--", ":", "-.")[index % 3], lw=1, label=label)
         ax.set_title(metric)

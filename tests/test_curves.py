@@ -101,3 +101,19 @@ def test_bad_input_is_one_clear_error(root, capsys, args, message):
 def test_a_root_without_runs_is_refused(tmp_path, capsys):
     code, _, err = run_main(plot.main, ["--logroot", tmp_path], capsys)
     assert code == 2 and "no runs under" in err
+
+
+@pytest.mark.parametrize("runs, shaded", [(2, 0), (3, 1)])
+def test_every_run_is_drawn_and_the_interval_shaded_from_three_runs(tmp_path, monkeypatch, runs, shaded):
+    """With two runs Student-t's 95% interval is 12.7 standard errors wide: the runs are shown as themselves, each
+    thin beside the mean; from three the interval is shaded too."""
+    import matplotlib.axes
+
+    calls = {"plot": 0, "fill_between": 0}
+    for name in calls:
+        original = getattr(matplotlib.axes.Axes, name)
+        monkeypatch.setattr(matplotlib.axes.Axes, name, lambda self, *a, _o=original, _n=name, **k: (
+            calls.__setitem__(_n, calls[_n] + 1), _o(self, *a, **k))[1])
+    lines = [[{"step": s, "eval_return": float(s * seed)} for s in (1, 2, 3)] for seed in range(runs)]
+    curves.plot({"rssm": lines}, ["eval_return"], "step", tmp_path / "c.png")
+    assert calls == {"plot": runs + 1, "fill_between": shaded}
