@@ -111,7 +111,8 @@ def available_metrics(runs: Iterable[Sequence[Mapping]]) -> list[str]:
 def plot(groups: Mapping[str, Sequence[Sequence[Mapping]]], metrics: Sequence[str], x: str, out: str | os.PathLike,
          hlines: Mapping[str, float] | None = None, title: str = "") -> pathlib.Path:
     """One panel per metric: each condition's mean over its runs with every run drawn thin and, from
-    MIN_RUNS_SHADED runs, the 95% interval shaded; `hlines` (label -> value) are drawn in every panel (e.g. random and scripted returns). Writes a PNG."""
+    MIN_RUNS_SHADED runs, the 95% interval shaded; `hlines` (label -> value) are drawn in every panel (e.g.
+    random and scripted returns). Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
