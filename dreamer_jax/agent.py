@@ -14,6 +14,7 @@ from typing import NamedTuple
 import distrax
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from dreamer_jax import distributions as dists, hierarchy
@@ -89,7 +90,7 @@ class Agent(nnx.Module):
 
     def policy(self, feat) -> distrax.OneHotCategorical:
         """The categorical policy over one-hot float32 actions."""
-        return distrax.OneHotCategorical(logits=self.policy_logits(feat), dtype=jnp.float32)
+        return policy_from_logits(self.actor(feat), self.actor_unimix)
 
     def sample_action(self, feat, key):
         """One-hot action sampled from the policy (no gradient: REINFORCE uses log-probabilities)."""
@@ -98,6 +99,11 @@ class Agent(nnx.Module):
     def value(self, critic: Head, feat):
         """The expected return a critic (this one or the slow one) predicts from features."""
         return self.twohot(critic(feat)).mean()
+
+
+def policy_from_logits(logits, unimix: float) -> distrax.OneHotCategorical:
+    """The categorical policy over one-hot float32 actions from the actor's raw outputs."""
+    return distrax.OneHotCategorical(logits=dists.unimix_logits(logits, unimix), dtype=jnp.float32)
 
 
 class WorldModelOut(NamedTuple):
@@ -119,17 +125,29 @@ def world_model_loss(agent: Agent, config: Config, carry, data: dict, key, updat
     feat = agent.dynamics.features(post)
     recon = agent.decoder(deter, stoch)
     rec = jnp.square(recon - data["image"].astype(jnp.float32) / 255.0).sum((-3, -2, -1))
-    rew = -agent.twohot(agent.reward(feat)).log_prob(data["reward"])
+    reward_dist = agent.twohot(agent.reward(feat))
+    rew = -reward_dist.log_prob(data["reward"])
     cont = -dists.bernoulli(agent.cont(feat)[..., 0]).log_prob(continue_target(data["is_terminal"], config))
     dyn_loss, metrics = agent.dynamics.loss(post, prior)
     terms = {"rec": (rec, config.rec_scale), "rew": (rew, config.rew_scale), "con": (cont, config.con_scale)}
     loss = dyn_loss + sum(scale * value.mean() for value, scale in terms.values())
     metrics.update({f"loss_{k}": value.mean() for k, (value, _) in terms.items()})
+    metrics.update(reward_head_metrics(sg(reward_dist.mean()), data["reward"]))
     if agent.abstract is not None:
         abstract_loss, abstract_metrics = segment_loss(agent, post, action, data, config, jax.random.fold_in(key, 1))
         loss = loss + abstract_loss
         metrics.update(abstract_metrics)
     return loss, WorldModelOut(post, carry, metrics)
+
+
+def reward_head_metrics(predicted, reward) -> dict:
+    """What the reward head predicts where reward came and elsewhere (B, T): before the first earned reward it must
+    say where reward is for the critic to point the actor there. The prediction at reward steps is a sum with its
+    count (`reward_events`), so a log window averages it over the events rather than over batches."""
+    event = (reward > 0).astype(jnp.float32)
+    other = 1.0 - event
+    return {"reward_events": event.sum(), "rew_pred_event_sum": (event * predicted).sum(),
+            "rew_pred_other": (other * predicted).sum() / jnp.maximum(other.sum(), 1.0)}
 
 
 def segment_loss(agent: Agent, post, action, data: dict, config: Config, key):
@@ -198,6 +216,7 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     logpi = policy.log_prob(actions[:, :-1])
     entropy = policy.entropy()
     actor = -(weight * (logpi * adv + config.actor_entropy * entropy)).mean()
+    drive = actor_drive(agent, feat[:, :-1], actions[:, :-1], adv, weight, config.actor_entropy)
 
     value = agent.twohot(critic_logits[:, :-1])
     critic = -(weight * (value.log_prob(sg(critic_target))
@@ -206,9 +225,23 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     metrics = {
         "loss_actor": actor, "loss_critic": critic.mean(), "policy_entropy": entropy.mean(), "return_scale": scale,
         "imag_return": ret.mean(), "imag_value": value.mean().mean(), "imag_reward": reward.mean(),
-        "adv_abs": jnp.abs(adv).mean(), **abstract_metrics,
+        "adv_abs": jnp.abs(adv).mean(), **drive, **abstract_metrics,
     }
     return loss, (retnorm, ret, metrics)
+
+
+def actor_drive(agent: Agent, feat, actions, adv, weight, eta: float) -> dict:
+    """The norms of the actor loss's two gradients with respect to the actor's parameters: the policy gradient
+    (`actor_grad_adv`, from the advantages) and the entropy bonus (`actor_grad_ent`). Whichever is larger moves
+    the actor; before any reward the advantages are the critic's and reward head's errors."""
+    graphdef, params = nnx.split(agent.actor)
+
+    def terms(p):
+        policy = policy_from_logits(nnx.merge(graphdef, p)(feat), agent.actor_unimix)
+        return -(weight * policy.log_prob(actions) * adv).mean(), -(weight * eta * policy.entropy()).mean()
+
+    grad_adv, grad_ent = jax.jacrev(terms)(sg(params))
+    return {"actor_grad_adv": optax.tree.norm(grad_adv), "actor_grad_ent": optax.tree.norm(grad_ent)}
 
 
 def mixed_target(agent: Agent, slow_critic: Head, config: Config, states, ret, key):
@@ -244,7 +277,10 @@ def replay_loss(agent: Agent, slow_critic: Head, config: Config, post, data: dic
     slow_value = sg(agent.value(slow_critic, feat))[:, :-1]
     weight = 1.0 - data["is_last"][:, :-1].astype(jnp.float32)
     repval = -(weight * (value.log_prob(ret) + config.slow_critic_reg * value.log_prob(slow_value))).mean()
-    return config.repval_scale * repval, {"loss_repval": repval}
+    error = sg(value.mean()) - ret
+    count = jnp.maximum(weight.sum(), 1.0)
+    return config.repval_scale * repval, {"loss_repval": repval, "repval_bias": (weight * error).sum() / count,
+                                          "repval_error": (weight * jnp.abs(error)).sum() / count}
 
 
 def batch_major(fn, *args):

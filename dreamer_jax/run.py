@@ -31,6 +31,9 @@ from dreamer_jax.train import Learner, TrainState, release_crowded_programs, ste
 RESUMABLE = ("logdir", "steps", "eval_every", "eval_episodes", "log_every", "save_every", "compile")
 # Metrics that are running totals rather than per-update values: logged as their latest value.
 TOTALS = ("skipped_updates",)
+# Metrics logged per update as a sum over the batch's events, and the metric that counts those events: a log line
+# gives the mean over the window's events (absent from a window without any), not over its updates.
+EVENT_MEANS = {"rew_pred_event": ("rew_pred_event_sum", "reward_events")}
 # Metrics that time the run on its machine (rates, the window's CPU seconds): everything else a run logs is a
 # function of its configuration and seed.
 TIMING = ("env_steps_per_s", "updates_per_s", "cpu_s")
@@ -134,7 +137,13 @@ class _Window:
         out = {"env_steps_per_s": (env_steps - self.start[1]) / seconds,
                "updates_per_s": (updates - self.start[2]) / seconds,
                "cpu_s": time.process_time() - self.start[3]}  # the process's, every seed's and core's, this window
-        out.update({k: v / self.count for k, v in self.sums.items()} if self.count else {})
+        sums = dict(self.sums)
+        for name, (total, events) in EVENT_MEANS.items():
+            if total in sums:
+                if sums[events] > 0:
+                    out[name] = sums[total] / sums[events]
+                del sums[total]
+        out.update({k: v / self.count for k, v in sums.items()} if self.count else {})
         out.update(self.latest)
         return out
 

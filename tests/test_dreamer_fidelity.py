@@ -15,7 +15,7 @@ from flax import nnx
 
 from dreamer_jax import config as C
 from dreamer_jax import replay as rp
-from dreamer_jax.agent import imagination_loss, replay_loss, world_model_loss
+from dreamer_jax.agent import imagination_loss, replay_loss, reward_head_metrics, world_model_loss
 from dreamer_jax.distributions import twohot_bins
 from dreamer_jax.networks import BlockLinear, Decoder, fan_in_init
 from dreamer_jax.returns import percentile_init
@@ -268,3 +268,59 @@ def test_imag_last_starts_from_the_last_steps_of_each_sequence(setup):
     params, slow, _, data, _ = _replay_inputs(setup)
     value = _replay(C.make(base=CONFIG, imag_last=K))(params, slow, post, data, ret)
     np.testing.assert_array_equal(value, _replay(CONFIG)(params, slow, cut(post), cut(data), ret))
+
+
+# -- what drives the actor (diagnostics, not the official code's) --------------------------------------------------------
+
+
+def _actor_grad_norm(config, params, slow, post, is_terminal):
+    """The norm of the imagination loss's gradient over the actor's parameters (the only term that reads them)."""
+    grads = jax.jit(jax.grad(lambda p: _imagine(config)(p, slow, post, is_terminal)[0]))(params)
+    leaves = [x for p, x in jax.tree_util.tree_flatten_with_path(grads)[0] if _name(p).startswith("actor/")]
+    return float(jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)))
+
+
+def test_actor_drive_splits_the_actor_gradient_into_advantage_and_entropy(setup):
+    """actor_grad_adv and actor_grad_ent are the two terms of the actor's gradient: without the entropy bonus the
+    whole gradient is the advantages' (and the entropy's is 0); with a constant critic, no reward and continue 1
+    (every advantage 0) it is the entropy bonus's."""
+    learner, state, batch, post = setup
+    noise = lambda seed: lambda k: jax.random.normal(jax.random.PRNGKey(seed), k.shape)  # noqa: E731
+    params = _edit(state.params, {"critic/out/kernel": noise(8), "reward/out/kernel": noise(9)})  # advantages != 0
+    no_bonus = C.make(base=CONFIG, actor_entropy=0.0)
+    metrics = _imagine(no_bonus)(params, state.slow_critic, post, batch["is_terminal"])[1][2]
+    whole = _actor_grad_norm(no_bonus, params, state.slow_critic, post, batch["is_terminal"])
+    assert whole > 0 and float(metrics["actor_grad_ent"]) == 0.0
+    np.testing.assert_allclose(CONFIG.actor_scale * float(metrics["actor_grad_adv"]), whole, rtol=1e-4)
+
+    zero = jnp.zeros_like
+    flat = _edit(state.params, {"critic/out/kernel": zero, "critic/out/bias": _spike(CONFIG.bins // 2 + 40),
+                                "reward/out/kernel": zero, "cont/out/kernel": zero,
+                                "cont/out/bias": lambda b: jnp.full_like(b, 60.0)})
+    metrics = _imagine(CONFIG)(flat, state.slow_critic, post, batch["is_terminal"])[1][2]
+    whole = _actor_grad_norm(CONFIG, flat, state.slow_critic, post, batch["is_terminal"])
+    assert float(metrics["actor_grad_adv"]) < 1e-4 * float(metrics["actor_grad_ent"])
+    np.testing.assert_allclose(CONFIG.actor_scale * float(metrics["actor_grad_ent"]), whole, rtol=1e-4)
+
+
+def test_reward_head_metrics_split_reward_steps_from_the_rest():
+    """The prediction at reward steps is summed with its count; elsewhere it is the mean over the other steps."""
+    reward = jnp.array([[0.0, 10.0, 0.0], [0.0, 0.0, 10.0]])
+    predicted = jnp.array([[0.1, 4.0, 0.3], [0.2, 0.4, 2.0]])
+    metrics = {k: float(v) for k, v in reward_head_metrics(predicted, reward).items()}
+    assert metrics == pytest.approx({"reward_events": 2.0, "rew_pred_event_sum": 6.0, "rew_pred_other": 0.25})
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_replay_critic_error_and_bias(setup, side):
+    """A critic above every replayed return errs by exactly its bias; one below, by minus its bias."""
+    learner, state, batch, _ = setup
+    params, slow, post, data, ret = _replay_inputs(setup)
+    k = CONFIG.bins // 2 + side * 100
+    params = _edit(params, {"critic/out/kernel": jnp.zeros_like, "critic/out/bias": _spike(k)})
+    graphdef, critic_graphdef = learner.graphdef, learner.critic_graphdef
+    metrics = jax.jit(lambda p, s: replay_loss(nnx.merge(graphdef, p), nnx.merge(critic_graphdef, s), CONFIG, post,
+                                               data, ret)[1])(params, slow)
+    bias, error = float(metrics["repval_bias"]), float(metrics["repval_error"])
+    assert side * bias > 10.0
+    np.testing.assert_allclose(error, side * bias, rtol=1e-6)

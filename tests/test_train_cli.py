@@ -55,6 +55,11 @@ def test_run_writes_config_metrics_and_checkpoints(run):
                      "return_scale", "train_return", "train_length", "eval_return"} | RATES <= set(last)
     assert last["updates"] == 32 and last["skipped_updates"] == 0
     assert all(np.isfinite(last[k]) for k in LOSSES)
+    # What drives the actor is logged beside it; the reward head's prediction at reward steps only as a mean over
+    # a window's reward steps (the per-update sum never reaches the log).
+    assert {"actor_grad_adv", "actor_grad_ent", "reward_events", "rew_pred_other", "repval_error",
+            "repval_bias"} <= set(last) and "rew_pred_event_sum" not in last
+    assert ("rew_pred_event" in last) == (last["reward_events"] > 0)
     # The periodic evaluation measures agent tracking (experiments.tracking) beside the return.
     tracking = ["tracking_posterior"] + [f"tracking_imagined_{k}" for k in (1, 5, 15, 45)]
     assert all(0 <= last[k] <= 1 and (last[k] * 8 * (5 if k == "tracking_posterior" else 1)).is_integer()
@@ -62,6 +67,21 @@ def test_run_writes_config_metrics_and_checkpoints(run):
     assert not any(k in log[0] for k in tracking)  # only at evaluations
     assert sorted(p.name for p in (logdir / "checkpoints").iterdir()) == ["128"]
     assert not (logdir / ".lock").exists()
+
+
+def test_log_window_averages_event_metrics_over_events():
+    """A log line's rew_pred_event is the window's summed prediction over its reward steps, not a mean of the
+    updates' ratios; a window without reward steps has none (never a 0/0)."""
+    window = run_lib._Window(0, 0)
+    window.add({"rew_pred_event_sum": np.array([6.0, 0.0]), "reward_events": np.array([2.0, 0.0]),
+                "loss_rew": np.array([1.0, 3.0])})
+    window.add({"rew_pred_event_sum": np.array([3.0]), "reward_events": np.array([1.0]), "loss_rew": np.array([2.0])})
+    line = window.summary(0, 0)
+    assert line["rew_pred_event"] == 3.0 and line["reward_events"] == 1.0 and line["loss_rew"] == 2.0
+    assert "rew_pred_event_sum" not in line
+    empty = run_lib._Window(0, 0)
+    empty.add({"rew_pred_event_sum": np.zeros(2), "reward_events": np.zeros(2)})
+    assert "rew_pred_event" not in empty.summary(0, 0)
 
 
 def test_checkpoint_restores_bit_identical(run, tmp_path):
