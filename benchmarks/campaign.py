@@ -9,7 +9,8 @@ The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of e
 and entries of task, variants, seeds and env steps, in the order they are trained. A run whose record exists under
 --records (`TASK/VARIANT/seedK/`) is done and never trained again; a record whose configuration differs from what
 the list now asks for is refused, naming the fields. The others are taken in the list's order while their estimated
-time (from the records' own rates, else the list's first estimates) fits the budget.
+time (from the records' own rates, else the list's first estimates, scaled by the updates per env step) fits the
+budget.
 
 Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
 processes or submitit jobs) in a state folder outside the work tree (--state, by default
@@ -166,17 +167,24 @@ def check_records(plan: Plan, records: pathlib.Path) -> None:
                     f"{listed}. Move the record aside to train the run again, or make the list match it")
 
 
+def first_estimate(plan: Plan, variant: str) -> float:
+    """The list's env steps per second for the variant's dynamics, which is for the preset's updates per env step,
+    scaled to the variant's: the updates are nearly all of a run's cost (docs/speed.md)."""
+    config = cfg.parse(["--configs", plan.preset, *plan.variants[variant]])
+    return plan.rates[config.dynamics] * cfg.make(plan.preset).updates_per_env_step / config.updates_per_env_step
+
+
 def rates(plan: Plan, records: pathlib.Path) -> dict[str, float]:
-    """Env steps per second of training by variant: the median of its records' own, else the list's estimate for
-    its dynamics."""
+    """Env steps per second of training by variant: the median of its records' own, else the list's estimate
+    (`first_estimate`)."""
     measured: dict[str, list[float]] = {}
     for entry in plan.entries:
         if recorded(entry, records):
             final = json.loads((entry.record(records) / FINAL).read_text())
             if final["train_wall_s"] > 0:
                 measured.setdefault(entry.variant, []).append(final["step"] / final["train_wall_s"])
-    return {variant: statistics.median(measured[variant]) if variant in measured else
-            plan.rates[dynamics(plan, variant)] for variant in plan.variants}
+    return {variant: statistics.median(measured[variant]) if variant in measured else first_estimate(plan, variant)
+            for variant in plan.variants}
 
 
 def remaining_s(plan: Plan, entry: Entry, state: pathlib.Path, rate: float) -> float:

@@ -215,3 +215,45 @@ def test_cost_profile_composes_an_env_step_from_its_measured_pieces(tmp_path, ca
         assert run["env_step_total"]["cpu_s"] == pytest.approx(total) and run["env_steps_per_cpu_s"] == 1 / total
     assert data["runs"]["enc_k3"]["fields"] == {"enc_kernel": 3} and data["reference"] == "today"
     assert "enc_k3" in stdout and "x today" in stdout
+
+
+def _drive_run(path: Path, seed: int, lines: list[dict]) -> Path:
+    """A run folder as training writes it: config.json (pinpad_three, 100-step episodes) and metrics.jsonl."""
+    path.mkdir(parents=True)
+    cfg.save(cfg.make("debug", task="pinpad_three", time_limit=100, seed=seed, train_ratio=128.0), path / "config.json")
+    (path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_actor_drive_reads_each_seed_before_its_first_reward(tmp_path, capsys):
+    """The table reads each run at fixed env steps (the first line within a log interval after it), finds the first
+    evaluation at 10x random and the lowest entropy before it, and divides the actor's two gradient terms; runs
+    without the newer metrics give None, a path not yet recorded is skipped, and a malformed condition is refused."""
+    from benchmarks import actor_drive
+
+    step = lambda s, **m: {"step": s, "env_steps_per_s": 10.0, **m}  # noqa: E731
+    learns = [step(s, policy_entropy=1.6 - 0.1 * i, eval_return=[0.0, 1.0, 500.0, 800.0][i], actor_grad_adv=2.0 * i,
+                   actor_grad_ent=0.5, imag_reward=0.01)
+              for i, s in enumerate((10_000, 15_000, 20_000, 25_000))]
+    stuck = [step(10_000, policy_entropy=1.0, eval_return=0.0), step(12_000, policy_entropy=0.5)]
+    _drive_run(tmp_path / "a" / "seed0", 0, learns)
+    _drive_run(tmp_path / "a" / "seed1", 1, stuck)
+    out = tmp_path / "drive"
+    code, stdout, err = run_main(actor_drive.main, [f"r128={tmp_path / 'a'}", f"later={tmp_path / 'none'}",
+                                                    "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "does not exist (yet)" in err
+    rows = json.loads(out.with_suffix(".json").read_text())["runs"]
+    target = actor_drive.target_return("pinpad_three", 100)
+    assert 0 < target < 500  # 10x random over 100 steps
+    first, second = rows
+    assert first["first_target_step"] == 20_000 and first["best_eval_return"] == 800.0
+    assert first["min_entropy_before_target"] == pytest.approx(1.5)
+    assert first["at"]["25000"]["drive_ratio"] == pytest.approx(12.0)
+    assert first["at"]["15000"]["earned_reward"] == pytest.approx(0.01)  # 1.0 over 100 steps
+    assert first["at"]["10000"]["rew_pred_event"] is None  # not logged by this run
+    assert second["first_target_step"] is None and second["min_entropy_before_target"] == 0.5
+    assert second["at"]["15000"]["policy_entropy"] is None  # the run ended before it
+    assert "| r128 | 0 | 20000 (of 25000) |" in stdout and out.with_suffix(".png").stat().st_size > 0
+    code, _, err = run_main(actor_drive.main, [str(tmp_path / "a"), "--out", str(out)], capsys)
+    assert code == 2 and "LABEL=PATH" in err

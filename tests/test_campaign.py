@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import campaign, learning
 from conftest import REPO, run_main
-from dreamer_jax import run as run_lib, sweep
+from dreamer_jax import config as cfg, run as run_lib, sweep
 
 # Three RSSM runs of the debug model that only collect (a prefill longer than the run: no update to compile), with a
 # periodic evaluation every 32 env steps and a checkpoint every 64.
@@ -173,6 +173,10 @@ def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget(tmp_path):
                                                                     "does not fit the budget left")]
     assert [e.name for e in campaign.select(plan, tmp_path / "records", tmp_path / "state", None)[0]] == [
         "pinpad_three_rssm_seed0", "pinpad_three_vta_seed0", "pinpad_four_rssm_seed0"]
+    # A variant that updates twice as often per env step is first estimated at half its dynamics' rate.
+    plan = _plan(tmp_path, variants={"rssm": "--dynamics rssm", "vta": "--dynamics vta",
+                                     "rssm_x2": f"--dynamics rssm --train_ratio {2 * cfg.make('debug').train_ratio}"})
+    assert campaign.rates(plan, tmp_path / "records") == {"rssm": 100, "vta": 50, "rssm_x2": 50}
 
 
 @pytest.mark.parametrize("text, seconds", [("2.5h", 9000), ("150m", 9000), ("90s", 90), ("90", 90)])

@@ -270,7 +270,7 @@ def test_imag_last_starts_from_the_last_steps_of_each_sequence(setup):
     np.testing.assert_array_equal(value, _replay(CONFIG)(params, slow, cut(post), cut(data), ret))
 
 
-# -- what drives the actor (diagnostics, not the official code's) --------------------------------------------------------
+# -- what drives the actor (diagnostics, not the official code's) ----------------------------------------------------
 
 
 def _actor_grad_norm(config, params, slow, post, is_terminal):
