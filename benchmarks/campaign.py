@@ -235,6 +235,9 @@ class _Recording:
         entry = self.entries[run.name]
         if self.stops or not sweep.is_finished(run) or recorded(entry, self.records):
             return
+        if self.outcome(run).eval == "failed":  # its boundary_eval.json may be stale or half-made: judged again next time
+            self.event(f"{self.head((run,))}: no record, its evaluation failed; the next campaign evaluates it again")
+            return
         self.event(f"{self.head((run,))}: writing its record")
         code, last = self.child((MODULE, "--record-run", run.name, *self.where()), self.refresh)
         state, note = self.ending(code, last, str(entry.record(self.records)))

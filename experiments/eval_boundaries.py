@@ -141,15 +141,16 @@ def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
 
 def write(trace, detections: metrics.Detections, result: dict, out: pathlib.Path, out_json: pathlib.Path,
           source: str) -> list[pathlib.Path]:
-    """The detections, the JSON (atomically, last: its presence says the evaluation is complete) and the figures."""
+    """The detections, the figures and the JSON (atomically, last: its presence says the evaluation is complete)."""
     out.mkdir(parents=True, exist_ok=True)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     arrays = detections_path(out_json)
     partial = arrays.with_name(f".{arrays.name}.partial.npz")
     detections.save(partial)
     partial.replace(arrays)
+    drawn = figures.save_figures(trace, out, result=result, source=source).values()
     write_atomic(out_json, json.dumps(result, indent=1, allow_nan=False))
-    return [out_json, arrays, *figures.save_figures(trace, out, result=result, source=source).values()]
+    return [out_json, arrays, *drawn]
 
 
 def one(args: argparse.Namespace) -> int:

@@ -26,8 +26,12 @@ SIZES = (16, 32, 64)  # image sides: 1, 2 or 4 pixels per cell, the same informa
 DEFAULT_SIZE = 64  # the reference's 64x64
 # (dx, dy) of actions 0 no-op, 1 down, 2 up, 3 right, 4 left.
 MOVES = np.array([(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)], np.int32)
-# event_progress and event_distractor split event_pad: the right next pad of the target, or any other pad (both flash).
-EVENTS = ("event_pad", "event_progress", "event_distractor", "event_reward", "event_respawn", "event_pad_visual")
+# Pad entries (event_pad) in four classes that flash alike within each: event_progress (the right next pad of the
+# target) and event_distractor (any other pad), both unrewarded and outside the countdown; event_reward (the entry that
+# completes the target turns the background green); event_countdown_pad (during the countdown, when a solver's way
+# back to pad 1 shifts every status slot).
+EVENTS = ("event_pad", "event_progress", "event_distractor", "event_reward", "event_countdown_pad", "event_respawn",
+          "event_pad_visual")
 
 
 def progress(history: jax.Array, history_len: jax.Array) -> jax.Array:
@@ -220,13 +224,16 @@ class Pinpad:
 
         advanced = progress(history, history_len) > before  # the entry is the right next pad
         complete = (history_len == num_pads) & jnp.all(history == jnp.asarray(self.target))
-        rewarded = complete & (countdown == 0)
+        counting = countdown > 0  # the countdown of an earlier reward runs
+        rewarded = complete & ~counting
         countdown = jnp.where(rewarded, COUNTDOWN, countdown)
+        plain = append & ~counting & ~rewarded
         events = {
             "event_pad": append,
-            "event_progress": append & advanced,
-            "event_distractor": append & ~advanced,
+            "event_progress": plain & advanced,
+            "event_distractor": plain & ~advanced,
             "event_reward": rewarded,
+            "event_countdown_pad": append & counting,
             "event_respawn": respawn,
             "event_pad_visual": self._pad_at(pos) != self._pad_at(state.pos),
         }

@@ -1,4 +1,5 @@
-"""The across-runs table: run-name parsing, rows from evaluation results, CSV round trip, Markdown mean ± sd."""
+"""The across-runs table: run-name parsing, rows from evaluation results, CSV round trip, Markdown mean ± sd and, for
+p-values, log10 p with the seeds below 0.05."""
 
 import csv
 import math
@@ -8,11 +9,12 @@ import pytest
 from dreamer_jax.boundaries import table
 
 
-def _result(lift, f1_at_1, count, p=None):
+def _result(lift, f1_at_1, count, log10_p=None):
     """A minimal evaluation result: every event type the table reads, with known values."""
     events = {}
     for i, name in enumerate(table.TABLE_EVENTS):
-        events[name] = {"all": {"lift_over_event_rate": lift + i, "hypergeom_p": p, "circular_shift_p": 0.01 * (i + 1),
+        events[name] = {"all": {"lift_over_event_rate": lift + i, "hypergeom_log10_p": log10_p,
+                                "circular_shift_log10_p": -float(i + 1),
                                 "auprc": 0.5, "periodic_baseline": 0.1, "periodic_best": 0.2,
                                 "tolerance": {"0": {"f1": 0.0}, "1": {"f1": f1_at_1}}}}
     return {"boundary_count": count, "forced_count": 2, "events": events}
@@ -20,8 +22,8 @@ def _result(lift, f1_at_1, count, p=None):
 
 def _rows():
     return [
-        table.row("pinpad_eight_vta_seed0", {"task": "pinpad_eight", "seed": 0}, _result(2.0, 0.25, 100, 1e-30)),
-        table.row("pinpad_eight_vta_seed1", {"task": "pinpad_eight", "seed": 1}, _result(4.0, 0.75, 120, 1e-20)),
+        table.row("pinpad_eight_vta_seed0", {"task": "pinpad_eight", "seed": 0}, _result(2.0, 0.25, 100, -30.0)),
+        table.row("pinpad_eight_vta_seed1", {"task": "pinpad_eight", "seed": 1}, _result(4.0, 0.75, 120, -0.5)),
         table.row("pinpad_eight_rssm_seed0", {"task": "pinpad_eight", "seed": 0}, _result(1.0, 0.1, 80)),
         table.row("pinpad_eight_rssm_seed1", {"task": "pinpad_eight", "seed": 1}, _result(1.5, 0.2, 90)),
     ]
@@ -42,7 +44,8 @@ def test_row_is_flat_with_the_headline_metrics():
                                                                 "vta_force0_t1", 3)
     assert r["boundary_count"] == 100 and r["forced_count"] == 2
     assert r["pad_lift_over_event_rate"] == 2.0 and r["reward_lift_over_event_rate"] == 3.0
-    assert r["frame_delta_circular_shift_p"] == 0.03 and r["pad_f1_tau1"] == 0.25 and r["pad_hypergeom_p"] is None
+    assert r["frame_delta_circular_shift_log10_p"] == -3.0 and r["pad_f1_tau1"] == 0.25
+    assert r["pad_hypergeom_log10_p"] is None
     assert table.row("odd", {"seed": 5}, {"events": {}})["seed"] == 5  # no _seed{n}: the config's seed
 
 
@@ -54,7 +57,10 @@ def test_summary_mean_and_sd_per_condition():
     assert vta["pad_lift_over_event_rate_mean"] == 3.0
     assert vta["pad_lift_over_event_rate_sd"] == pytest.approx(math.sqrt(2))  # values 2 and 4
     assert vta["boundary_count_mean"] == 110 and vta["boundary_count_sd"] == pytest.approx(math.sqrt(200))
-    assert summary["rssm"]["pad_hypergeom_p_mean"] is None  # undefined in every seed
+    # p-values are never averaged: the seeds below 0.05 (log10 p -30 and -0.5: one) and the median log10 p
+    assert (vta["pad_hypergeom_log10_p_below"], vta["pad_hypergeom_log10_p_defined"]) == (1, 2)
+    assert vta["pad_hypergeom_log10_p_median"] == -15.25 and "pad_hypergeom_log10_p_mean" not in vta
+    assert summary["rssm"]["pad_hypergeom_log10_p_median"] is None  # undefined in every seed
     single = table.summary(_rows()[:1])[0]
     assert single["pad_auprc_mean"] == 0.5 and single["pad_auprc_sd"] is None
 
@@ -75,7 +81,9 @@ def test_write_csv_round_trip_and_markdown(tmp_path):
             assert (back[column] == "") if value is None else (float(back[column]) == value), column
     markdown = md_path.read_text()
     assert "| pinpad_eight | vta | 2 | 110 ± 14.1 |" in markdown  # boundary counts 100 and 120
-    assert "| 1.25 ± 0.354 | n/a | 0.01 ± 0 |" in markdown  # rssm: pad lift, hypergeom p undefined, circular p
+    # rssm: pad lift, circular p 0.1 in both seeds (not below 0.05), hypergeometric p undefined
+    assert "| 1.25 ± 0.354 | 0 of 2 < 0.05 (median -1) | n/a |" in markdown
+    assert "1 of 2 < 0.05 (median -15.2)" in markdown  # vta's hypergeometric p
     assert "3 ± 1.41" in markdown and "1.25 ± 0.354" in markdown  # pad lift: vta 2, 4; rssm 1, 1.5
     assert "| pinpad_eight_rssm_seed1 | pinpad_eight | rssm | 1 | 90 |" in markdown
     assert "- `pinpad_eight_vta_seed9`: no checkpoint" in markdown

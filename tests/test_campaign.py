@@ -151,6 +151,19 @@ def test_a_record_of_other_settings_is_refused_and_nothing_is_written(whole, tmp
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def test_a_run_whose_evaluation_fails_gets_no_record_until_it_is_judged_again(tmp_path_factory):
+    one = {**PLAN, "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0], "steps": 64}]}
+    root = _folder(tmp_path_factory, "failed_eval", {**one, "eval_args": "--policy nonsense"})
+    failed = _campaign(root)
+    record = root / "records" / "pinpad_three" / "rssm" / "seed0"
+    assert failed.returncode == 1 and not record.exists(), failed.stderr[-2000:]
+    assert "no record, its evaluation failed" in (root / "state" / campaign.LOG_NAME).read_text()
+    (root / "plan.json").write_text(json.dumps(one))
+    again = _campaign(root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((record / "boundary_eval.json").read_text())["settings"]["policy"] == "scripted"
+
+
 def _plan(tmp_path, **changes):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({**PLAN, **changes}))

@@ -146,7 +146,7 @@ def test_the_saved_configuration_rebuilds_the_model(root):
 def test_trace_matches_the_episodes(root):
     run, data, trace = _vta_trace(root, "agent")
     assert trace.frames.shape == (4, 100, run.config.size, run.config.size, 3) and trace.frames.dtype == np.uint8
-    assert set(trace.events) == {"pad", "progress", "distractor", "reward", "respawn", "pad_visual"}
+    assert set(trace.events) == {"pad", "progress", "distractor", "reward", "countdown_pad", "respawn", "pad_visual"}
     np.testing.assert_array_equal(trace.events["progress"] | trace.events["distractor"], trace.events["pad"])
     np.testing.assert_array_equal(trace.frames[:, 0], data["image"][:, 0])
     assert not trace.forced[:, 1:].any()  # no constraints unless asked for

@@ -107,26 +107,29 @@ def test_pad_events_history_and_reward(env, step):
 
 
 # Moves that enter each pad of pinpad_three from the floor: (cell, action).
+CLASSES = ("progress", "distractor", "reward", "countdown_pad")  # the classes of a pad entry
 ENTER = {1: ((1, 5), UP), 2: ((6, 8), DOWN), 3: ((11, 5), UP)}
 
 
-@pytest.mark.parametrize("history, pad, kind", [
-    ([3, 1], 2, "progress"),  # pinpad.md's examples (target 1-2-3): the suffix [1, 2] starts the target
-    ([1], 3, "distractor"),  # the suffix [] starts nothing
-    ([], 1, "progress"),
-    ([], 2, "distractor"),
-    ([2], 1, "progress"),  # a fresh start after a wrong pad
-    ([1, 2], 3, "progress"),  # the entry that completes the target (and pays)
-    ([3, 2, 3], 1, "progress"),  # a full history slides: [2, 3, 1]
-    ([1, 2, 3], 1, "distractor"),  # after the target (the countdown) [2, 3, 1] begins it less than [1, 2, 3] did
-    ([1, 2], 1, "distractor"),
+@pytest.mark.parametrize("history, pad, countdown, kind", [
+    ([3, 1], 2, 0, "progress"),  # pinpad.md's examples (target 1-2-3): the suffix [1, 2] starts the target
+    ([1], 3, 0, "distractor"),  # the suffix [] starts nothing
+    ([], 1, 0, "progress"),
+    ([], 2, 0, "distractor"),
+    ([2], 1, 0, "progress"),  # a fresh start after a wrong pad
+    ([3, 2, 3], 1, 0, "progress"),  # a full history slides: [2, 3, 1]
+    ([1, 2], 1, 0, "distractor"),
+    ([1, 2], 3, 0, "reward"),  # the entry that completes the target pays: a class of its own
+    ([1, 2, 3], 1, 5, "countdown_pad"),  # the solver's way back to pad 1 after a reward, every slot shifting
+    ([3, 1], 2, 2, "countdown_pad"),  # the right next pad, but during the countdown
 ])
-def test_a_pad_entry_is_progress_or_a_distractor(env, step, history, pad, kind):
+def test_a_pad_entry_is_in_exactly_one_class(env, step, history, pad, countdown, kind):
+    """Progress and distractor entries are unrewarded and outside the countdown; the rewarded entry and entries
+    during the countdown are classes of their own (pinpad.md, 2026-12-07)."""
     cell, action = ENTER[pad]
-    countdown = 5 if history == [1, 2, 3] else 0
     _, obs = step(env.state_from(cell, history, countdown), action, jax.random.key(0))
-    assert obs["event_pad"] and bool(obs["event_progress"]) == (kind == "progress")
-    assert bool(obs["event_distractor"]) == (kind == "distractor")
+    assert obs["event_pad"]
+    assert {k for k in CLASSES if obs[f"event_{k}"]} == {kind}, kind
 
 
 def test_progress_is_the_longest_history_suffix_that_starts_the_target():
@@ -138,14 +141,15 @@ def test_progress_is_the_longest_history_suffix_that_starts_the_target():
             assert int(pinpad.env.progress(padded, jnp.int32(length))) == expected, history
 
 
-def test_every_pad_entry_is_exactly_one_of_progress_and_distractor():
-    env = pinpad.make("pinpad_four", length=200)
+def test_every_pad_entry_is_in_exactly_one_class():
+    env = pinpad.make("pinpad_four", length=300)
     keys = jax.random.split(jax.random.key(3), 8)
-    _, obs = jax.jit(jax.vmap(lambda k: pinpad.scripted_rollout(env, env.reset(k)[0], k, 200, random_rate=0.5)))(keys)
-    pad, good, bad = (np.asarray(obs[k]) for k in ("event_pad", "event_progress", "event_distractor"))
-    assert ((good | bad) == pad).all() and not (good & bad).any()
-    assert good.sum() > 20 and bad.sum() > 20  # both kinds happen under a noisy solver
-    assert (np.asarray(obs["event_reward"]) <= good).all()  # a reward comes with the entry that completes the target
+    _, obs = jax.jit(jax.vmap(lambda k: pinpad.scripted_rollout(env, env.reset(k)[0], k, 300, random_rate=0.2)))(keys)
+    pad = np.asarray(obs["event_pad"])
+    classes = np.stack([np.asarray(obs[f"event_{k}"]) for k in CLASSES])
+    assert (classes.sum(axis=0) == pad).all()  # each entry in one class, nothing else in any
+    assert all(c.sum() > 5 for c in classes), classes.sum(axis=(1, 2))  # every class happens under a noisy solver
+    assert (np.asarray(obs["reward"] > 0) == classes[2]).all()
 
 
 def test_history_reads_the_move_target_not_the_cell_reached():

@@ -25,6 +25,7 @@ EVENT_STYLE = {  # marker and colour per event type; red and blue stay reserved 
     "progress": ("^", "tab:olive"),
     "distractor": ("v", "tab:brown"),
     "reward": ("*", "tab:green"),
+    "countdown_pad": ("P", "tab:pink"),
     "respawn": ("X", "tab:purple"),
     "pad_visual": ("s", "tab:cyan"),
     "frame_delta": ("D", "tab:gray"),

@@ -25,8 +25,9 @@ from dreamer_jax.boundaries.trace import Trace
 LAGS = tuple(range(-10, 11))
 # The layout of an evaluation's result: raised when the metrics change, so that results of older code are computed
 # again (2: the exact circular-shift p and progress_vs_distractor; 3: the detections saved beside it, separate random
-# streams for detecting and scoring).
-FORMAT = 3
+# streams for detecting and scoring; 4: pinpad's rewarded and countdown entries out of progress and distractor, whose
+# exact p is matched on the frame delta).
+FORMAT = 4
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def _nan(weights: np.ndarray | None):
 
 def _episode_counts(boundaries, events, valid):
     """Per episode (E,): valid steps, events, boundaries and boundaries on events, all at valid steps."""
-    count = lambda x: np.asarray(x & valid).reshape(len(valid), -1).sum(axis=1)  # noqa: E731
+    count = lambda x: np.asarray(x & valid).reshape(len(valid), int(np.prod(np.shape(valid)[1:]))).sum(axis=1)  # noqa: E731
     return count(np.ones_like(valid)), count(events), count(boundaries), count(boundaries & events)
 
 
@@ -270,21 +271,49 @@ def progress_distractor_rates(boundaries, progress, distractor, valid=None, weig
             "difference": rates["progress"] - rates["distractor"]}
 
 
-def progress_vs_distractor(boundaries, progress, distractor, valid=None, weights=None) -> dict:
-    """`progress_distractor_rates` with the entry counts and the exact p of progress above distractor.
+def by_flash(flash, entries) -> tuple[np.ndarray, np.ndarray]:
+    """Strata of the entries (E, T), one per episode and distinct flash value (e.g. the frame delta) at its entries:
+    (the episode of each stratum (S,), the stratum's entries (S, T)). Entries in one stratum look the same to a
+    detector of that flash."""
+    flash, entries = np.asarray(flash), np.asarray(entries, bool)
+    pairs = [(e, entries[e] & (flash[e] == value)) for e in range(len(entries))
+             for value in np.unique(flash[e][entries[e]])]
+    episode = np.array([e for e, _ in pairs], int)
+    return episode, np.array([m for _, m in pairs], bool).reshape(len(pairs), entries.shape[1])
 
-    Both kinds of entry (the right next pad, any other pad) flash alike, so a change detector cannot tell them apart.
-    `progress_log10_p` is exact: in each episode, given how many of its boundaries fall on pad entries, which entries
-    they fall on is at random (hypergeometric), stratified by episode as `stratified_hypergeom_log_p`; one-sided,
-    progress above distractor.
+
+def excess_rate(boundaries, events, strata) -> float:
+    """(hits - expected hits) / events: how far above chance the boundaries' hit rate on `events` is, chance being the
+    boundaries that fall on each stratum's steps (S, T) placed at random among them; NaN without events."""
+    n, positive, draws, hits = _episode_counts(boundaries, events, strata)
+    expected = _ratio(draws * positive, n)
+    return float(_ratio(hits.sum() - np.nansum(expected), positive.sum()))
+
+
+def progress_vs_distractor(boundaries, progress, distractor, valid=None, weights=None, flash=None) -> dict:
+    """`progress_distractor_rates` with the entry counts, the exact p of progress above distractor and the excess
+    hit rate on progress entries.
+
+    `progress_log10_p` is exact: in each stratum, given how many of its boundaries fall on its entries, which entries
+    they fall on is at random (hypergeometric), the strata convolved as in `stratified_hypergeom_log_p`; one-sided,
+    progress above distractor. `progress_excess` is the progress hit rate above that chance (`excess_rate`). The strata
+    are the episodes, or with `flash` (E, T) (the frame delta) the entries of one episode with one flash value
+    (`by_flash`), so that only entries that flash alike are compared: on scripted episodes a distractor entry more
+    often shifts a full history (every status slot changes) than a progress entry does, which pixel change alone tells
+    apart. `episode_log10_p` is the episode-stratified p either way.
     """
     valid = _valid(valid, boundaries.shape)
     progress, distractor = _progress_and_distractor(progress, distractor, valid)
-    log_p = stratified_hypergeom_log_p(boundaries, progress, progress | distractor)
+    entries = progress | distractor
+    episode_log_p = stratified_hypergeom_log_p(boundaries, progress, entries)
+    episode, strata = (np.arange(len(entries)), entries) if flash is None else by_flash(flash, entries)
+    marks, right = boundaries[episode] & strata, progress[episode] & strata
+    log_p = stratified_hypergeom_log_p(marks, right, strata)
     return {"episodes": int((progress.any(axis=1)).sum()), "progress_count": int(progress.sum()),
             "distractor_count": int(distractor.sum()),
             "rates": progress_distractor_rates(boundaries, progress, distractor, valid, weights),
-            "progress_log10_p": log_p / math.log(10)}
+            "progress_excess": excess_rate(marks, right, strata), "progress_log10_p": log_p / math.log(10),
+            "episode_log10_p": episode_log_p / math.log(10), "flash_matched": flash is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -608,9 +637,9 @@ def tolerance_scores(boundaries, events, valid=None, tau: int = 0, weights=None)
             "f1": f1(matched, n_boundaries, n_events), "r_value": r_value(matched, n_boundaries, n_events)}
 
 
-def _progress_block(boundaries, events, valid, weights) -> dict:
-    """`progress_vs_distractor` with each rate's bootstrap interval."""
-    block = progress_vs_distractor(boundaries, events["progress"], events["distractor"], valid, weights)
+def _progress_block(boundaries, events, valid, weights, flash) -> dict:
+    """`progress_vs_distractor`, matched on `flash`, with each rate's bootstrap interval."""
+    block = progress_vs_distractor(boundaries, events["progress"], events["distractor"], valid, weights, flash)
     return {**{k: v for k, v in block.items() if k != "rates"}, **_with_intervals(block["rates"])}
 
 
@@ -757,11 +786,11 @@ def score(d: Detections, tolerances=(0, 1, 2), resamples: int = 999, bootstrap: 
             for base in baselines}
         result_events[name] = {"event_count": int(ev.sum()), **model}
     split = {"progress", "distractor"} <= set(d.events)  # traces of envs before the split have neither
-    progress = {name: _progress_block(marks, d.events, valid, weights)
+    progress = {name: _progress_block(marks, d.events, valid, weights, delta)
                 for name, marks in d.marks.items()} if split else None
     at_pad_count = {name: {**_boundary_block(marks, d.events["pad"], valid, delta, tolerances, weights, resamples, rng),
-                           "progress_vs_distractor": _progress_block(marks, d.events, valid, weights) if split
-                           else None}
+                           "progress_vs_distractor": _progress_block(marks, d.events, valid, weights, delta)
+                           if split else None}
                     for name, marks in d.at_pad_count.items()}
     return plain({
         "source": d.source, "boundaries_from": d.boundaries_from, "score": d.score_name,
@@ -778,16 +807,18 @@ def evaluate(trace: Trace, source: str = "posterior", tolerances=(0, 1, 2), resa
              delta_percentile: float = 90.0, seed: int = 0, bootstrap: int = 200, surprise=None) -> dict:
     """All boundary metrics of a trace, per event type, for all and for free boundaries, with baselines; JSON-ready.
 
-    The headline p-value (`hypergeom_p`, `hypergeom_log10_p`) and `lift_over_event_rate` are stratified by episode
-    (boundaries at random within each episode). "free" scores only the steps where the boundary was not forced:
-    forced steps leave the population, not only the hits.
+    The headline p-value is the exact circular-shift one (`circular_shift_log10_p`: each episode's boundaries rolled,
+    their count and spacing kept), calibrated where boundaries and events both come in runs; the stratified
+    hypergeometric p (`hypergeom_log10_p`, boundaries at random within each episode) takes steps as exchangeable and
+    rejects too often there. `lift_over_event_rate` is stratified by episode. "free" scores only the steps where the
+    boundary was not forced: forced steps leave the population, not only the hits.
 
     `source` picks the posterior or the prior READs and probabilities (the trace's `forced` flags serve both). An RSSM
     trace (no READs) is scored on its own surprise ("boundaries_from": "rssm_surprise"), and kl_obs replaces the READ
     probability ("score": "kl_obs"; the PETH then has no read_prob). Baselines (see `detect`): pixel change and, given
     `surprise` (E, T), an RSSM's KL. `progress_vs_distractor` compares, for the model and each baseline, the hit rates
-    on entries of the right next pad and of other pads (None for a trace without those events). `at_pad_count` scores
-    every detector at one common rate: its score thresholded at as many boundaries as there are pad events, pooled over
-    episodes. Deterministic given `seed`.
+    on entries of the right next pad and of other pads, its exact p matched on the frame delta (None for a trace
+    without those events). `at_pad_count` scores every detector at one common rate: its score thresholded at as many
+    boundaries as there are pad events, pooled over episodes. Deterministic given `seed`.
     """
     return score(detect(trace, source, delta_percentile, seed, surprise), tolerances, resamples, bootstrap, seed)

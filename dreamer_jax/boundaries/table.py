@@ -1,15 +1,18 @@
-"""Many runs' boundary evaluations in one table: a row per run (CSV), conditions x seeds with mean ± sd (Markdown)."""
+"""Many runs' boundary evaluations in one table: a row per run (CSV), conditions x seeds (Markdown): mean ± sd of
+each measure, and for each p-value (as log10 p) how many seeds are below 0.05 and their median, never a mean of p."""
 
 from __future__ import annotations
 
 import csv
+import math
 import pathlib
 import re
 import statistics
 
 TABLE_EVENTS = ("pad", "reward", "frame_delta")
-EVENT_METRICS = ("lift_over_event_rate", "hypergeom_p", "circular_shift_p", "f1_tau1", "auprc", "periodic_baseline",
-                 "periodic_best")
+EVENT_METRICS = ("lift_over_event_rate", "circular_shift_log10_p", "hypergeom_log10_p", "f1_tau1", "auprc",
+                 "periodic_baseline", "periodic_best")
+ALPHA = 0.05
 KEYS = ("run", "task", "condition", "seed")
 NUMERIC = ("boundary_count", "forced_count", *(f"{e}_{m}" for e in TABLE_EVENTS for m in EVENT_METRICS))
 COLUMNS = (*KEYS, *NUMERIC)
@@ -43,9 +46,14 @@ def row(run_name: str, config: dict, result: dict) -> dict:
     return out
 
 
+def is_log10_p(column: str) -> bool:
+    return column.endswith("_log10_p")
+
+
 def summary(rows: list[dict]) -> list[dict]:
-    """Per (task, condition): number of seeds, and mean and sample standard deviation of every numeric column over the
-    seeds where it is defined (sd None with fewer than two)."""
+    """Per (task, condition): number of seeds, and over the seeds where a numeric column is defined its mean and sample
+    standard deviation (sd None with fewer than two) or, for a log10 p column, the seeds below ALPHA (`_below`), the
+    seeds that define it (`_defined`) and the median (`_median`)."""
     groups = {}
     for r in rows:
         groups.setdefault((r["task"], r["condition"]), []).append(r)
@@ -54,8 +62,13 @@ def summary(rows: list[dict]) -> list[dict]:
         entry = {"task": task, "condition": condition, "seeds": len(members)}
         for column in NUMERIC:
             values = [r[column] for r in members if r.get(column) is not None]
-            entry[f"{column}_mean"] = statistics.fmean(values) if values else None
-            entry[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+            if is_log10_p(column):
+                entry[f"{column}_below"] = sum(v < math.log10(ALPHA) for v in values)
+                entry[f"{column}_defined"] = len(values)
+                entry[f"{column}_median"] = statistics.median(values) if values else None
+            else:
+                entry[f"{column}_mean"] = statistics.fmean(values) if values else None
+                entry[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
         out.append(entry)
     return out
 
@@ -67,9 +80,14 @@ def _cell(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def _mean_sd(mean, sd) -> str:
-    """mean ± sd for a summary cell; n/a alone when no seed defines the value."""
-    return "n/a" if mean is None else f"{_cell(mean)} ± {_cell(sd)}"
+def _summary_cell(entry: dict, column: str) -> str:
+    """mean ± sd, or for log10 p `k of n < ALPHA (median m)`; n/a alone when no seed defines the value."""
+    if is_log10_p(column):
+        median = entry[f"{column}_median"]
+        return "n/a" if median is None else \
+            f"{entry[f'{column}_below']} of {entry[f'{column}_defined']} < {ALPHA} (median {_cell(median)})"
+    mean = entry[f"{column}_mean"]
+    return "n/a" if mean is None else f"{_cell(mean)} ± {_cell(entry[f'{column}_sd'])}"
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -79,14 +97,16 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def markdown(rows: list[dict], skipped=()) -> str:
-    """The Markdown report: per-condition mean ± sd over seeds, every run, and the runs that were skipped and why."""
+    """The Markdown report: per condition over seeds (mean ± sd; log10 p: seeds below ALPHA), every run, and the runs
+    that were skipped and why."""
     conditions = _markdown_table(
         ["task", "condition", "seeds", *NUMERIC],
-        [[_cell(s["task"]), s["condition"], str(s["seeds"]),
-          *(_mean_sd(s[f"{c}_mean"], s[f"{c}_sd"]) for c in NUMERIC)] for s in summary(rows)])
+        [[_cell(s["task"]), s["condition"], str(s["seeds"]), *(_summary_cell(s, c) for c in NUMERIC)]
+         for s in summary(rows)])
     ordered = sorted(rows, key=lambda r: (str(r["task"]), r["condition"], -1 if r["seed"] is None else r["seed"]))
     runs = _markdown_table(list(COLUMNS), [[_cell(r[c]) for c in COLUMNS] for r in ordered])
-    lines = ["# Boundary evaluation", "", "## Per condition (mean ± sd over seeds)", "", *conditions, "",
+    lines = ["# Boundary evaluation", "", f"## Per condition (mean ± sd over seeds; log10 p: seeds below {ALPHA})", "",
+             *conditions, "",
              "## Per run", "", *runs, ""]
     if skipped:
         lines += ["## Skipped", "", *(f"- `{run}`: {reason}" for run, reason in skipped), ""]

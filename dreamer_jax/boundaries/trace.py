@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-EVENT_TYPES = ("pad", "progress", "distractor", "reward", "respawn", "pad_visual", "frame_delta")
+EVENT_TYPES = ("pad", "progress", "distractor", "reward", "countdown_pad", "respawn", "pad_visual", "frame_delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Trace:
     frames: np.ndarray  # (E, T, H, W, 3) uint8
     reward: np.ndarray  # (E, T) float32
     action: np.ndarray  # (E, T) int32: the action taken after the step's observation
-    events: dict  # name -> (E, T) bool, for name in pad, progress, distractor, reward, respawn, pad_visual (the env's)
+    events: dict  # name -> (E, T) bool: the env's event_* flags without the prefix (pad, progress, ...)
     kl_obs: np.ndarray  # (E, T) float32: KL(posterior || prior) of the observation level (RSSM: of its state)
     read: np.ndarray | None = None  # (E, T) bool: hard READ sampled from the posterior (the model's boundaries)
     read_prob: np.ndarray | None = None  # (E, T) float32: posterior q(m_t = READ)
