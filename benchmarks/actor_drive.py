@@ -7,8 +7,8 @@ Each argument is LABEL=PATH: PATH is a run (a folder with metrics.jsonl) or a fo
 share a label form one condition. Per run, against env steps, the figure shows the periodic evaluation's return
 (with 10x the random policy's, the target), the policy entropy, the reward the actor imagines per step against the
 reward its own episodes earn per step, the advantage term's gradient on the actor against the entropy bonus's,
-the reward head's prediction at replayed reward steps and elsewhere, the critic's error on replayed returns, and
-the imagined value. The JSON and the printed table give each run's numbers at fixed env steps, its first step at
+the reward head's prediction at replayed reward steps and elsewhere, the critic's error on replayed returns, the
+imagined value, and where the world model has the agent (the tracking probe: posterior frames, imagined step 5). The JSON and the printed table give each run's numbers at fixed env steps, its first step at
 the target, and its lowest entropy before then. Runs trained before a metric was logged simply lack its curve.
 """
 
@@ -32,10 +32,11 @@ DEFAULT_CONDITIONS = (
     f"pinpad_cpu_v2 (ratio 128, encoder 16/5)={RESULTS / 'pinpad_cpu_rssm_seed1'}",
     f"pinpad_cpu (ratio 64)={RESULTS / 'runs' / 'pinpad_three' / 'rssm'}",
     f"pinpad_cpu, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128'}",
+    f"pinpad_cpu, ratio 128, actor and critic 4e-5={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
 TABLE = ("policy_entropy", "imag_reward", "earned_reward", "imag_value", "adv_abs", "drive_ratio", "rew_pred_event",
-         "rew_pred_other", "repval_error", "return_scale")
+         "rew_pred_other", "repval_error", "return_scale", "tracking_posterior", "tracking_imagined_5")
 ENTROPY_FLOOR = 1.2  # issue 43's aim: the entropy above this until the first evaluation at the target
 
 
@@ -123,12 +124,13 @@ def markdown(rows: list[dict]) -> str:
     fmt = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
     at = lambda row, m, d=2: " / ".join(fmt(row["at"][str(s)][m], d) for s in AT)  # noqa: E731
     head = ("| condition | seed | first at target | best eval | entropy at 10k/15k/20k/25k | imagined / earned "
-            "reward per step at 20k | advantage / entropy gradient at 10k/15k/20k/25k |\n|---|---|---|---|---|---|"
-            "---|")
+            "reward per step at 20k | advantage / entropy gradient at 10k/15k/20k/25k | agent tracked at 20k: "
+            "posterior / imagined step 5 |\n|---|---|---|---|---|---|---|---|")
     body = [f"| {r['condition']} | {r['seed']} | {r['first_target_step'] or 'never'} (of {r['last_step']}) | "
             f"{fmt(r['best_eval_return'], 1)} | {at(r, 'policy_entropy')} | "
             f"{fmt(r['at']['20000']['imag_reward'], 4)} / {fmt(r['at']['20000']['earned_reward'], 4)} | "
-            f"{at(r, 'drive_ratio', 1)} |" for r in rows]
+            f"{at(r, 'drive_ratio', 1)} | {fmt(r['at']['20000']['tracking_posterior'])} / "
+            f"{fmt(r['at']['20000']['tracking_imagined_5'])} |" for r in rows]
     return "\n".join([head, *body])
 
 
@@ -136,7 +138,8 @@ PANELS = (("eval_return", "periodic evaluation return"), ("policy_entropy", "pol
           ("reward", "reward per step: imagined (solid), earned in evaluation (dashed)"),
           ("drive_ratio", "actor gradient: advantages / entropy bonus"),
           ("rew_pred", "reward head: at reward steps (solid), elsewhere (dotted)"),
-          ("repval", "critic on replayed returns: |error| (solid), bias (dotted)"), ("imag_value", "imagined value"))
+          ("repval", "critic on replayed returns: |error| (solid), bias (dotted)"), ("imag_value", "imagined value"),
+          ("tracking", "agent tracked: in posterior frames (solid), at imagined step 5 (dotted)"))
 
 
 def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) -> pathlib.Path:
@@ -150,7 +153,8 @@ def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) ->
     panels = dict(zip((name for name, _ in PANELS), axes.flat))
     styles = {"reward": (("imag_reward", "-"), ("earned_reward", "--")),
               "rew_pred": (("rew_pred_event", "-"), ("rew_pred_other", ":")),
-              "repval": (("repval_error", "-"), ("repval_bias", ":"))}
+              "repval": (("repval_error", "-"), ("repval_bias", ":")),
+              "tracking": (("tracking_posterior", "-"), ("tracking_imagined_5", ":"))}
     for index, (label, runs) in enumerate(groups.items()):
         for number, (row, lines) in enumerate(runs):
             for name, ax in panels.items():
