@@ -139,7 +139,7 @@ PANELS = (("eval_return", "periodic evaluation return"), ("policy_entropy", "pol
           ("drive_ratio", "actor gradient: advantages / entropy bonus"),
           ("rew_pred", "reward head: at reward steps (solid), elsewhere (dotted)"),
           ("repval", "critic on replayed returns: |error| (solid), bias (dotted)"), ("imag_value", "imagined value"),
-          ("tracking", "agent tracked: in posterior frames (solid), at imagined step 5 (dotted)"))
+          ("tracking", "agent tracked: posterior (solid), imagined step 5 (dotted)"))
 
 
 def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) -> pathlib.Path:

@@ -10,7 +10,7 @@ and entries of task, variants, seeds and env steps, in the order they are traine
 --records (`TASK/VARIANT/seedK/`) is done and never trained again; a record whose configuration differs from what
 the list now asks for is refused, naming the fields. The others are taken in the list's order while their estimated
 time (from the records' own rates, else the list's first estimates, scaled by the updates per env step) fits the
-budget.
+budget; the first of them always, so that a run longer than one budget advances each time and finishes over several.
 
 Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
 processes or submitit jobs) in a state folder outside the work tree (--state, by default
@@ -195,7 +195,9 @@ def remaining_s(plan: Plan, entry: Entry, state: pathlib.Path, rate: float) -> f
 
 def select(plan: Plan, records: pathlib.Path, state: pathlib.Path, budget_s: float | None
            ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-    """(the runs to train now, in the list's order, and every other run with why not)."""
+    """(the runs to train now, in the list's order, and every other run with why not). The first run to train is taken
+    even when it does not fit: it trains until the budget ends and resumes next time, so a run longer than any budget
+    still gets done."""
     speed, left = rates(plan, records), budget_s
     chosen, others = [], []
     for entry in plan.entries:
@@ -204,7 +206,7 @@ def select(plan: Plan, records: pathlib.Path, state: pathlib.Path, budget_s: flo
             others.append((entry, f"recorded in {entry.record(records)}"))
         elif entry.hold:
             others.append((entry, f"held: waits for {entry.hold}"))
-        elif left is not None and estimate > left:
+        elif left is not None and estimate > left and chosen:
             others.append((entry, f"does not fit the budget left ({estimate / 3600:.1f} h estimated)"))
         else:
             chosen.append(entry)
@@ -458,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"state: {state}\nstatus: {options.status_file}")
         return 0
     if not runs:
-        print("nothing to train: " + ("every run is recorded or held" if budget is None else
-                                      "no run that is not recorded or held fits the budget"))
+        print("nothing to train: every run is recorded or held")
         return 0
     groups = sweep.plan_groups(runs, 1, [sweep.resume_state(run) for run in runs])
     state.mkdir(parents=True, exist_ok=True)

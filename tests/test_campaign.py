@@ -170,7 +170,7 @@ def _plan(tmp_path, **changes):
     return campaign.load_plan(path)
 
 
-def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget(tmp_path):
+def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget_the_first_always(tmp_path):
     plan = _plan(tmp_path, runs=[{"task": "pinpad_three", "variants": ["rssm", "vta"], "seeds": [0, 1], "steps": 1000},
                                  {"task": "pinpad_four", "variants": ["rssm"], "seeds": [0], "steps": 100}])
     assert [e.name for e in plan.entries] == ["pinpad_three_rssm_seed0", "pinpad_three_vta_seed0",
@@ -186,6 +186,10 @@ def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget(tmp_path):
                                                                     "does not fit the budget left")]
     assert [e.name for e in campaign.select(plan, tmp_path / "records", tmp_path / "state", None)[0]] == [
         "pinpad_three_rssm_seed0", "pinpad_three_vta_seed0", "pinpad_four_rssm_seed0"]
+    # The first run is taken even when it alone does not fit: it trains until the budget ends and resumes next time.
+    chosen, others = campaign.select(plan, tmp_path / "records", tmp_path / "state", 60.0)
+    assert [e.name for e in chosen] == ["pinpad_three_rssm_seed0"]
+    assert [e.name for e, _ in others] == ["pinpad_three_vta_seed0", "pinpad_four_rssm_seed0"]
     # A variant that updates twice as often per env step is first estimated at half its dynamics' rate.
     plan = _plan(tmp_path, variants={"rssm": "--dynamics rssm", "vta": "--dynamics vta",
                                      "rssm_x2": f"--dynamics rssm --train_ratio {2 * cfg.make('debug').train_ratio}"})
