@@ -50,6 +50,40 @@ def predict(learner, params, data: dict, key, context: int) -> dict:
     return {"recon": recon, "read": read}
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def reward_audit(learner, params, data: dict, key, horizon: int, stride: int) -> dict:
+    """What imagination pays against what the episodes earned, from posterior states every `stride` steps.
+
+    From each start t (the posterior after observing steps 0..t), `horizon` steps are imagined twice: under the
+    recorded actions (open loop) and under the actor, as training imagines. Returns (N, horizon) arrays, N the
+    starts of every episode: `real` (the recorded reward at t+1..t+horizon), `openloop` and `imagined` (the reward
+    head's mean at the imagined states). `data` as in `predict`.
+    """
+    agent = nnx.merge(learner.graphdef, params)
+    dynamics = agent.dynamics
+    episodes, length = data["action"].shape
+    observe_key, open_key, imagine_key = jax.random.split(key, 3)
+    action = jax.nn.one_hot(data["action"], agent.action_dim, dtype=jnp.float32)
+    embed = agent.encoder(data["image"])
+    _, post, _ = dynamics.observe(dynamics.initial(episodes), embed, action, data["is_first"], observe_key,
+                                  reward=data["reward"])
+    starts = jnp.arange(stride, length - horizon, stride)
+    window = starts[:, None] + jnp.arange(horizon)  # (S, H): the steps whose actions lead out of each state
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731  (E, S, ...) -> (E * S, ...)
+    start = jax.tree.map(lambda x: flat(x[:, starts]), post)
+    reward = lambda states: agent.twohot(agent.reward(dynamics.features(states))).mean()  # noqa: E731
+
+    def step(state, inputs):
+        state = dynamics.img_step(state, *inputs)
+        return state, state
+
+    recorded = jnp.swapaxes(flat(action[:, window]), 0, 1)  # (H, N, A)
+    _, opened = jax.lax.scan(step, start, (recorded, jax.random.split(open_key, horizon)))
+    imagined, _ = dynamics.imagine(start, agent.sample_action, horizon, imagine_key)
+    return {"real": flat(data["reward"][:, window + 1]), "openloop": jnp.swapaxes(reward(opened), 0, 1),
+            "imagined": reward(imagined)[:, 1:]}
+
+
 def step_mse(image: np.ndarray, recon: np.ndarray, context: int) -> np.ndarray:
     """Mean squared error per imagined step (T - context,), over episodes and pixels, images scaled to [0, 1]."""
     error = np.square(np.asarray(recon, np.float64) - np.asarray(image, np.float64) / 255.0)

@@ -257,3 +257,20 @@ def test_actor_drive_reads_each_seed_before_its_first_reward(tmp_path, capsys):
     assert "| r128 | 0 | 20000 (of 25000) |" in stdout and out.with_suffix(".png").stat().st_size > 0
     code, _, err = run_main(actor_drive.main, [str(tmp_path / "a"), "--out", str(out)], capsys)
     assert code == 2 and "LABEL=PATH" in err
+
+
+def test_imagination_audit_counts_what_imagination_pays_against_what_was_earned(tmp_path, capsys):
+    from benchmarks import imagination_audit
+
+    real = np.array([[0.0, 10.0, 0.0], [0.0, 0.0, 0.0]])
+    opened = np.array([[0.0, 6.0, 0.0], [7.0, 0.0, 0.0]])  # one reward where it was earned, one where it was not
+    imagined = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 4.0]])  # pays 7 in all, never at least half the reward at once
+    out = imagination_audit.summary(real, opened, imagined)
+    assert (out["windows"], out["horizon"], out["real_events"], out["openloop_events"]) == (2, 3, 1, 2)
+    assert out["openloop_events_on_real"] == 1 and out["imagined_events"] == 0
+    assert out["real_per_step"] == pytest.approx(10 / 6) and out["openloop_per_step"] == pytest.approx(13 / 6)
+    assert out["imagined_per_step"] == pytest.approx(7 / 6)
+    code, _, err = run_main(imagination_audit.main, ["no label", "--out", str(tmp_path / "a.json")], capsys)
+    assert code == 2 and "LABEL=RUN" in err and not (tmp_path / "a.json").exists()
+    code, _, err = run_main(imagination_audit.main, [f"x={tmp_path}", "--out", str(tmp_path / "a.json")], capsys)
+    assert code == 2 and "config.json" in err and not (tmp_path / "a.json").exists()

@@ -241,3 +241,31 @@ def test_open_loop_sees_only_the_context_and_imagines_from_the_recorded_actions(
     moved = predict(driving)["recon"]
     np.testing.assert_array_equal(moved[:, :context], base[:, :context])
     assert not np.array_equal(moved[:, context], base[:, context])
+
+
+def test_reward_audit_windows_the_recorded_reward_and_imagines_from_each_start(setup):
+    """`real` is the recorded reward after each start, exactly; the open loop follows the recorded actions from the
+    start on, the actor's imagination does not (both start from the posterior, which has seen the actions before).
+    Every parameter is jittered, as the reward head starts at zero."""
+    _, env, learner, state = setup
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(x.dtype)
+                          if jnp.issubdtype(x.dtype, jnp.floating) else x, state.params)
+    episodes, length, horizon, stride = 2, 12, 3, 4
+    data = {"image": rng.integers(0, 256, (episodes, length, *env.image_shape), np.uint8),
+            "action": rng.integers(0, env.num_actions, (episodes, length)),
+            "is_first": np.arange(length)[None].repeat(episodes, 0) == 0,
+            "reward": np.arange(episodes * length, dtype=np.float32).reshape(episodes, length)}
+    audit = lambda d: jax.device_get(openloop.reward_audit(learner, params, d, jax.random.PRNGKey(1),  # noqa
+                                                           horizon, stride))
+    base = audit(data)
+    starts = [4, 8]  # every stride steps, while the horizon stays inside the episode
+    expected = np.array([[data["reward"][e, t + 1:t + 1 + horizon] for t in starts] for e in range(episodes)])
+    np.testing.assert_array_equal(base["real"], expected.reshape(-1, horizon))
+    assert base["openloop"].shape == base["imagined"].shape == (episodes * len(starts), horizon)
+    acted = {**data, "action": data["action"].copy()}
+    acted["action"][:, starts[0]] = (acted["action"][:, starts[0]] + 1) % env.num_actions
+    moved, first = audit(acted), slice(0, None, len(starts))  # the windows from the first start, episode by episode
+    assert not np.array_equal(moved["openloop"][first, 0], base["openloop"][first, 0])
+    np.testing.assert_array_equal(moved["imagined"][first], base["imagined"][first])
+    assert not np.array_equal(moved["imagined"], base["imagined"])  # later starts' posteriors have seen the action
