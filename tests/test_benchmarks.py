@@ -263,12 +263,12 @@ def test_imagination_audit_counts_what_imagination_pays_against_what_was_earned(
     from benchmarks import imagination_audit
 
     real = np.array([[0.0, 10.0, 0.0], [0.0, 0.0, 0.0]])
-    opened = np.array([[0.0, 6.0, 0.0], [7.0, 0.0, 0.0]])  # one reward where it was earned, one where it was not
+    opened = np.array([[6.0, 6.0, 0.0], [7.0, 0.0, 0.0]])  # at the earned reward, a step before it, and elsewhere
     imagined = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 4.0]])  # pays 7 in all, never at least half the reward at once
     out = imagination_audit.summary(real, opened, imagined)
-    assert (out["windows"], out["horizon"], out["real_events"], out["openloop_events"]) == (2, 3, 1, 2)
-    assert out["openloop_events_on_real"] == 1 and out["imagined_events"] == 0
-    assert out["real_per_step"] == pytest.approx(10 / 6) and out["openloop_per_step"] == pytest.approx(13 / 6)
+    assert (out["windows"], out["horizon"], out["real_events"], out["openloop_events"]) == (2, 3, 1, 3)
+    assert (out["openloop_events_on_real"], out["openloop_events_near_real"], out["imagined_events"]) == (1, 2, 0)
+    assert out["real_per_step"] == pytest.approx(10 / 6) and out["openloop_per_step"] == pytest.approx(19 / 6)
     assert out["imagined_per_step"] == pytest.approx(7 / 6)
     code, _, err = run_main(imagination_audit.main, ["no label", "--out", str(tmp_path / "a.json")], capsys)
     assert code == 2 and "LABEL=RUN" in err and not (tmp_path / "a.json").exists()
