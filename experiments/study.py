@@ -330,12 +330,15 @@ def verdicts(table: dict) -> list[dict]:
                           "estimate": own["lift"]["mean"], "log10_p": own["circular_log10_p_pooled"]})
             found.append({"condition": condition, "policy": policy, "measure": "progress_over_distractor",
                           "test": "exact", "what": "the right next pad over other pads that flash alike",
-                          "estimate": common["progress_excess_pooled"], "log10_p": common["progress_log10_p_pooled"]})
+                          "estimate": common["progress_excess_pooled"],  # None: no entries that flash alike
+                          "log10_p": None if common["progress_excess_pooled"] is None
+                          else common["progress_log10_p_pooled"]})
             for base in detectors(condition)[1:]:
                 cell = common[f"lift_minus_{base}"]
                 found.append({"condition": condition, "policy": policy, "measure": f"lift_minus_{base}",
                               "test": "bootstrap", "what": f"lift minus {LABELS[base]}'s", "estimate": cell["mean"],
-                              "ci95": cell["ci95"], "log10_p": None if cell["p"] is None else math.log10(cell["p"])})
+                              "ci95": cell["ci95"],
+                              "log10_p": None if cell["p"] is None or cell["mean"] is None else math.log10(cell["p"])})
     p_values = [1.0 if v["log10_p"] is None else 10 ** v["log10_p"] for v in found]
     for verdict, adjusted in zip(found, inference.holm(p_values)):
         verdict["p_holm"] = float(adjusted)
