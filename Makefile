@@ -28,10 +28,10 @@ test: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/python -m experiments.demo --out $(DEMO_OUT)
 
-# The study behind docs/results/study.md: RSSM, two of the prototype's VTA conditions and ours, three seeds each, on
-# pinpad_three at the CPU preset to 40k env steps (a day or more on 2 cores); running it again resumes it.
+# The study behind docs/results/study.md, from the campaign's records (docs/results/runs): RSSM, the default VTA, two
+# of the prototype's VTA conditions and ours, three seeds each, on pinpad_three at the CPU preset to 40k env steps.
 study: $(INSTALLED)
-	$(BIN)/python -m experiments.study
+	$(BIN)/python -m experiments.study --records docs/results/runs
 
 # The runs behind the results, a few at a time (benchmarks/campaign.json lists them): trains the next ones that fit
 # BUDGET, resuming any run under way, and records each finished run under docs/results/runs/ (committed at once with

@@ -15,8 +15,9 @@ budget; the first of them always, so that a run longer than one budget advances 
 Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
 processes or submitit jobs) in a state folder outside the work tree (--state, by default
 $XDG_CACHE_HOME/dreamer_jax/campaign), so that a machine that comes back resumes it mid-run from its checkpoint. A
-finished run's boundaries are judged (experiments.eval_boundaries with the list's eval_args), then its record is
-written: config.json and metrics.jsonl as the run wrote them, boundary_eval.json and .npz, and final.json (the return
+finished run's boundaries are judged (experiments.eval_boundaries with the list's eval_args, and again on the episodes
+of each of its eval_policies, into eval_POLICY/), then its record is written: config.json and metrics.jsonl as the run
+wrote them, each boundary_eval.json with its .npz (the detections a study resamples), and final.json (the return
 over 16 fresh episodes, the first step at 10x the random policy's return, agent tracking on 32 scripted episodes,
 the training's wall and CPU seconds, the commits and model code it trained at, the machine). --commit commits each
 record as soon as it is written. When the budget runs out the training under way saves a checkpoint and stops.
@@ -50,11 +51,11 @@ from experiments.release import commit, model_code
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PLAN = REPO / "benchmarks" / "campaign.json"
 RECORDS = REPO / "docs" / "results" / "runs"
-FINAL = "final.json"
-COPIED = ("config.json", "metrics.jsonl", sweep.EVAL_RESULT, pathlib.Path(sweep.EVAL_RESULT).stem + ".npz")
+FINAL = sweep.RECORD_FINAL
+COPIED = ("config.json", "metrics.jsonl")
 SESSIONS = "campaign_sessions.jsonl"  # in a run's state folder: each training session's commit and model code
 STATUS_NAME, LOG_NAME = "campaign_status.env", "campaign.log"
-OVERHEAD_S = 240.0  # per run beside training: starting, compiling, the final measures, the boundary evaluation
+OVERHEAD_S = 420.0  # per run beside training: starting, compiling, the final measures, the boundary evaluations
 MODULE = "benchmarks.campaign"
 _BUDGET = re.compile(r"(\d+(?:\.\d*)?)\s*([hms]?)\Z")
 
@@ -79,7 +80,7 @@ class Entry:
 
     def record(self, records: pathlib.Path) -> pathlib.Path:
         """The folder of the run's record."""
-        return records / self.task / self.variant / f"seed{self.seed}"
+        return sweep.record_dir(records, self.task, self.variant, self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Plan:
     preset: str
     flags: tuple[str, ...]
     eval_args: tuple[str, ...]
+    eval_policies: tuple[str, ...]  # judged at record time too, into RUN/eval_POLICY/: eval_args, --policy replaced
     rates: dict[str, float]  # first estimates of env steps/s by dynamics, before a record measures them
     variants: dict[str, tuple[str, ...]]
     entries: tuple[Entry, ...]
@@ -124,9 +126,14 @@ def load_plan(path: pathlib.Path) -> Plan:
                                             f"{seen[entry.name]}); list each run once")
                     seen[entry.name] = number
                     entries.append(entry)
+        policies = tuple(data.get("eval_policies", ()))
+        others = sweep.EVAL_POLICIES[1:]  # the scripted solver's episodes are eval_args' own
+        if not set(policies) <= set(others) or len(set(policies)) != len(policies):
+            raise CampaignError(f"{path}: eval_policies {list(policies)} must name distinct policies of "
+                                f"{', '.join(others)} (eval_args judge the scripted solver's episodes)")
         plan = Plan(data["preset"], tuple(shlex.split(data.get("flags", ""))),
-                    tuple(shlex.split(data.get("eval_args", ""))), dict(data["env_steps_per_s"]), variants,
-                    tuple(entries))
+                    tuple(shlex.split(data.get("eval_args", ""))), policies, dict(data["env_steps_per_s"]),
+                    variants, tuple(entries))
     except (OSError, ValueError, KeyError, TypeError) as error:
         if isinstance(error, CampaignError):
             raise
@@ -175,16 +182,26 @@ def first_estimate(plan: Plan, variant: str) -> float:
 
 
 def rates(plan: Plan, records: pathlib.Path) -> dict[str, float]:
-    """Env steps per second of training by variant: the median of its records' own, else the list's estimate
-    (`first_estimate`)."""
+    """Env steps per second of training by variant: the median of its records' own; without one, the median of the
+    records of its dynamics as updates per second, at the variant's updates per env step (the updates are nearly all
+    of a run's cost); without those, the list's estimate (`first_estimate`)."""
     measured: dict[str, list[float]] = {}
+    updates: dict[str, list[float]] = {}
     for entry in plan.entries:
         if recorded(entry, records):
             final = json.loads((entry.record(records) / FINAL).read_text())
             if final["train_wall_s"] > 0:
-                measured.setdefault(entry.variant, []).append(final["step"] / final["train_wall_s"])
-    return {variant: statistics.median(measured[variant]) if variant in measured else first_estimate(plan, variant)
-            for variant in plan.variants}
+                rate = final["step"] / final["train_wall_s"]
+                config = cfg.load(entry.record(records) / "config.json")
+                measured.setdefault(entry.variant, []).append(rate)
+                updates.setdefault(config.dynamics, []).append(rate * config.updates_per_env_step)
+    out = {}
+    for variant in plan.variants:
+        config = cfg.parse(["--configs", plan.preset, *plan.variants[variant]])
+        out[variant] = statistics.median(measured[variant]) if variant in measured else \
+            statistics.median(updates[config.dynamics]) / config.updates_per_env_step if config.dynamics in updates \
+            else first_estimate(plan, variant)
+    return out
 
 
 def remaining_s(plan: Plan, entry: Entry, state: pathlib.Path, rate: float) -> float:
@@ -302,6 +319,12 @@ def commit_record(folder: pathlib.Path) -> str:
     return "committed" if done.returncode == 0 else f"not committed ({done.stderr.strip() or 'git failed'})"
 
 
+def record_files(plan: Plan) -> list[str]:
+    """The run's files a record copies: its configuration, its metrics and each evaluation with its detections."""
+    judged = [sweep.eval_result(".", policy) for policy in (sweep.EVAL_POLICIES[0], *plan.eval_policies)]
+    return [*COPIED, *(str(path) for result in judged for path in (result, result.with_suffix(".npz")))]
+
+
 def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib.Path) -> pathlib.Path:
     """Measure a finished run and write its record; the folder appears whole (written aside, then renamed)."""
     import jax
@@ -309,7 +332,12 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
     from benchmarks import learning, record as bench_record
     from experiments.envs import make_env
 
+    from experiments import eval_boundaries
+
     logdir = state / entry.name
+    for policy in plan.eval_policies:
+        eval_boundaries.judged(["--logdir", str(logdir), *plan.eval_args, "--policy", policy, "--out",
+                                str(sweep.eval_result(logdir, policy).parent)])
     config = cfg.load(logdir / "config.json")
     env = make_env(config)
     random_return, _ = learning.baselines(env)
@@ -335,8 +363,9 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in COPIED:
+    for name in record_files(plan):
         if (logdir / name).exists():
+            (partial / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(logdir / name, partial / name)
     write_atomic(partial / FINAL, json.dumps(result, indent=1) + "\n")
     partial.rename(target)

@@ -38,6 +38,8 @@ DEFAULT_CONFIGS = ("pinpad", "size12m")
 STATUS_NAME = "pinpad_status.env"  # the prototype's name, in the log root unless --status-file says otherwise
 LOG_NAME = "sweep.log"
 EVAL_RESULT = "boundary_eval.json"  # each run's judgement, written by experiments.eval_boundaries
+EVAL_POLICIES = ("scripted", "random", "agent")  # who acts in the episodes a run's boundaries are judged on
+RECORD_FINAL = "final.json"  # in a run's record: its final measures, written last (benchmarks/campaign.py)
 RESERVED = ("--logdir", "--seed", "--task", "--num_seeds")  # set per run (or seed group) by the sweep
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -142,6 +144,12 @@ def run_name(task: str, condition: str, seed: int) -> str:
     return f"{task}_{condition}_seed{seed}"
 
 
+def record_dir(records: str | os.PathLike, task: str, condition: str, seed: int) -> pathlib.Path:
+    """The folder of a finished run's record (the campaign's): RECORDS/TASK/CONDITION/seedK; its RECORD_FINAL is
+    written last."""
+    return pathlib.Path(records) / task / condition / f"seed{seed}"
+
+
 def plan(logroot: str | os.PathLike, task: str, conditions: Mapping[str, Iterable[str]], seeds: Iterable[int],
          configs: Iterable[str], flags: Iterable[str] = ()) -> list[Run]:
     """The runs, seed by seed and each condition in order within a seed, numbered from 1.
@@ -242,6 +250,13 @@ def eval_is_current(logdir: str | os.PathLike) -> bool:
 def resume_state(run: Run) -> tuple[int | None, bool]:
     """Where a run stands for training: its newest checkpoint's step and whether it is finished."""
     return latest_checkpoint(run.logdir), is_finished(run)
+
+
+def eval_result(logdir: str | os.PathLike, policy: str = "scripted") -> pathlib.Path:
+    """Where a run's evaluation on one policy's episodes is kept: the scripted solver's beside the run (a sweep's),
+    any other in RUN/eval_POLICY/."""
+    logdir = pathlib.Path(logdir)
+    return logdir / EVAL_RESULT if policy == "scripted" else logdir / f"eval_{policy}" / EVAL_RESULT
 
 
 def eval_argv(run: Run, runs: Sequence[Run], eval_args: Sequence[str], baseline: str | None = None

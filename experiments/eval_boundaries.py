@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                        help="evaluate every run below this folder and write boundary_table.{csv,md} into it")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
     p.add_argument("--length", type=int, default=None, help="steps per episode (default: the run's time_limit)")
-    p.add_argument("--policy", choices=("agent", "random", "scripted"), default="agent",
+    p.add_argument("--policy", choices=sweep.EVAL_POLICIES, default="agent",
                    help="who acts: the trained agent, uniform random actions, or the scripted pinpad solver")
     p.add_argument("--random_rate", type=float, default=0.1, help="rate of random moves of the scripted solver")
     p.add_argument("--source", choices=("posterior", "prior"), default="posterior",
@@ -151,6 +151,22 @@ def write(trace, detections: metrics.Detections, result: dict, out: pathlib.Path
     drawn = figures.save_figures(trace, out, result=result, source=source).values()
     write_atomic(out_json, json.dumps(result, indent=1, allow_nan=False))
     return [out_json, arrays, *drawn]
+
+
+def judged(argv: list[str]) -> tuple[dict, bool]:
+    """A run's evaluation with these flags (its --logdir and --out): the stored one if it is current, else computed
+    and written; (the result, whether it was computed now)."""
+    args = parser().parse_args(argv)
+    check(args)
+    out = args.out or args.logdir
+    path = args.out_json or out / RESULT
+    result = stored(args.logdir, args, path)
+    if result is not None:
+        return result, False
+    trace, detections, result = evaluate(args.logdir, args)
+    write(trace, detections, result, out, path, args.source)
+    release_programs()  # each run compiles its own; keep the process's memory maps bounded
+    return result, True
 
 
 def one(args: argparse.Namespace) -> int:

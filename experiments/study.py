@@ -1,11 +1,15 @@
 """The prototype's experiment, answered: do VTA boundaries learned inside DreamerV3 line up with pinpad's events, and
 does the agent learn? RSSM and VTA conditions x seeds on pinpad_three, judged with stratified statistics.
 
-    make study                                   # = python -m experiments.study (a day or more on 2 cores; resumable)
+    make study                                   # = python -m experiments.study --records docs/results/runs
+    python -m experiments.study                  # train and judge the study here (a day or more on 2 cores; resumable)
     python -m experiments.study --report         # rewrite the report from the runs already there
     python -m experiments.monitor --status-file runs/study/pinpad_status.env      # follow the training
 
-Three steps; each skips what is done, so running the study again resumes it:
+`make study` writes the report from the campaign's committed records (`benchmarks/campaign.json` lists the study's
+runs; each record carries its evaluations on the three policies' episodes, and the RSSM surprise baseline is added from
+the same seed's RSSM record). Without --records, three steps; each skips what is done, so running the study again
+resumes it:
 1. `python -m experiments.sweep` trains every condition (RSSM, the prototype's VTA conditions, ours: `vta_batch_rate`;
    the setting chooses which), the seeds of a condition side by side in one process, at the `pinpad_cpu` preset (the
    learning benchmark's CPU setting) for --steps env steps, and judges each run's boundaries on episodes of the
@@ -40,7 +44,6 @@ import pinpad
 from dreamer_jax import config as cfg, curves, sweep
 from dreamer_jax.boundaries import analysis, inference, metrics
 from dreamer_jax.status import write_atomic
-from dreamer_jax.train import release_programs
 from experiments import eval_boundaries, sweep as sweep_cli
 from experiments.envs import make_env
 
@@ -53,6 +56,7 @@ RECOMMENDED = "vta_batch_rate"
 # the batch-mean form only sets how often READ happens (0.1: about the scripted solver's pad-event rate).
 CONDITIONS: dict[str, tuple[str, ...]] = {
     **sweep.DEFAULT_CONDITIONS,
+    "vta": ("--dynamics", "vta"),  # the default VTA: the learning benchmark's
     RECOMMENDED: ("--dynamics", "vta", "--vta_max_seg_len", "30", "--vta_boundary_force_scale", "0",
                   "--vta_boundary_temp", "1", "--vta_boundary_rate", "0.1", "--vta_boundary_scale", "0.5",
                   "--vta_rate_mode", "batch"),
@@ -60,21 +64,21 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
 # Settings: training presets and flags on top, seeds, env steps per run, conditions, and the evaluation's flags (both
 # policies). cpu: long enough that agents act (at `pinpad_cpu_v1` the learning benchmark's RSSM seeds first reached
 # its target at 35k to 37.5k env steps; at `pinpad_cpu` one seed did at 25k), a point of the learning curve and a
-# checkpoint every 2500 env steps (a stopped study loses little); RSSM, the two VTA conditions the 5000-step study
-# ranked best, and ours.
+# checkpoint every 2500 env steps (a stopped study loses little); RSSM, the default VTA, the two VTA conditions the
+# 5000-step study ranked best, and ours: the campaign's study runs (benchmarks/campaign.json), which train the same.
 SETTINGS = {
     "cpu": dict(configs=("pinpad_cpu",), flags=("--eval_every", "2500", "--log_every", "2500", "--save_every", "2500"),
                 seeds=(0, 1, 2), steps=40_000, eval=("--episodes", "16"),
-                conditions=(BASELINE, "vta_force0_t2_rate", "vta_force10_t1", RECOMMENDED)),
+                conditions=(BASELINE, "vta", "vta_force0_t2_rate", "vta_force10_t1", RECOMMENDED)),
     # tiny: the study end to end for the tests, on agents that only collect (a prefill as long as the runs): no update
     # to trace and compile in each training process. Training is tested by itself (tests/test_vta_train.py trains the
     # rate condition).
     "tiny": dict(configs=("debug",), flags=("--prefill", "128"), seeds=(0,), steps=128, conditions=tuple(CONDITIONS),
                  eval=("--episodes", "2", "--resamples", "19", "--bootstrap", "10")),
 }
-POLICIES = ("scripted", "random", "agent")
+POLICIES = sweep.EVAL_POLICIES
 # A run's entry in study.json: these fields, and the headline figures of its evaluations.
-RUN_FIELDS = ("condition", "seed", "logdir", "final_step", "final_return")
+RUN_FIELDS = ("condition", "seed", "logdir", "final_step", "final_return", "train_wall_s")
 EVENTS = ("pad", "progress", "distractor")  # in the figures; rewards are pad entries, not scored apart
 LABELS = {"model": "model", "pixel_change": "pixel change", "rssm_surprise": "RSSM surprise"}
 RATES = ("own", "common")  # each model at its own count, or every detector at the pad-event count
@@ -103,6 +107,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/results"),
                    help="folder of study.md, study.json and the figures (in OUT/study/)")
     p.add_argument("--report", action="store_true", help="only write the report from the runs in --logroot")
+    p.add_argument("--records", type=pathlib.Path, default=None,
+                   help="write the report from the campaign's records in this folder (TASK/CONDITION/seedK/, "
+                        "e.g. docs/results/runs) instead of --logroot's runs; implies --report")
     return p
 
 
@@ -119,11 +126,14 @@ def check(args: argparse.Namespace) -> None:
            (steps < 1, f"--steps {steps} must be positive"),
            (args.logroot.exists() and not args.logroot.is_dir(), f"--logroot {args.logroot} is a file; give a "
                                                                   "folder"),
-           (args.out.exists() and not args.out.is_dir(), f"--out {args.out} is a file; give a folder")]
+           (args.out.exists() and not args.out.is_dir(), f"--out {args.out} is a file; give a folder"),
+           (args.records is not None and not args.records.is_dir(), f"--records {args.records} is not a folder; give "
+                                                                     "the folder of the campaign's records")]
     for failed, message in bad:
         if failed:
             raise StudyError(message)
     args.seeds, args.steps = tuple(seeds), steps
+    args.report = args.report or args.records is not None
 
 
 def training_flags(args: argparse.Namespace) -> tuple[str, ...]:
@@ -161,21 +171,16 @@ def judge_policies(args: argparse.Namespace) -> int:
     result exists)."""
     runs, failed = plan(args), 0
     for policy, run in itertools.product(POLICIES[1:], runs):
-        path = result_path(run.logdir, policy)
-        argv = [*sweep.eval_argv(run, runs, eval_args(args.setting, policy), BASELINE), "--out", str(path.parent)]
-        options = eval_boundaries.parser().parse_args(argv)
-        if eval_boundaries.stored(run.logdir, options, path) is not None:
-            continue
-        print(f"{run.name}: judging its boundaries on {policy} episodes", flush=True)
+        out = sweep.eval_result(run.logdir, policy).parent
+        argv = [*sweep.eval_argv(run, runs, eval_args(args.setting, policy), BASELINE), "--out", str(out)]
         try:
-            trace, detections, result = eval_boundaries.evaluate(run.logdir, options)
+            result, fresh = eval_boundaries.judged(argv)
         except analysis.RunError as error:
-            print(f"  failed: {error}", flush=True)
+            print(f"{run.name}, {policy} episodes: failed: {error}", flush=True)
             failed += 1
             continue
-        eval_boundaries.write(trace, detections, result, path.parent, path, options.source)
-        print("  " + eval_boundaries.summary_line(result), flush=True)
-        release_programs()  # each run compiles its own; keep the process's memory maps bounded
+        if fresh:
+            print(f"{run.name}, {policy} episodes: " + eval_boundaries.summary_line(result), flush=True)
     return 1 if failed else 0
 
 
@@ -189,34 +194,78 @@ def record_time(logroot: pathlib.Path, started: str, wall_s: float | None, comma
 
 
 # -- the report ------------------------------------------------------------------------------------------------------
-def result_path(logdir: pathlib.Path, policy: str) -> pathlib.Path:
-    """A run's evaluation on one policy's episodes: the sweep's (scripted) beside the run, the others in a folder."""
-    return logdir / eval_boundaries.RESULT if policy == "scripted" else logdir / f"eval_{policy}" / eval_boundaries.RESULT
+def run_folder(args: argparse.Namespace, run: sweep.Run) -> pathlib.Path:
+    """Where a run's files are: its run directory, or with --records its campaign record."""
+    return run.logdir if args.records is None else sweep.record_dir(args.records, TASK, run.condition, run.seed)
 
 
-def _evaluation(run: sweep.Run, policy: str) -> tuple[dict, metrics.Detections]:
+def _missing(args: argparse.Namespace) -> str:
+    """How to make what a report misses."""
+    return "run the study without --report to make it" if args.records is None else \
+        "the campaign trains and records it (python -m benchmarks.campaign)"
+
+
+def _evaluation(args: argparse.Namespace, run: sweep.Run, policy: str) -> tuple[dict, metrics.Detections]:
     """A run's evaluation for one policy and the detections it scored; StudyError if either is missing."""
-    path = result_path(run.logdir, policy)
+    path = sweep.eval_result(run_folder(args, run), policy)
     arrays = eval_boundaries.detections_path(path)
     if not (path.exists() and arrays.exists()):
-        raise StudyError(f"{run.name} has no {policy} evaluation ({path} and {arrays.name}); run the study without "
-                         "--report to make it")
+        raise StudyError(f"{run.name} has no {policy} evaluation ({path} and {arrays.name}); {_missing(args)}")
     return json.loads(path.read_text()), metrics.Detections.load(arrays)
 
 
+def _final(args: argparse.Namespace, run: sweep.Run, folder: pathlib.Path) -> tuple[int, float, float]:
+    """A record's (env steps, final return over fresh episodes, training wall seconds), once its configuration is the
+    study's own."""
+    path = folder / sweep.RECORD_FINAL
+    if not path.exists():
+        raise StudyError(f"{run.name} has no finished record ({path}); {_missing(args)}")
+    final = json.loads(path.read_text())
+    wanted = cfg.parse(list(run.argv[2:]), tasks=pinpad.TASKS)
+    differs = {k: v for k, v in cfg.diff(cfg.load(folder / "config.json"), wanted).items() if k != "logdir"}
+    if differs:
+        listed = ", ".join(f"{k} {old!r} (the study: {new!r})" for k, (old, new) in differs.items())
+        raise StudyError(f"the record {folder} was trained with other settings than the study's: {listed}; give "
+                         "--setting, --steps or --conditions that match it")
+    return final["step"], final["final_eval_return"], final["train_wall_s"]
+
+
 def collect(args: argparse.Namespace) -> list[dict]:
-    """Per run: condition, seed, learning curve, final return, and per policy its evaluation and detections."""
+    """Per run: condition, seed, learning curve, final return (a record's: over fresh episodes at its end; a run's:
+    its last periodic evaluation), and per policy its evaluation and detections."""
     rows = []
     for run in plan(args):
-        if not (run.logdir / "metrics.jsonl").exists():
-            raise StudyError(f"{run.name} has not trained ({run.logdir}); run the study without --report first")
-        lines = curves.read_metrics(run.logdir)
+        folder = run_folder(args, run)
+        if not (folder / "metrics.jsonl").exists():
+            raise StudyError(f"{run.name} has not trained ({folder}); {_missing(args)}")
+        lines = curves.read_metrics(folder)
         steps, returns = curves.series(lines, "eval_return")
-        rows.append({"condition": run.condition, "seed": run.seed, "logdir": str(run.logdir), "lines": lines,
-                     "final_step": int(steps[-1]) if steps.size else None,
-                     "final_return": float(returns[-1]) if returns.size else None,
-                     **{policy: _evaluation(run, policy) for policy in POLICIES}})
+        final = (int(steps[-1]) if steps.size else None, float(returns[-1]) if returns.size else None, None) \
+            if args.records is None else _final(args, run, folder)
+        rows.append({"condition": run.condition, "seed": run.seed, "logdir": str(folder), "lines": lines,
+                     "final_step": final[0], "final_return": final[1], "train_wall_s": final[2],
+                     **{policy: _evaluation(args, run, policy) for policy in POLICIES}})
+    add_rssm_surprise(rows)
     return rows
+
+
+def add_rssm_surprise(rows: list[dict]) -> None:
+    """Where a VTA run's evaluation lacks its seed's RSSM surprise (a record's: the RSSM's checkpoint is not kept), add
+    it from the RSSM run's own evaluation of the same episodes. The scripted solver's and the random policy's episodes
+    are the same for every model at one evaluation seed (checked: equal frame changes); the agents' differ, so on
+    them the baseline stays out."""
+    rssm = {row["seed"]: row for row in rows if row["condition"] == BASELINE}
+    for row, policy in itertools.product(rows, POLICIES[:2]):
+        result, detections = row[policy]
+        if row["condition"] == BASELINE or "rssm_surprise" in detections.marks:
+            continue
+        base = rssm[row["seed"]][policy][1]
+        same = base.delta.shape == detections.delta.shape and np.array_equal(base.delta, detections.delta, True)
+        if not same:
+            raise StudyError(f"{row['logdir']} and {rssm[row['seed']]['logdir']} were judged on different {policy} "
+                             "episodes (their frames differ): evaluate both with the same --seed, --episodes and "
+                             "--length")
+        row[policy] = (result, metrics.with_surprise(detections, base.scores["model"], result["settings"]["seed"]))
 
 
 def _marks(d: metrics.Detections, detector: str, rate: str) -> np.ndarray:
@@ -241,9 +290,10 @@ MEASURES = {
 }
 
 
-def detectors(condition: str) -> tuple[str, ...]:
-    """The detectors judged for a condition: the model, pixel change and (VTA runs) the same seed's RSSM surprise."""
-    return ("model", "pixel_change") if condition == BASELINE else ("model", "pixel_change", "rssm_surprise")
+def detectors(entry: dict, policy: str) -> list[str]:
+    """The detectors judged for a condition on one policy's episodes: the model, pixel change and (VTA runs) the same
+    seed's RSSM surprise where its episodes are the VTA run's (`add_rssm_surprise`)."""
+    return list(entry[policy]["common"])
 
 
 def _summary(statistic, detections: list[metrics.Detections], test: bool = False) -> dict:
@@ -333,7 +383,7 @@ def verdicts(table: dict) -> list[dict]:
                           "estimate": common["progress_excess_pooled"],  # None: no entries that flash alike
                           "log10_p": None if common["progress_excess_pooled"] is None
                           else common["progress_log10_p_pooled"]})
-            for base in detectors(condition)[1:]:
+            for base in detectors(entry, policy)[1:]:
                 cell = common[f"lift_minus_{base}"]
                 found.append({"condition": condition, "policy": policy, "measure": f"lift_minus_{base}",
                               "test": "bootstrap", "what": f"lift minus {LABELS[base]}'s", "estimate": cell["mean"],
@@ -390,7 +440,7 @@ def detector_tables(table: dict, policy: str) -> list[str]:
              "one rate for all rows: rows compare like with like")):
         body = []
         for condition, entry in table.items():
-            for name in detectors(condition):
+            for name in detectors(entry, policy):
                 cell = entry[policy][rate][name]
                 row = [condition, LABELS[name], _cell(cell["boundary_rate"]), _cell(cell["lift"]), _cell(cell["f1"])]
                 if rate == "common":
@@ -409,7 +459,7 @@ def split_table(table: dict, policy: str) -> list[str]:
     only entries that flash alike (matched on the frame delta), so pixel change's row is the control."""
     body = []
     for condition, entry in table.items():
-        for name in detectors(condition):
+        for name in detectors(entry, policy):
             cell = entry[policy]["common"][name]
             body.append([condition, LABELS[name], _cell(cell["progress_hit_rate"]),
                          _cell(cell["distractor_hit_rate"]), _seeds(cell["progress_excess"]),
@@ -514,7 +564,8 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
                              hlines=baselines, title=f"{TASK}, study ({args.setting} setting)")
     peth_path = plot_peth(rows, args.conditions, figures)
     times_path = args.logroot / TIMES
-    times = json.loads(times_path.read_text()) if times_path.exists() else []
+    times = json.loads(times_path.read_text()) if times_path.exists() and args.records is None else []
+    wall_s = sum(t["wall_s"] or 0.0 for t in times) if args.records is None else sum(r["train_wall_s"] for r in rows)
     data = {"task": TASK, "setting": args.setting, "conditions": {c: list(CONDITIONS[c]) for c in args.conditions},
             "seeds": list(args.seeds), "steps": args.steps, "presets": list(SETTINGS[args.setting]["configs"]),
             "baseline_returns": baselines, "baseline_episodes": BASELINE_EPISODES,
@@ -522,7 +573,8 @@ def write_report(args: argparse.Namespace) -> pathlib.Path:
             "verdicts": found, "runs": [{k: r[k] for k in RUN_FIELDS} | {p: _headline(r[p][0]) for p in POLICIES}
                                         for r in rows],
             "evaluation": {p: eval_args(args.setting, p) for p in POLICIES}, "invocations": times,
-            "wall_s": sum(t["wall_s"] or 0.0 for t in times), "versions": _versions(),
+            "records": None if args.records is None else str(args.records), "wall_s": wall_s,
+            "versions": _versions(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                         "cpus": os.cpu_count(), "backend": jax.default_backend()}}
     write_atomic(args.out / "study.json", json.dumps(data, indent=1, allow_nan=False) + "\n")
@@ -543,11 +595,14 @@ def _markdown(args, data: dict, evaluation: dict, figures: list[pathlib.Path]) -
     preset = cfg.presets()[SETTINGS[args.setting]["configs"][0]]
     table, seeds = data["summary"], len(args.seeds)
     hours = data["wall_s"] / 3600
+    command = "python -m experiments.study" + (f" --records {args.records}" if args.records else
+                                               " --report" if args.report else "")
     lines = [
         "# Do VTA boundaries line up with pinpad's events, and does the agent learn?",
         "",
-        f"Written by `python -m experiments.study{' --report' if args.report else ''}` (`make study`) from the runs in "
-        f"`{args.logroot}`; the numbers behind every table, each seed's among them, are in `study.json`.",
+        f"Written by `{command}` from the {'campaign records' if args.records else 'runs'} in "
+        f"`{args.records or args.logroot}`; the numbers behind every table, each seed's among them, are in "
+        "`study.json`.",
         "",
         "## The question",
         "The prototype trained DreamerV3 with RSSM and with VTA dynamics on pinpad and asked whether the boundaries "
@@ -558,8 +613,9 @@ def _markdown(args, data: dict, evaluation: dict, figures: list[pathlib.Path]) -
         "model, rich in events), on the random policy's, and on its own agent's.",
         "",
         "## Setup",
-        f"- Task `{TASK}`; {_count(seeds, 'seed')} per condition ({', '.join(map(str, args.seeds))}), trained side "
-        f"by side in one process; {args.steps} env steps per run.",
+        f"- Task `{TASK}`; {_count(seeds, 'seed')} per condition ({', '.join(map(str, args.seeds))}), "
+        + ("each trained and recorded by the campaign (`benchmarks/campaign.json`)" if args.records else
+           "trained side by side in one process") + f"; {args.steps} env steps per run.",
         f"- Training flags on top of the preset: `{' '.join(training_flags(args))}`.",
         f"- Preset `{SETTINGS[args.setting]['configs'][0]}`: " + ", ".join(f"{k}={v}" for k, v in preset.items())
         + ".",
@@ -570,7 +626,10 @@ def _markdown(args, data: dict, evaluation: dict, figures: list[pathlib.Path]) -
         "each READ probability towards the rate; ours regularises the batch-mean READ probability instead "
         "(`--vta_rate_mode batch`), which only sets how often READ happens, with no forcing and temperature 1.",
         f"- Evaluation: `python -m experiments.eval_boundaries --policy {{{','.join(POLICIES)}}} "
-        f"{' '.join(SETTINGS[args.setting]['eval'])}` with `--baseline-logdir` the same seed's `{BASELINE}` run; "
+        f"{' '.join(SETTINGS[args.setting]['eval'])}`" + (
+            f"; the same seed's `{BASELINE}` record's surprise on the same scripted and random episodes (their "
+            "frames checked equal) is added as a baseline here, and agent episodes, which differ per run, go without "
+            "it; " if args.records else f" with `--baseline-logdir` the same seed's `{BASELINE}` run; ") +
         f"{evaluation['episodes']} episodes of {evaluation['length'] or 'time_limit'} steps per policy, the "
         f"deterministic boundary (`{evaluation['boundaries']}`). Events: pad entries; of those outside the countdown "
         "and unrewarded, entries of the right next pad (progress) and of any other pad (distractor), which flash "
@@ -595,13 +654,16 @@ def _markdown(args, data: dict, evaluation: dict, figures: list[pathlib.Path]) -
         "over every claim of the Reading.",
         f"- Baseline returns over {data['baseline_episodes']} episodes: random "
         f"{data['baseline_returns']['random']:.3g}, scripted {data['baseline_returns']['scripted']:.3g}. Final "
-        "return: each run's last periodic evaluation.",
+        "return: " + ("each record's, over 16 fresh episodes of its last policy." if args.records else
+                      "each run's last periodic evaluation."),
         f"- Machine: {data['machine']['platform']}, {data['machine']['cpus']} CPUs, JAX backend "
         f"{data['machine']['backend']}. Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
-        f"- Wall time: {data['wall_s']:.0f} s ({hours:.2f} h) over {_count(len(data['invocations']), 'invocation')}: "
-        + "; ".join(f"{t['started']}, " + ("stopped before it recorded its time" if t["wall_s"] is None else
-                                          f"{t['wall_s']:.0f} s") + f", `{t['command']}`"
-                    for t in data["invocations"]) + ".",
+        (f"- Training wall time, summed over the records: {data['wall_s']:.0f} s ({hours:.2f} h)." if args.records
+         else f"- Wall time: {data['wall_s']:.0f} s ({hours:.2f} h) over "
+         f"{_count(len(data['invocations']), 'invocation')}: "
+         + "; ".join(f"{t['started']}, " + ("stopped before it recorded its time" if t["wall_s"] is None else
+                                           f"{t['wall_s']:.0f} s") + f", `{t['command']}`"
+                     for t in data["invocations"]) + "."),
         "",
         "## Headline: scripted episodes, common rate",
         *_table(["condition", "final return, per seed", "lift", "minus pixel change's",

@@ -713,6 +713,26 @@ def test_at_pad_count_scores_every_detector_at_one_common_rate():
         assert common[key] == own[key], key
 
 
+def test_an_rssm_surprise_added_later_marks_what_detect_marks_with_it():
+    """A study from records adds the same seed's RSSM surprise after the evaluation: same marks, scores and common-rate
+    marks as giving it to `detect`, ties included (a score of few values), and nothing else of the detections moves."""
+    trace = _trace(np.random.default_rng(11))
+    surprise = np.random.default_rng(12).integers(0, 3, trace.shape).astype(float)  # ties everywhere
+    at_once, plain = M.detect(trace, seed=5, surprise=surprise), M.detect(trace, seed=5)
+    later = M.with_surprise(plain, surprise, seed=5)
+    assert "rssm_surprise" not in plain.marks and list(later.marks) == list(at_once.marks)
+    for group in ("marks", "scores", "at_pad_count"):
+        for name, x in getattr(at_once, group).items():
+            np.testing.assert_array_equal(getattr(later, group)[name], x, err_msg=f"{group}.{name}")
+    for name in ("model", "pixel_change"):
+        np.testing.assert_array_equal(plain.at_pad_count[name], at_once.at_pad_count[name])
+    assert later.marks["rssm_surprise"].sum() == (plain.marks["model"] & plain.valid).sum()
+    other = M.with_surprise(plain, surprise, seed=6)
+    assert not np.array_equal(other.marks["rssm_surprise"], later.marks["rssm_surprise"])  # the seed breaks the ties
+    with pytest.raises(ValueError, match="same episodes"):
+        M.with_surprise(plain, surprise[:, 1:])
+
+
 def test_free_scores_leave_forced_steps_out_of_the_population():
     """The free block scores only unforced steps: its event rate, boundary rate and stratified p are those of the
     trace with the forced steps removed from the scored steps, not merely from the hits."""

@@ -90,7 +90,8 @@ def test_a_finished_run_leaves_a_complete_record(whole):
     assert "record done" in (root / "state" / campaign.LOG_NAME).read_text()
     for seed, name in enumerate(NAMES):
         folder = root / "records" / "pinpad_three" / "rssm" / f"seed{seed}"
-        assert sorted(p.name for p in folder.iterdir()) == sorted(campaign.COPIED + (campaign.FINAL,)), name
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        assert files == sorted([*campaign.record_files(campaign.load_plan(root / "plan.json")), campaign.FINAL]), name
         # config.json and metrics.jsonl are the run's own files, byte for byte.
         for copied in ("config.json", "metrics.jsonl"):
             assert (folder / copied).read_bytes() == (root / "state" / name / copied).read_bytes()
@@ -152,7 +153,9 @@ def test_a_record_of_other_settings_is_refused_and_nothing_is_written(whole, tmp
 
 
 def test_a_run_whose_evaluation_fails_gets_no_record_until_it_is_judged_again(tmp_path_factory):
-    one = {**PLAN, "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0], "steps": 64}]}
+    """...and then its record carries the judgements on the list's other policies' episodes too."""
+    one = {**PLAN, "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0], "steps": 64}],
+           "eval_policies": ["random", "agent"]}
     root = _folder(tmp_path_factory, "failed_eval", {**one, "eval_args": "--policy nonsense"})
     failed = _campaign(root)
     record = root / "records" / "pinpad_three" / "rssm" / "seed0"
@@ -161,7 +164,11 @@ def test_a_run_whose_evaluation_fails_gets_no_record_until_it_is_judged_again(tm
     (root / "plan.json").write_text(json.dumps(one))
     again = _campaign(root)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((record / "boundary_eval.json").read_text())["settings"]["policy"] == "scripted"
+    for policy in sweep.EVAL_POLICIES:
+        result = sweep.eval_result(record, policy)
+        assert json.loads(result.read_text())["settings"]["policy"] == policy
+        for path in (result, result.with_suffix(".npz")):  # the run's own files
+            assert path.read_bytes() == (root / "state" / NAMES[0] / path.relative_to(record)).read_bytes()
 
 
 def _plan(tmp_path, **changes):
@@ -194,6 +201,14 @@ def test_runs_are_taken_in_the_lists_order_while_they_fit_the_budget_the_first_a
     plan = _plan(tmp_path, variants={"rssm": "--dynamics rssm", "vta": "--dynamics vta",
                                      "rssm_x2": f"--dynamics rssm --train_ratio {2 * cfg.make('debug').train_ratio}"})
     assert campaign.rates(plan, tmp_path / "records") == {"rssm": 100, "vta": 50, "rssm_x2": 50}
+    # Once an RSSM run is recorded (at 10 env steps/s), its rate stands for its variant and, as updates per second, for
+    # the other RSSM variants; the VTA's stays the list's.
+    entry = plan.entries[0]
+    record = entry.record(tmp_path / "records")
+    record.mkdir(parents=True)
+    cfg.save(plan.config(entry), record / "config.json")
+    (record / campaign.FINAL).write_text(json.dumps({"step": 1000, "train_wall_s": 100.0}))
+    assert campaign.rates(plan, tmp_path / "records") == {"rssm": 10, "vta": 50, "rssm_x2": 5}
 
 
 @pytest.mark.parametrize("text, seconds", [("2.5h", 9000), ("150m", 9000), ("90s", 90), ("90", 90)])
@@ -210,6 +225,7 @@ def test_budgets_read_as_seconds(text, seconds):
     (dict(variants={"rssm": "--dynamics rnn", "vta": "--dynamics vta"}), "invalid --dynamics='rnn'"),
     (dict(preset=None, runs=None), "cannot read the list of runs"),
     (dict(env_steps_per_s={"rssm": 100}), "env_steps_per_s has no estimate for vta"),
+    (dict(eval_policies=["scripted"]), "eval_policies ['scripted'] must name distinct policies of random, agent"),
 ])
 def test_a_bad_list_is_one_clear_error(tmp_path, capsys, change, message):
     (tmp_path / "plan.json").write_text(json.dumps({**PLAN, **change}))
@@ -232,6 +248,24 @@ def test_the_committed_list_plans_valid_runs():
     assert plan.preset == "pinpad_cpu" and plan.entries[0].name == "pinpad_three_rssm_seed0"
     assert all(plan.config(entry).task == entry.task for entry in plan.entries)
     campaign.check_records(plan, campaign.RECORDS)
+
+
+def test_the_committed_list_trains_and_judges_the_runs_the_study_reports():
+    """`make study` reads the records: each run of the study's CPU setting is in the list with the study's own
+    configuration and is judged on the scripted, random and agent episodes the study reads."""
+    from experiments import study
+
+    plan = campaign.load_plan(campaign.PLAN)
+    args = study.parser().parse_args(["--records", str(campaign.RECORDS)])
+    study.check(args)
+    entries = {entry.name: entry for entry in plan.entries}
+    for run in study.plan(args):
+        entry = entries[run.name]
+        assert entry.steps == args.steps, run.name
+        wanted = cfg.parse(list(run.argv[2:]))
+        assert {k: v for k, v in cfg.diff(plan.config(entry), wanted).items() if k != "logdir"} == {}, run.name
+    assert set(plan.eval_policies) == set(study.POLICIES[1:])
+    assert plan.eval_args[-2:] == study.eval_args("cpu", "scripted")[-2:] == ("--episodes", "16")
 
 
 def test_a_record_is_committed_alone_and_no_record_is_ignored(tmp_path):

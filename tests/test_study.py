@@ -1,8 +1,10 @@
 """The study (experiments/study.py) end to end on its tiny setting: two conditions, one seed, a few steps; every
 result it promises, the numbers traced back to the runs' evaluations, and clear errors for bad input."""
 
+import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from dreamer_jax import sweep
 from dreamer_jax.boundaries import inference, metrics
 from experiments import eval_boundaries, study
 
@@ -42,7 +45,7 @@ def test_each_run_is_judged_on_scripted_random_and_agent_episodes_against_its_se
     root, _ = done
     vta, rssm = _run(root, VTA), _run(root, "rssm")
     for policy in study.POLICIES:
-        path = study.result_path(vta, policy)
+        path = sweep.eval_result(vta, policy)
         result = json.loads(path.read_text())
         assert result["settings"]["policy"] == policy and result["settings"]["baseline_logdir"] == str(rssm)
         assert set(result["events"]["pad"]["baselines"]) == {"pixel_change", "rssm_surprise"}
@@ -63,7 +66,7 @@ def test_the_report_holds_the_numbers_of_the_runs_evaluations(done):
     data = json.loads((root / "out" / "study.json").read_text())
     assert list(data["summary"]) == list(CONDITIONS) and data["steps"] == 128 and data["seeds"] == [0]
     for policy in study.POLICIES:
-        vta = json.loads(study.result_path(_run(root, VTA), policy).read_text())
+        vta = json.loads(sweep.eval_result(_run(root, VTA), policy).read_text())
         entry = data["summary"][VTA][policy]
         own, common = entry["own"], entry["common"]
         near = lambda x: None if x is None else pytest.approx(x, rel=1e-12)  # noqa: E731  (undefined stays None)
@@ -82,7 +85,9 @@ def test_the_report_holds_the_numbers_of_the_runs_evaluations(done):
     adjusted = inference.holm([1.0 if v["log10_p"] is None else 10 ** v["log10_p"] for v in data["verdicts"]])
     assert [v["p_holm"] for v in data["verdicts"]] == pytest.approx(adjusted.tolist())
     # every condition and policy states its claims: alignment, right over other pads, the lift against each baseline
-    assert len(data["verdicts"]) == len(study.POLICIES) * sum(1 + len(study.detectors(c)) for c in CONDITIONS)
+    assert len(data["verdicts"]) == sum(1 + len(study.detectors(data["summary"][c], p))
+                                        for c in CONDITIONS for p in study.POLICIES)
+    assert study.detectors(data["summary"][VTA], "agent") == ["model", "pixel_change", "rssm_surprise"]
     assert data["baseline_returns"]["scripted"] > data["baseline_returns"]["random"] >= 0
     assert len(data["invocations"]) == 1 and data["wall_s"] > 0 and data["versions"]["jax"]
     markdown = (root / "out" / "study.md").read_text()
@@ -166,6 +171,73 @@ def test_the_report_is_rewritten_from_the_runs_alone(done, tmp_path):
     assert again["summary"] == first["summary"] and again["runs"] == first["runs"]
 
 
+def _as_record(run, record, final_return):
+    """A run laid out as the campaign records it: its evaluations without the RSSM surprise, whose checkpoint a record
+    does not keep."""
+    for name in ("config.json", "metrics.jsonl"):
+        record.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run / name, record / name)
+    for policy in study.POLICIES:
+        source, target = sweep.eval_result(run, policy), sweep.eval_result(record, policy)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        d = metrics.Detections.load(eval_boundaries.detections_path(source))
+        drop = lambda group: {k: v for k, v in group.items() if k != "rssm_surprise"}  # noqa: E731
+        dataclasses.replace(d, marks=drop(d.marks), scores=drop(d.scores), at_pad_count=drop(d.at_pad_count)).save(
+            eval_boundaries.detections_path(target))
+    (record / sweep.RECORD_FINAL).write_text(json.dumps({"step": 128, "final_eval_return": final_return,
+                                                          "train_wall_s": 60.0}))
+
+
+@pytest.fixture(scope="module")
+def records(done, tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    for condition, final_return in zip(CONDITIONS, (1.5, 2.5)):
+        _as_record(_run(done[0], condition), sweep.record_dir(root, study.TASK, condition, 0), final_return)
+    return root
+
+
+def test_the_report_from_records_equals_the_report_from_the_runs(done, records, tmp_path):
+    """The campaign keeps no checkpoint: the RSSM surprise baseline comes from the RSSM record's own evaluation of the
+    same scripted and random episodes, and marks exactly what the evaluation with the RSSM run beside it marked."""
+    result = _study("--records", records, "--conditions", *CONDITIONS, "--steps", 128, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again, first = (json.loads((p / "study.json").read_text())["summary"] for p in (tmp_path, done[0] / "out"))
+    assert again["rssm"] == {**first["rssm"], "final_return": [1.5]}
+    for policy in ("scripted", "random"):
+        assert again[VTA][policy] == first[VTA][policy], policy
+    # The agents' episodes differ per run: no RSSM baseline on them from a record, the rest unchanged.
+    assert study.detectors(again[VTA], "agent") == ["model", "pixel_change"]
+    for rate in study.RATES:
+        assert again[VTA]["agent"][rate]["pixel_change"] == first[VTA]["agent"][rate]["pixel_change"]
+        assert again[VTA]["agent"][rate]["model"] == {k: v for k, v in first[VTA]["agent"][rate]["model"].items()
+                                                      if k != "lift_minus_rssm_surprise"}
+    assert again[VTA]["final_return"] == [2.5]
+    markdown = (tmp_path / "study.md").read_text()
+    assert f"python -m experiments.study --records {records}" in markdown and "summed over the records: 120 s" in \
+        markdown
+
+
+def test_records_of_other_settings_or_other_episodes_are_refused(records, tmp_path, capsys):
+    def report(root, *args):
+        code = study.main(["--setting", "tiny", "--records", str(root), "--conditions", *CONDITIONS, "--out",
+                           str(tmp_path / "out"), *args])
+        return code, capsys.readouterr().err
+
+    code, err = report(records, "--steps", "64")
+    assert code == 2 and "steps 128 (the study: 64)" in err and "give --setting, --steps" in err, err
+    other = tmp_path / "records"
+    shutil.copytree(records, other)
+    path = eval_boundaries.detections_path(sweep.eval_result(sweep.record_dir(other, study.TASK, "rssm", 0), "random"))
+    d = metrics.Detections.load(path)
+    dataclasses.replace(d, delta=d.delta + 1).save(path)
+    code, err = report(other)
+    assert code == 2 and "judged on different random episodes" in err, err
+    code, err = report(tmp_path / "nowhere")
+    assert code == 2 and "--records" in err and "is not a folder" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--conditions", VTA], "--conditions must include rssm"),
     (["--seeds", "0", "0"], "--seeds must be distinct"),
@@ -185,6 +257,6 @@ def test_the_setting_chooses_conditions_seeds_and_steps_and_flags_override_them(
         study.check(args)
         return args.conditions, args.seeds, args.steps
 
-    assert checked() == (["rssm", "vta_force0_t2_rate", "vta_force10_t1", "vta_batch_rate"], (0, 1, 2), 40_000)
+    assert checked() == (["rssm", "vta", "vta_force0_t2_rate", "vta_force10_t1", "vta_batch_rate"], (0, 1, 2), 40_000)
     assert checked("--setting", "tiny", "--conditions", "rssm", "--steps", "64") == (["rssm"], (0,), 64)
     assert not list(tmp_path.iterdir())  # checking writes nothing

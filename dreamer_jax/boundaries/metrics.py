@@ -26,8 +26,8 @@ LAGS = tuple(range(-10, 11))
 # The layout of an evaluation's result: raised when the metrics change, so that results of older code are computed
 # again (2: the exact circular-shift p and progress_vs_distractor; 3: the detections saved beside it, separate random
 # streams for detecting and scoring; 4: pinpad's rewarded and countdown entries out of progress and distractor, whose
-# exact p is matched on the frame delta).
-FORMAT = 4
+# exact p is matched on the frame delta; 5: the RSSM surprise baseline's ties broken on a random stream of its own).
+FORMAT = 5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -737,9 +737,9 @@ class Detections:
 def detect(trace: Trace, source: str = "posterior", delta_percentile: float = 90.0, seed: int = 0,
            surprise=None) -> Detections:
     """Every detector of a trace: the model's boundaries (an RSSM's: its surprise kl_obs thresholded at the number of
-    valid pad events, pooled), pixel change and, given `surprise` (E, T), an RSSM's KL, at the model's per-episode
-    boundary count; each score also thresholded at the pad-event count; and the frame-delta events (the steps above
-    `delta_percentile` of the frame delta). Ties break at random, deterministically given `seed`."""
+    valid pad events, pooled), pixel change and, given `surprise` (E, T), an RSSM's KL (`with_surprise`), at the
+    model's per-episode boundary count; each score also thresholded at the pad-event count; and the frame-delta events
+    (the steps above `delta_percentile` of the frame delta). Ties break at random, deterministically given `seed`."""
     rng = np.random.default_rng([seed, 0])
     valid = default_valid(trace.shape)
     boundaries, forced, prob, score, boundaries_from, score_name = _model_boundaries(trace, source, valid, rng)
@@ -748,17 +748,31 @@ def detect(trace: Trace, source: str = "posterior", delta_percentile: float = 90
     events["frame_delta"] = frame_delta_events(delta, valid, delta_percentile, rng)
     per_episode = (boundaries & valid).sum(axis=1)
     scores = {"model": score, "pixel_change": delta}
-    if surprise is not None:
-        scores["rssm_surprise"] = np.asarray(surprise, float)
-    marks = {"model": boundaries, **{base: threshold_at_count(scores[base], per_episode, valid, rng)
-                                     for base in BASELINE_SCORES if base in scores}}
+    marks = {"model": boundaries, "pixel_change": threshold_at_count(delta, per_episode, valid, rng)}
     pad_count = int(events["pad"].sum())
     at_pad_count = {name: threshold_at_count(np.asarray(x, float), pad_count, valid, rng)
                     for name, x in scores.items() if x is not None}
-    return Detections(source=source, boundaries_from=boundaries_from, score_name=score_name,
-                      delta_percentile=delta_percentile, valid=valid,
-                      forced=forced, delta=delta, read_prob=prob, events=events, marks=marks, scores=scores,
-                      at_pad_count=at_pad_count)
+    detections = Detections(source=source, boundaries_from=boundaries_from, score_name=score_name,
+                            delta_percentile=delta_percentile, valid=valid, forced=forced, delta=delta,
+                            read_prob=prob, events=events, marks=marks, scores=scores, at_pad_count=at_pad_count)
+    return detections if surprise is None else with_surprise(detections, surprise, seed)
+
+
+def with_surprise(d: Detections, surprise, seed: int = 0) -> Detections:
+    """`d` with an RSSM's surprise KL(posterior || prior) (E, T) on the same episodes as a baseline: thresholded at the
+    model's boundary count per episode and at the pad-event count. Its ties break on a random stream of its own, so
+    that adding it later, from the RSSM run's own evaluation of the same episodes, marks what `detect` marks."""
+    score = np.asarray(surprise, float)
+    if score.shape != d.valid.shape:
+        raise ValueError(f"the surprise has shape {score.shape}, the episodes {d.valid.shape}: it must score the same "
+                         "episodes")
+    rng = np.random.default_rng([seed, 2])
+    per_episode = (d.marks["model"] & d.valid).sum(axis=1)
+    return dataclasses.replace(
+        d, scores={**d.scores, "rssm_surprise": score},
+        marks={**d.marks, "rssm_surprise": threshold_at_count(score, per_episode, d.valid, rng)},
+        at_pad_count={**d.at_pad_count,
+                      "rssm_surprise": threshold_at_count(score, int(d.events["pad"].sum()), d.valid, rng)})
 
 
 def score(d: Detections, tolerances=(0, 1, 2), resamples: int = 999, bootstrap: int = 200, seed: int = 0) -> dict:
