@@ -1,6 +1,7 @@
 """VTA's abstract level as a model (dreamer_jax/hierarchy.py): segment targets and the mixed critic target against
 hand-worked examples."""
 
+import dataclasses
 import json
 
 import jax
@@ -12,8 +13,10 @@ from flax import nnx
 
 from conftest import run_main
 from dreamer_jax import config as C, hierarchy
-from dreamer_jax.agent import Agent, world_model_loss
+from dreamer_jax.agent import Agent, imagination_loss, mixed_target, replay_loss, world_model_loss
+from dreamer_jax.returns import percentile_init
 from dreamer_jax.boundaries import analysis
+from dreamer_jax.networks import Head
 from experiments import plot, train as train_cli
 from experiments.envs import make_env
 
@@ -61,9 +64,9 @@ def test_training_targets_end_where_the_next_read_takes_its_inputs_and_never_acr
     assert hierarchy.at_steps(x, jnp.array([[7] * 8, [0] * 8])).tolist() == [[7.0] * 8, [8.0] * 8]
 
 
-def _agents(psi_values):
+def _agents(psi_values, **changes):
     """Debug-preset VTA agents, one per psi, built from the same seed."""
-    config = lambda psi: C.make("debug", dynamics="vta", vta_value_mix=psi)  # noqa: E731
+    config = lambda psi: C.make("debug", dynamics="vta", vta_value_mix=psi, **changes)  # noqa: E731
     return [(config(psi), Agent(config(psi), 5, nnx.Rngs(params=0))) for psi in psi_values]
 
 
@@ -71,7 +74,8 @@ def _batch(config, rng):
     shape = (2, 8)
     return {"image": rng.integers(0, 256, (*shape, config.size, config.size, 3), np.uint8),
             "action": rng.integers(0, 5, shape), "reward": rng.random(shape).astype(np.float32),
-            "is_first": np.arange(8)[None].repeat(2, 0) == 0, "is_terminal": np.zeros(shape, bool)}
+            "is_first": np.arange(8)[None].repeat(2, 0) == 0, "is_terminal": np.zeros(shape, bool),
+            "is_last": np.zeros(shape, bool)}
 
 
 def test_psi_one_builds_no_abstract_model_and_the_abstract_model_leaves_the_world_model_as_it_was():
@@ -95,6 +99,117 @@ def test_psi_one_builds_no_abstract_model_and_the_abstract_model_leaves_the_worl
     for name, value in off_out.metrics.items():  # the world model's losses, bit for bit
         np.testing.assert_array_equal(value, on_out.metrics[name], err_msg=name)
     np.testing.assert_allclose(on_loss, off_loss + abstract, rtol=1e-6)
+
+
+def _term_grads(config, agent, data, key) -> dict:
+    """Per parameter (flat path), the gradients of the world-model, imagination and replay losses, each by itself
+    (rows 0, 1, 2), as one training update computes them."""
+    graphdef, params = nnx.split(agent)
+    critic_graphdef, slow = nnx.split(agent.critic)
+
+    def terms(params):
+        agent = nnx.merge(graphdef, params)
+        slow_critic = nnx.merge(critic_graphdef, slow)
+        wm_key, imag_key = jax.random.split(key)
+        wm_loss, wm = world_model_loss(agent, config, agent.dynamics.initial(2), data, wm_key)
+        imag_loss, (_, ret, _) = imagination_loss(agent, slow_critic, config, wm.post, data["is_terminal"],
+                                                  percentile_init(), imag_key)
+        rep_loss, _ = replay_loss(agent, slow_critic, config, wm.post, data, ret)
+        return jnp.stack([wm_loss, imag_loss, rep_loss])
+
+    jacobian = jax.jit(jax.jacrev(terms))(params)
+    return {path: np.asarray(value[...]) for path, value in nnx.to_flat_state(jacobian)}
+
+
+def _critic(config, agent, seed):
+    """A critic whose values are not all zero (a fresh one's output layer is), as a trained critic's."""
+    return Head(agent.dynamics.features(agent.dynamics.initial(1).state).shape[-1], config.bins, config.units,
+                config.mlp_layers, dtype=jnp.float32, rngs=nnx.Rngs(params=seed))
+
+
+@pytest.fixture(scope="module")
+def term_grads():
+    """`_term_grads` of the same batch at psi 1 (no hierarchy) and psi 0.9, from agents that start alike."""
+    agents = _agents((1.0, 0.9))
+    for config, agent in agents:
+        agent.critic = _critic(config, agent, 8)
+    data = _batch(agents[0][0], np.random.default_rng(3))
+    return [_term_grads(config, agent, data, jax.random.PRNGKey(4)) for config, agent in agents]
+
+
+def test_the_hierarchy_changes_only_the_critics_gradient(term_grads):
+    """At psi 0.9 the critic's target mixes in the segment values; the world model (the abstract model reads
+    stop-gradient states), the actor (its advantages use the flat return) and every other module get the gradients
+    they get without the hierarchy. A stop-gradient removed on the way moves one of them."""
+    flat, hier = term_grads
+    critic = [path for path in flat if path[0] == "critic"]
+    assert critic and len(flat) > len(critic)
+    for path, grads in flat.items():
+        rows = (0, 2) if path[0] == "critic" else (0, 1, 2)  # the critic: its imagination row is the mixed one
+        for row in rows:
+            np.testing.assert_allclose(hier[path][row], grads[row], rtol=1e-5, atol=1e-8, err_msg=f"{path} {row}")
+    moved = [not np.allclose(hier[path][1], flat[path][1], rtol=1e-3) for path in critic]
+    assert any(moved)  # the mixed target reaches the critic
+
+
+def test_the_abstract_model_learns_from_the_world_models_loss_alone(term_grads):
+    """The mixed target is a stop-gradient: imagination and replay never train the abstract model."""
+    _, hier = term_grads
+    abstract = {path: grads for path, grads in hier.items() if path[0] == "abstract"}
+    assert abstract and not any(path[0] == "abstract" for path in term_grads[0])
+    assert all(not grads[1:].any() for grads in abstract.values())
+    zero_out = lambda path: path[1] == "reward" and path[2] == "mlp"  # noqa: E731  (behind a zero output layer)
+    assert [path for path, grads in abstract.items() if not grads[0].any() and not zero_out(path)] == []
+
+
+def test_the_jump_from_the_training_targets_inputs_is_the_posteriors_next_read():
+    """From any state of a segment, the READ transition on the state and action that end it (what the abstract model
+    learns to predict) gives the abstract state c and the prior over z of the posterior's next READ (in float32: the
+    two compute them in batches of other shapes)."""
+    (config, agent), = _agents((0.9,), precision="fp32")
+    data = _batch(config, np.random.default_rng(5))
+    action = jax.nn.one_hot(data["action"], 5, dtype=jnp.float32)
+    _, post, prior = agent.dynamics.observe(agent.dynamics.initial(2), agent.encoder(data["image"]), action,
+                                            data["is_first"], jax.random.PRNGKey(6), reward=data["reward"])
+    targets = hierarchy.training_targets(post.read, data["reward"], jnp.ones((2, 8)), data["is_first"])
+    valid = np.asarray(targets["valid"]).ravel()
+    assert valid.sum() >= 4 and (np.asarray(targets["length"]).ravel()[valid] >= 2).any()
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    end, following = targets["end"], targets["next"]
+    jumped = agent.dynamics.jump(jax.tree.map(flat, post), flat(hierarchy.at_steps(post.h, end)),
+                                 flat(hierarchy.at_steps(post.s, end)), flat(hierarchy.at_steps(action, end)),
+                                 jax.random.PRNGKey(7))
+    np.testing.assert_allclose(np.asarray(jumped.c)[valid], np.asarray(flat(hierarchy.at_steps(post.c, following)))[valid],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jumped.z_logits)[valid],
+                               np.asarray(flat(hierarchy.at_steps(prior.z_logits, following)))[valid],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_the_mixed_target_values_each_imagined_state_by_its_own_segment_with_the_intended_critic():
+    """Column j of the target reads imagined state j alone (never the last state, which has no lambda-return), and
+    the next READ is valued by the critic that bootstraps the returns: the online one, or the slow one with
+    slow_target."""
+    (config, agent), = _agents((0.9,))
+    start = agent.dynamics.initial(3).state
+    states, _ = agent.dynamics.imagine(start, agent.sample_action, 4, jax.random.PRNGKey(1))
+    ret = jnp.asarray(np.random.default_rng(2).random((3, 4)), jnp.float32)
+    critic = lambda seed: _critic(config, agent, seed)  # noqa: E731
+    agent.critic, slow = critic(8), critic(9)
+
+    def target(states, slow, config):
+        return np.asarray(mixed_target(agent, slow, config, states, ret, jax.random.PRNGKey(3))[0])
+
+    base = target(states, slow, config)
+    assert base.shape == (3, 4)
+    bump = lambda j: states._replace(h=states.h.at[:, j].add(1.0))  # noqa: E731
+    np.testing.assert_array_equal(target(bump(4), slow, config), base)  # the last state: no column reads it
+    changed = np.abs(target(bump(1), slow, config) - base) > 1e-6
+    assert changed[:, 1].all() and not changed[:, [0, 2, 3]].any()
+    np.testing.assert_array_equal(target(states, critic(10), config), base)  # the slow critic is not read...
+    with_slow = dataclasses.replace(config, slow_target=True)
+    np.testing.assert_array_equal(target(states, agent.critic, with_slow), base)  # ...unless it bootstraps
+    assert not np.allclose(target(states, slow, with_slow), base)
 
 
 def test_a_jumpy_rollout_chains_segments_under_jit_without_observations():
