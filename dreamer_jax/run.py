@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from dreamer_jax import checkpoint, config as cfg, status
-from dreamer_jax.progress import Bar
+from dreamer_jax.progress import Bar, clock
 from dreamer_jax.sweep import latest_checkpoint
 from dreamer_jax.train import Learner, TrainState, release_crowded_programs, steps_per_iteration
 
@@ -292,6 +292,30 @@ def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> tuple[Tra
 
 
 
+def plan_text(config: cfg.Config, env_steps: int, logdirs: list[pathlib.Path]) -> str:
+    """What a run is about to do and where to look, printed as it starts."""
+    seeds = f"seeds {config.seed} to {config.seed + len(logdirs) - 1}" if len(logdirs) > 1 else f"seed {config.seed}"
+    start = f"resuming at env step {env_steps}" if env_steps else f"after a prefill of {config.prefill} random steps"
+    episodes = f"{config.eval_episodes} episode" + "s" * (config.eval_episodes != 1)
+    evaluation = (f"an evaluation of {episodes} every {config.eval_every} env steps"
+                  if config.eval_every else "no periodic evaluation")
+    where = logdirs[0] if len(logdirs) == 1 else logdirs[0].parent
+    lines = [f"train: {config.dynamics} on {config.task}, {seeds}, to {config.steps} env steps, {start}; "
+             f"{config.updates_per_env_step:g} updates of {config.batch_size}x{config.batch_length} per env step "
+             f"(train ratio {config.train_ratio:g}); {evaluation}",
+             *(f"  metrics: {logdir / 'metrics.jsonl'} (a line every {config.log_every} env steps)" for logdir in logdirs),
+             f"  curves: python -m experiments.plot --{'logdir' if len(logdirs) == 1 else 'logroot'} {where}",
+             f"  boundaries: python -m experiments.eval_boundaries --{'logdir' if len(logdirs) == 1 else 'logroot'} "
+             f"{where}"]
+    return "\n".join(lines)
+
+
+def estimate_text(rate: float, env_steps: int, total: int) -> str:
+    """The time left at the rate of the first timed updates (compiling excluded; evaluations not counted)."""
+    return (f"  speed: {rate:.1f} env steps/s over the first updates: about {clock(max(total - env_steps, 0) / rate)} "
+            f"(h:mm:ss) to {total} env steps on this machine, evaluations aside")
+
+
 def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline, probe) -> list[dict[str, Any]]:
     config, seeds = runs[0], len(runs)
     logdirs = [pathlib.Path(run.logdir) for run in runs]
@@ -315,12 +339,20 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline, probe) 
     train_from = max(config.prefill, config.batch_length * config.envs)
     windows = [_Window(env_steps, updates) for _ in runs]
     desc = f"{config.dynamics} {config.task}" + (f" x{seeds} seeds" if seeds > 1 else "")
+    if progress:
+        print(plan_text(config, env_steps, logdirs), flush=True)
     bar = Bar(config.steps, desc=desc) if progress else None
+    trained_chunks = 0  # the first compiles the update; the second times it
     lines: list[dict[str, Any]] = [{} for _ in runs]
     began = (time.monotonic(), env_steps)
     while env_steps < config.steps and not stops and (deadline is None or time.monotonic() < deadline):
         iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
-        state, metrics = learner.chunk(state, iterations, env_steps >= train_from)
+        chunk_began, training = time.monotonic(), env_steps >= train_from
+        state, metrics = learner.chunk(state, iterations, training)
+        trained_chunks += training
+        if bar and trained_chunks == 2:
+            steps = int(np.max(state.env_steps)) - env_steps
+            bar.panel.message(estimate_text(steps / (time.monotonic() - chunk_began), env_steps + steps, config.steps))
         metrics = jax.device_get(metrics)  # one transfer; the agents' parts are sliced on the host
         for i, window in enumerate(windows):
             window.add(_agent(metrics, i, seeds))

@@ -97,11 +97,12 @@ def test_checkpoint_restores_bit_identical(run, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_resume_continues_the_step_count(run, tmp_path):
+def test_resume_continues_the_step_count(run, tmp_path, capsys):
     logdir, _ = run
     resumed = tmp_path / "resumed"
     subprocess.run(["cp", "-r", str(logdir), str(resumed)], check=True)
     assert train_cli.main(["--logdir", str(resumed), "--steps", "192"]) == 0  # in this process: shares programs
+    assert "to 192 env steps, resuming at env step 128;" in capsys.readouterr().out
     log = lines(resumed)
     assert [line["step"] for line in log] == [64, 128, 192]
     assert log[-1]["updates"] == 64
@@ -143,9 +144,10 @@ def test_conflicting_flags_do_not_touch_an_existing_run(run, capsys):
     assert {p: p.read_bytes() for p in before} == before
 
 
-def _wait_for_metrics(logdir, proc, timeout=300):
+def _wait_for_metrics(logdir, proc, timeout=300, step=0):
+    """Until the run has logged a line at `step` or later."""
     start = time.monotonic()
-    while not (logdir / "metrics.jsonl").exists() or not (logdir / "metrics.jsonl").read_text():
+    while not (logdir / "metrics.jsonl").exists() or lines(logdir)[-1:] == [] or lines(logdir)[-1]["step"] < step:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() - start < timeout
         time.sleep(0.2)
@@ -156,11 +158,16 @@ def test_sigterm_saves_and_the_next_start_resumes(tmp_path):
     args = ["--configs", "debug", "--steps", "100000", "--log_every", "16", "--save_every", "0", "--eval_every", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, "--logdir", str(logdir)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_metrics(logdir, proc)
+    _wait_for_metrics(logdir, proc, step=96)  # two training chunks of 16 env steps after the prefill of 64
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert "stopped by signal" in out
+    # It said what it would do as it started, and how long it would take once the update was compiled and timed.
+    assert out.startswith("train: rssm on pinpad_eight, seed 0, to 100000 env steps, after a prefill of 64 random "
+                          f"steps; 0.5 updates of 2x8 per env step (train ratio 8); no periodic evaluation\n  metrics: "
+                          f"{logdir / 'metrics.jsonl'} (a line every 16 env steps)")
+    assert "env steps/s over the first updates: about " in err and "to 100000 env steps on this machine" in err
     saved = [int(p.name) for p in (logdir / "checkpoints").iterdir()]
     assert len(saved) == 1 and 0 < saved[0] < 100000
     assert not (logdir / ".lock").exists()
