@@ -44,17 +44,21 @@ class DriveError(ValueError):
     """Conditions that cannot be read as asked; the message names the problem and the fix."""
 
 
+def labelled(arg: str, example: str) -> tuple[str, pathlib.Path]:
+    """LABEL=PATH -> (label, path); DriveError naming the form (`example`) otherwise."""
+    label, sep, path = arg.partition("=")
+    if not sep or not label or not path:
+        raise DriveError(f"{arg!r}: give each as LABEL=PATH, e.g. {example!r}")
+    return label, pathlib.Path(path).expanduser()
+
+
 def parse_conditions(args: list[str]) -> dict[str, list[pathlib.Path]]:
     """LABEL=PATH arguments -> label -> run folders (those under PATH with a metrics.jsonl, PATH itself included);
     a PATH that does not exist is skipped with a note (a pilot not yet recorded), one that holds no run is an
     error."""
     conditions: dict[str, list[pathlib.Path]] = {}
     for arg in args:
-        label, sep, path = arg.partition("=")
-        if not sep or not label or not path:
-            raise DriveError(f"{arg!r}: give each condition as LABEL=PATH, e.g. 'ratio 64=docs/results/runs/"
-                             "pinpad_three/rssm'")
-        root = pathlib.Path(path)
+        label, root = labelled(arg, "ratio 64=docs/results/runs/pinpad_three/rssm")
         if not root.exists():
             print(f"note: {root} does not exist (yet); {label!r} has no run from it", file=sys.stderr)
             continue

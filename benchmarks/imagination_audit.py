@@ -19,7 +19,7 @@ import sys
 import jax
 import numpy as np
 
-from benchmarks import record
+from benchmarks import actor_drive, record
 from dreamer_jax import openloop
 from dreamer_jax.boundaries import analysis
 from experiments.envs import make_env
@@ -67,14 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results/imagination_audit.json")
     args = p.parse_args(argv)
-    runs = []
-    for arg in args.runs:
-        label, sep, path = arg.partition("=")
-        if not sep or not label or not path:
-            print(f"error: {arg!r}: give each run as LABEL=RUN, e.g. 'ratio 128=runs/pinpad_three_rssm'",
-                  file=sys.stderr)
-            return 2
-        runs.append((label, pathlib.Path(path).expanduser()))
+    try:
+        runs = [actor_drive.labelled(arg, "ratio 128=runs/pinpad_three_rssm") for arg in args.runs]
+    except actor_drive.DriveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.episodes < 1 or args.stride < 1:
         print("error: --episodes and --stride must be at least 1", file=sys.stderr)
         return 2

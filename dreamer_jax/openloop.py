@@ -18,6 +18,15 @@ import numpy as np
 from flax import nnx
 
 
+def open_loop(dynamics, start, actions, key):
+    """The prior's states (H, N, ...) imagined from `start` (N, ...) under given one-hot actions (H, N, A)."""
+    def step(state, inputs):
+        state = dynamics.img_step(state, *inputs)
+        return state, state
+
+    return jax.lax.scan(step, start, (actions, jax.random.split(key, len(actions))))[1]
+
+
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def predict(learner, params, data: dict, key, context: int) -> dict:
     """Reconstructions of episodes (E, T): posterior for t < `context`, imagined under the recorded actions after.
@@ -36,14 +45,9 @@ def predict(learner, params, data: dict, key, context: int) -> dict:
     _, post, _ = dynamics.observe(dynamics.initial(episodes), embed, seen(action), seen(data["is_first"]),
                                   observe_key, reward=seen(data["reward"]))
 
-    def step(state, inputs):
-        state = dynamics.img_step(state, *inputs)
-        return state, state
-
     swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-    keys = jax.random.split(imagine_key, length - context)
-    _, imagined = jax.lax.scan(step, jax.tree.map(lambda x: x[:, -1], post),
-                               (swap(action[:, context - 1:-1]), keys))
+    imagined = open_loop(dynamics, jax.tree.map(lambda x: x[:, -1], post), swap(action[:, context - 1:-1]),
+                         imagine_key)
     states = jax.tree.map(lambda a, b: jnp.concatenate([a, swap(b)], 1), post, imagined)
     recon = agent.decoder(*dynamics.decoder_inputs(states))
     read = states.read > 0.5 if hasattr(states, "read") else jnp.zeros((episodes, length), bool)
@@ -73,12 +77,7 @@ def reward_audit(learner, params, data: dict, key, horizon: int, stride: int) ->
     start = jax.tree.map(lambda x: flat(x[:, starts]), post)
     reward = lambda states: agent.twohot(agent.reward(dynamics.features(states))).mean()  # noqa: E731
 
-    def step(state, inputs):
-        state = dynamics.img_step(state, *inputs)
-        return state, state
-
-    recorded = jnp.swapaxes(flat(action[:, window]), 0, 1)  # (H, N, A)
-    _, opened = jax.lax.scan(step, start, (recorded, jax.random.split(open_key, horizon)))
+    opened = open_loop(dynamics, start, jnp.swapaxes(flat(action[:, window]), 0, 1), open_key)
     imagined, _ = dynamics.imagine(start, agent.sample_action, horizon, imagine_key)
     return {"real": flat(data["reward"][:, window + 1]), "openloop": jnp.swapaxes(reward(opened), 0, 1),
             "imagined": reward(imagined)[:, 1:]}

@@ -271,6 +271,6 @@ def test_imagination_audit_counts_what_imagination_pays_against_what_was_earned(
     assert out["real_per_step"] == pytest.approx(10 / 6) and out["openloop_per_step"] == pytest.approx(19 / 6)
     assert out["imagined_per_step"] == pytest.approx(7 / 6)
     code, _, err = run_main(imagination_audit.main, ["no label", "--out", str(tmp_path / "a.json")], capsys)
-    assert code == 2 and "LABEL=RUN" in err and not (tmp_path / "a.json").exists()
+    assert code == 2 and "LABEL=PATH" in err and not (tmp_path / "a.json").exists()
     code, _, err = run_main(imagination_audit.main, [f"x={tmp_path}", "--out", str(tmp_path / "a.json")], capsys)
     assert code == 2 and "config.json" in err and not (tmp_path / "a.json").exists()
