@@ -279,9 +279,9 @@ def test_a_release_holds_the_parameters_alone_and_plays(root, vta_eval, tmp_path
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
     gif = tmp_path / "play.gif"
-    assert play.main(["--logdir", str(out), "--out", str(gif), "--frames", "7", "--fps", "5"]) == 0
+    assert play.main(["--logdir", str(out), "--out", str(gif), "--frames", "7", "--fps", "5", "--dpi", "50"]) == 0
     with PIL.Image.open(gif) as image:
-        assert image.n_frames == 7
+        assert image.n_frames == 7 and image.size == (160, 200)  # 3.2 x 4 inches at 50 dpi
     played = json.loads(gif.with_suffix(".json").read_text())
     assert (played["step"], played["frames"], played["episode_length"]) == (128, 7, env.length)
     assert played["return"] >= 0 and all(0 <= t < env.length for t in played["reads"])
@@ -312,7 +312,8 @@ def test_the_released_agent_loads_and_plays_through_the_demos_code(tmp_path):
         assert image.n_frames == 24
 
 
-@pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4")])
+@pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames"), (["--out", "x.png"], ".gif or .mp4"),
+                                            (["--dpi", "5"], "--dpi 5 must be at least 10")])
 def test_play_refuses_bad_values(root, flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         play.main(["--logdir", str(root / VTA_RUN), *flags])

@@ -1,6 +1,7 @@
-"""Every result the README quotes, traced to the results file that wrote it: one table, README text -> the values in a
-file under docs/results/, as the README rounds them. A figure edited by hand, or a results file replaced without the
-README, fails here."""
+"""Every result the README and the docs pages quote, traced to the results file that wrote it: one table, page and text
+-> the values in a file under docs/results/ (or a released agent's provenance), as the page rounds them. A figure
+edited by hand, moved to another page, or a results file replaced without the page, fails here. The links and images
+of the README and the docs pages must point at files (and headings) that exist."""
 
 import json
 import re
@@ -11,7 +12,12 @@ from conftest import REPO
 from dreamer_jax.curves import read_metrics
 
 RESULTS = REPO / "docs" / "results"
-README = (REPO / "README.md").read_text()
+README = "README.md"
+LEARNING, WORLD, BOUNDARIES, SPEED = (f"docs/results/{name}.md" for name in ("learning", "world_model", "boundaries",
+                                                                                "speed"))
+TABLES = "docs/speed.md"
+RESULT_PAGES = ("docs/results/README.md", LEARNING, WORLD, BOUNDARIES, SPEED)
+PROVENANCE = "released/pinpad_three_vta/provenance.json"  # the released agent (a path from the repository's root)
 
 
 def _pad(d, source, *keys):
@@ -43,9 +49,30 @@ def _at_steps(run, key, steps):
     return tuple(rows[step][key] for step in steps)
 
 
+def _first_at_target(run):
+    """The first env step whose periodic evaluation reached the learning benchmark's target (10x random)."""
+    target = json.loads((RESULTS / "learning.json").read_text())["target_return"]
+    return next(row["step"] for row in read_metrics(RESULTS / run) if row.get("eval_return", 0) >= target)
+
+
+def _first_curve_at_target(d):
+    """The first env step at the target of each run of a learning benchmark, from its periodic evaluations."""
+    return [next(step for step, ret in r["curve"] if ret >= d["target_return"]) for r in d["runs"]]
+
+
+def _k(steps):
+    """Env steps as the pages write them: 37500 -> 37.5."""
+    return f"{steps / 1000:g}"
+
+
 def _world_drawn(d, *variants):
     """Share of held-out frames whose posterior reconstruction draws the agent at the end of each variant's training."""
     return tuple(d["variants"][v]["curve"][-1][3] for v in variants)
+
+
+def _world_drawn_at(d, variant, update):
+    """Share of held-out posterior frames that draw the agent after `update` updates of one world model variant."""
+    return next(share for step, _, _, share in d["variants"][variant]["curve"] if step == update)
 
 
 def _official(row):
@@ -53,70 +80,81 @@ def _official(row):
     return (row["official_first_s"] + row["official_second_s"]) / 2
 
 
+def _profile_row(d, name):
+    """A candidate's row of the cost profile: CPU s per update and per env step, env steps per CPU s, the ratio."""
+    run, reference = d["runs"][name], d["runs"][d["reference"]]
+    return (run["pieces"]["update"]["cpu_s"], run["env_step_total"]["cpu_s"], run["env_steps_per_cpu_s"],
+            run["env_steps_per_cpu_s"] / reference["env_steps_per_cpu_s"])
+
+
+def _part(d, name):
+    """CPU and wall seconds of one part of the profiled update, and its share of the whole update's CPU seconds."""
+    part = d["parts"][name]
+    return part["cpu_s"], part["wall_s"], 100 * part["cpu_s"] / d["parts"]["whole update"]["cpu_s"]
+
+
+def _record(variant, seed):
+    """A campaign record's final.json (docs/results/runs/pinpad_three/VARIANT/seedK/)."""
+    return json.loads((RESULTS / "runs" / "pinpad_three" / variant / f"seed{seed}" / "final.json").read_text())
+
+
+def _record_row(d):
+    """A campaign record's row: seed, env steps, return and agent tracking (observed, imagined step 15)."""
+    return d["seed"], _k(d["step"]), d["final_eval_return"], d["tracking"]["posterior"], d["tracking"]["imagined"]["15"]
+
+
+def _tracked_nowhere(d):
+    """The largest agent tracking of a run's open loop, observed or imagined (0% means nowhere)."""
+    tracking = d["runs"][0]["tracking"]
+    return max(tracking["posterior"], *tracking["imagined"].values())
+
+
+def _study_row(d, condition):
+    """A condition's row of the study's headline: boundaries per step, lift with its interval, F1, lift over pixel
+    change's with its interval (pad events, scripted episodes; means over seeds)."""
+    s = d["summary"][condition]
+    lift, f1, over = (s[f"scripted/pad/{key}"] for key in ("model/lift_over_event_rate", "model/f1_tau1",
+                                                            "lift over pixel change"))
+    return (s["scripted_boundary_rate"]["mean"], lift["mean"], *lift["ci95"], f1["mean"], over["mean"], *over["ci95"])
+
+
+def _h_mm(seconds):
+    """Seconds as hours and minutes, h:mm, to the nearest minute."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+NUMBERS = ("none", "one", "two", "three", "four", "five", "six")
+
+
 SPLIT = ("progress", "distractor")
-RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the README's columns of the pinpad_cpu run
-# (text in the README, results file, its values, how the README writes them)
-FIGURES = [
-    # The learning benchmark (benchmarks.learning, 2026-11-28).
-    ("| random policy | 4.2 |", "learning.json", lambda d: d["random_return"], "| {:.1f} |"),
-    ("| scripted solver | 278.8 |", "learning.json", lambda d: d["scripted_return"], "| {:.1f} |"),
-    ("| RSSM, seeds 0, 1, 2 at 38.5k env steps (16 fresh episodes each) | 3.1, 145.0, 172.5 |", "learning.json",
-     lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "rssm"), "{:.1f}, {:.1f}, {:.1f}"),
-    ("| VTA, seeds 0, 1, 2 at 40k env steps (16 fresh episodes each) | 163.1, 210.0, 135.6 |", "learning.json",
-     lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "vta"), "{:.1f}, {:.1f}, {:.1f}"),
-    ("the target of 10x the random policy (42.2)", "learning.json", lambda d: d["target_return"], "({:.1f})"),
-    ("VTA mean is 169.6 (95% interval over seeds 76.2 to 263.0)", "learning.json",
-     lambda d: (d["summary"]["vta"]["final_mean"], *d["summary"]["vta"]["final_ci95"]),
-     "{:.1f} (95% interval over seeds {:.1f} to {:.1f})"),
-    ("the RSSM mean 106.9 (-118.9 to 332.7)", "learning.json",
-     lambda d: (d["summary"]["rssm"]["final_mean"], *d["summary"]["rssm"]["final_ci95"]), "{:.1f} ({:.1f} to {:.1f})"),
-    # The autoencoder test of agent drawing (benchmarks.agent_drawing).
-    ("| 8, 3e-4 | 13.7% | 3.9% | 0% (32x16 latents: 0%) |", "agent_drawing.json",
-     lambda d: _drawn(d, "depth8_lr3e-4", "depth8_lr3e-4_latent_probs", "depth8_lr3e-4_latent",
-                      "depth8_lr3e-4_latent32x16"), "| {:.1%} | {:.1%} | {:.0%} (32x16 latents: {:.0%}) |"),
-    ("| 16, 3e-4 | 92.2% | 88.7% | 0% |", "agent_drawing.json",
-     lambda d: _drawn(d, "depth16_lr3e-4", "depth16_lr3e-4_latent_probs", "depth16_lr3e-4_latent"),
-     "| {:.1%} | {:.1%} | {:.0%} |"),
-    # The sampled latent made sharper (benchmarks.agent_drawing, 3000 updates).
-    ("carries the agent in 0% of held-out frames as it is, 82.0% with the head's", "agent_drawing_sharp.json",
-     lambda d: _drawn(d, "depth16_lr3e-4_latent", "depth16_lr3e-4_latent_x3"),
-     "carries the agent in {:.0%} of held-out frames as it is, {:.1%} with the head's"),
-    ("33.6% already at update 2000) and 69.5%", "agent_drawing_sharp.json",
-     lambda d: (_drawn_at(d, "depth16_lr3e-4_latent_x3", 2000), *_drawn(d, "depth16_lr3e-4_latent_init3")),
-     "{:.1%} already at update 2000) and {:.1%}"),
-    ("at depth 4 the scaled latent reaches 2.3%", "agent_drawing_sharp.json",
-     lambda d: _drawn(d, "depth4_lr3e-4_latent_x3"), "at depth 4 the scaled latent reaches {:.1%}"),
-    # The whole world model on random-policy sequences (benchmarks.world_model_drawing, 2000 updates).
-    ("The agent is drawn in 0.2%\nof held-out frames as it is, 86.5% without the KL terms",
-     "world_model_drawing_kl.json",
-     lambda d: _world_drawn(d, "depth16_x3", "depth16_x3_no_kl"),
-     "The agent is drawn in {:.1%}\nof held-out frames as it is, {:.1%} without the KL terms"),
-    ("and 90.4% with the", "world_model_drawing_rec16.json", lambda d: _world_drawn(d, "depth16_x3_rec16"),
-     "and {:.1%} with the"),
-    ("44.5% already at update 1500", "world_model_drawing_rec16.json",
-     lambda d: next(t for u, _, _, t in d["variants"]["depth16_x3_rec16"]["curve"] if u == 1500),
-     "{:.1%} already at update 1500"),
-    ("alone (logits as they are) the agent is drawn in 27.5%", "world_model_drawing_no_x3.json",
-     lambda d: _world_drawn(d, "depth16_rec16"), "alone (logits as they are) the agent is drawn in {:.1%}"),
-    # One RSSM seed at the pinpad_cpu preset (python -m experiments.train, 2026-12-02): its metrics.jsonl and open loop.
-    ("| eval return (8 episodes) | 1.2 | 0.0 | 0.0 | 143.8 | 243.8 | 265.0 |", "pinpad_cpu_rssm_seed0/metrics.jsonl",
-     lambda _: _at_steps("pinpad_cpu_rssm_seed0", "eval_return", RUN_STEPS), "|" + " {:.1f} |" * 6),
+RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the columns of the pinpad_cpu_v2 run's table
+V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
+PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
+PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
+PART_ROW = " | {:.3f} | {:.3f} | {:.0f}% |"
+DRAWN_ROW = "| {:.0f}% | {:.1f}% | {:.1f}% |"
+STUDY_ROW = "| {:.3g} | {:.3g} [{:.3g}, {:.3g}] | {:.3g} | {:+.3g} [{:+.3g}, {:+.3g}] |"
+RECORD_ROW = "| {} | {}k | {:.1f} | {:.1%} | {:.1%} |"
+V1_ROWS = {  # the learning benchmark's table at pinpad_cpu_v1, on the README and on its page
+    "random": ("| random policy | 4.2 |", "learning.json", lambda d: d["random_return"], "| {:.1f} |"),
+    "scripted": ("| scripted solver | 278.8 |", "learning.json", lambda d: d["scripted_return"], "| {:.1f} |"),
+    "rssm": ("| RSSM, seeds 0, 1, 2 at 38.5k env steps (16 fresh episodes each) | 3.1, 145.0, 172.5 |", "learning.json",
+             lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "rssm"),
+             "{:.1f}, {:.1f}, {:.1f}"),
+    "vta": ("| VTA, seeds 0, 1, 2 at 40k env steps (16 fresh episodes each) | 163.1, 210.0, 135.6 |", "learning.json",
+            lambda d: tuple(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "vta"),
+            "{:.1f}, {:.1f}, {:.1f}"),
+}
+V2_ROWS = [  # the pinpad_cpu_v2 run's table (its metrics.jsonl)
+    ("| eval return (8 episodes) | 1.2 | 0.0 | 0.0 | 143.8 | 243.8 | 265.0 |", f"{V2}/metrics.jsonl",
+     lambda _: _at_steps(V2, "eval_return", RUN_STEPS), "|" + " {:.1f} |" * 6),
     ("| agent tracked, observed frames (scripted probe) | 17.5% | 40.0% | 27.5% | 65.0% | 70.0% | 82.5% |",
-     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda _: _at_steps("pinpad_cpu_rssm_seed0", "tracking_posterior", RUN_STEPS),
-     "|" + " {:.1%} |" * 6),
+     f"{V2}/metrics.jsonl", lambda _: _at_steps(V2, "tracking_posterior", RUN_STEPS), "|" + " {:.1%} |" * 6),
     ("| agent tracked, imagined step 15 | 0.0% | 0.0% | 0.0% | 0.0% | 37.5% | 75.0% |",
-     "pinpad_cpu_rssm_seed0/metrics.jsonl", lambda _: _at_steps("pinpad_cpu_rssm_seed0", "tracking_imagined_15", RUN_STEPS),
-     "|" + " {:.1%} |" * 6),
-    ("on the same schedule, 65.0% of observed frames at 25k, but had not earned reward yet (eval return 0.0)",
-     "pinpad_cpu_rssm_seed1/metrics.jsonl",
-     lambda _: _at_steps("pinpad_cpu_rssm_seed1", "tracking_posterior", (25_000,))
-     + _at_steps("pinpad_cpu_rssm_seed1", "eval_return", (25_000,)),
-     "{:.1%} of observed frames at 25k, but had not earned reward yet (eval return {:.1f})"),
-    ("tracked in 91% of observed frames of 16 episodes, 81% at imagined step 15, 0% at 45",
-     "pinpad_cpu_rssm_seed0/openloop.json",
-     lambda d: (d["tracking"]["posterior"], *(d["tracking"]["imagined"][k] for k in ("15", "45"))),
-     "tracked in {:.0%} of observed frames of 16 episodes, {:.0%} at imagined step 15, {:.0%} at 45"),
-    # The demo's judgement of its short run's boundaries (make demo, 2026-12-01).
+     f"{V2}/metrics.jsonl", lambda _: _at_steps(V2, "tracking_imagined_15", RUN_STEPS), "|" + " {:.1%} |" * 6),
+]
+DEMO_ROWS = [  # the demo's judgement of its short run's boundaries (make demo)
     ("| boundaries (of them forced), of 9980 scored steps | 1203 (0) | 1203 |", "demo_boundary_eval.json",
      lambda d: (d["scored_steps"], d["boundary_count"], d["forced_count"], _pad(d, "pixel_change", "boundary_count")),
      "of {} scored steps | {} ({}) | {:.0f} |"),
@@ -138,124 +176,442 @@ FIGURES = [
      lambda d: (*(d["progress_vs_distractor"]["model"][f"{k}_count"] for k in SPLIT),
                 *(d["progress_vs_distractor"][s][f"{k}_hit_rate"] for s in ("model", "pixel_change") for k in SPLIT)),
      "progress ({}) / distractor ({}) | {:.2f} / {:.2f} | {:.2f} / {:.2f} |"),
-    # The released agent's episode (experiments.play; its animation is docs/results/released_play.gif).
-    ("return 150 in one 1000-step episode, against random 3.8 and the scripted solver 283.1", "released_play.json",
-     lambda d: (d["return"], d["episode_length"], d["random_return"], d["scripted_return"]),
-     "return {:g} in one {}-step episode, against random {:.1f} and the scripted solver {:.1f}"),
-    # Speed on the CPU: the env (benchmarks.env_throughput) and VTA against RSSM (benchmarks.dynamics_cost).
-    ("- Pinpad: 264,582 env steps/s with `jit + vmap + scan` at batch 1024 on a 2-core CPU, 178x the",
+]
+PILOT_UPDATES = (  # the first pilot at pinpad_cpu beside pinpad_cpu_v2's seed 0 (the pilot logs every 2504 or 2496)
+    ("after 2563 updates (22.5k env steps), as at `pinpad_cpu_v2` after 2000 (10k env steps)", f"{PILOT}/metrics.jsonl",
+     lambda _: (*_at_steps(PILOT, "updates", (22_504,)), *_at_steps(V2, "updates", (10_000,))),
+     "after {} updates (22.5k env steps), as at `pinpad_cpu_v2` after {} (10k env steps)"),
+    ("drawn in 17.5% of posterior frames", f"{PILOT}/metrics.jsonl",
+     lambda _: 100 * _at_steps(PILOT, "tracking_posterior", (22_504,))[0], "drawn in {:.1f}% of posterior"),
+    ("nothing by 40k env steps (4750 updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after 5750",
+     f"{PILOT}/final.json",
+     lambda d: ("nothing" if d["first_target_step"] is None else d["first_target_step"],
+                *_at_steps(PILOT, "updates", (40_000,)), *_at_steps(V2, "updates", (25_000,))),
+     "{} by 40k env steps ({} updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after {}"),
+)
+V2_OPENLOOP = ("tracked in 91% of observed frames of 16 episodes, 81% at imagined step 15, 0% at 45",
+               f"{V2}/openloop.json",
+               lambda d: (d["tracking"]["posterior"], *(d["tracking"]["imagined"][k] for k in ("15", "45"))),
+               "tracked in {:.0%} of observed frames of 16 episodes, {:.0%} at imagined step 15, {:.0%} at 45")
+DRAWING_ROWS = [  # the autoencoder test of agent drawing (benchmarks.agent_drawing)
+    ("| 4, 1e-4 (the preset) | 0% | – | 0% |", "agent_drawing.json", lambda d: _drawn(d, "preset", "preset_latent"),
+     "| {:.0%} | – | {:.0%} |"),
+    ("| 8, 3e-4 | 13.7% | 3.9% | 0% (32x16 latents: 0%) |", "agent_drawing.json",
+     lambda d: _drawn(d, "depth8_lr3e-4", "depth8_lr3e-4_latent_probs", "depth8_lr3e-4_latent",
+                      "depth8_lr3e-4_latent32x16"), "| {:.1%} | {:.1%} | {:.0%} (32x16 latents: {:.0%}) |"),
+    ("| 16, 3e-4 | 92.2% | 88.7% | 0% |", "agent_drawing.json",
+     lambda d: _drawn(d, "depth16_lr3e-4", "depth16_lr3e-4_latent_probs", "depth16_lr3e-4_latent"),
+     "| {:.1%} | {:.1%} | {:.0%} |"),
+]
+ENCODER_ROWS = {  # the world model alone at pinpad_cpu_v2 and with pinpad_cpu's encoder, by updates
+    "rec16": ("| 0% | 44.5% | 90.4% |", "world_model_drawing_rec16.json",
+              lambda d: tuple(100 * _world_drawn_at(d, "depth16_x3_rec16", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
+    "enc": ("| the encoder at 8 channels, 3x3 (`pinpad_cpu`) | 0% | 53.1% | 88.7% |",
+            "world_model_drawing_enc_d8_k3.json",
+            lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
+}
+RATIO = ("3.74x fewer", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64")[3], "{:.2f}x fewer")
+V2_ENV_STEP = ("the update took 0.321 of an env step's 0.325 CPU s", "cost_profile.json",
+               lambda d: (d["runs"]["today"]["env_step"]["update"]["cpu_s"],
+                          d["runs"]["today"]["env_step_total"]["cpu_s"]),
+               "the update took {:.3f} of an env step's {:.3f} CPU s")
+STUDY_ROWS = [(f"| `{condition}`: {name} {row}", "study.json", lambda d, c=condition: _study_row(d, c), STUDY_ROW)
+              for condition, name, row in (
+    ("rssm", "RSSM (surprise peaks)", "| 0.107 | 8.45 [7.61, 9.29] | 0.905 | +0.715 [-0.132, +1.56] |"),
+    ("vta_force0_t1", "VTA, no forcing, temperature 1",
+     "| 0.156 | 6.98 [1.53, 12.4] | 0.838 | +0.275 [-0.275, +0.825] |"),
+    ("vta_force10_t1", "VTA, forcing 10, temperature 1",
+     "| 0.118 | 8.39 [8.06, 8.73] | 0.944 | +0.533 [+0.158, +0.909] |"),
+    ("vta_force0_t2_rate", "VTA, temperature 2, step rate regulariser",
+     "| 0.108 | 9.11 [9.06, 9.16] | 0.983 | +1.35 [+1.27, +1.43] |"),
+    ("vta_batch_rate", "VTA, batch rate regulariser (ours)",
+     "| 0.103 | 8.61 [6.61, 10.6] | 0.908 | +0.936 [-0.76, +2.63] |"),
+)]
+
+# (the page, text on it, results file under docs/results/ or PROVENANCE, its values, how the page writes them)
+FIGURES = [
+    # The README: what the demo prints and shows.
+    (README, "the released agent's first 150 steps", "released_play.json", lambda d: d["frames"], "first {} steps"),
+    (README, "released agent (VTA, 50000 env steps of pinpad_three): return 150 in one 1000-step episode, against "
+             "random 3.8 and the scripted solver 283.1", "released_play.json",
+     lambda d: (d["dynamics"].upper(), d["step"], d["task"], d["return"], d["episode_length"], d["random_return"],
+                d["scripted_return"]),
+     "({}, {} env steps of {}): return {:g} in one {}-step episode, against random {:.1f} and the scripted solver "
+     "{:.1f}"),
+    (README, "boundaries of the short run: 1203 READs in 9980 scripted steps; a pad event is 8.27x as likely at a READ "
+             "as at any step (95% interval 7.95..8.54, circular-shift p 1.09e-54), 7.74x at a large pixel change",
+     "demo_boundary_eval.json",
+     lambda d: (d["boundary_count"], d["scored_steps"], *_interval(d, "model", "lift_over_event_rate"),
+                10 ** _pad(d, "model", "circular_shift_log10_p"), _pad(d, "pixel_change", "lift_over_event_rate")),
+     "{} READs in {} scripted steps; a pad event is {:.2f}x as likely at a READ as at any step (95% interval "
+     "{:.2f}..{:.2f}, circular-shift p {:.3g}), {:.2f}x"),
+    # The README: does the agent learn?
+    (README, "against a random policy's 4.2 and the scripted solver's 278.8", "learning.json",
+     lambda d: (d["random_return"], d["scripted_return"]), "random policy's {:.1f} and the scripted solver's {:.1f}"),
+    (README, "| `pinpad_cpu_v1`, VTA seeds 0, 1, 2 at 40k env steps | 163.1, 210.0, 135.6 |", "learning.json",
+     lambda d: (*{_k(r["final_step"]) for r in d["runs"] if r["dynamics"] == "vta"},
+                *(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "vta")),
+     "at {}k env steps | {:.1f}, {:.1f}, {:.1f} |"),
+    (README, "| `pinpad_cpu_v1`, RSSM seeds 0, 1, 2 at 38.5k env steps | 3.1, 145.0, 172.5 |", "learning.json",
+     lambda d: (*{_k(r["final_step"]) for r in d["runs"] if r["dynamics"] == "rssm"},
+                *(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "rssm")),
+     "at {}k env steps | {:.1f}, {:.1f}, {:.1f} |"),
+    (README, "265.0 over 8 episodes at 40k env steps, past the target from 25k", f"{V2}/metrics.jsonl",
+     lambda _: (*_at_steps(V2, "eval_return", (40_000,)), _k(_first_at_target(V2))),
+     "{:.1f} over 8 episodes at 40k env steps, past the target from {}k"),
+    (README, "at 3.74x fewer CPU s per env step", *RATIO[1:3], "{:.2f}x fewer CPU s per env step"),
+    (README, "| 0.0, 0.0 at 40k env steps |", "campaign/learning.json",
+     lambda d: (*(r["final_eval_return"] for r in d["runs"]), *{_k(r["final_step"]) for r in d["runs"]}),
+     "| {:.1f}, {:.1f} at {}k env steps |"),
+    (README, "| 120.0 over 16 episodes at 50k env steps |", PROVENANCE,
+     lambda d: (d["return"], d["episodes"], _k(d["env_steps"])), "| {:.1f} over {} episodes at {}k env steps |"),
+    (README, "at `pinpad_cpu_v2` in 91% of observed frames at 40k env steps", f"{V2}/openloop.json",
+     lambda d: (d["tracking"]["posterior"], _k(d["step"])), "in {:.0%} of observed frames at {}k env steps"),
+    # The README: do VTA's boundaries mean anything?
+    (README, "lift over the pad-event rate 8.27 [7.95, 8.54]; the largest pixel changes at the same count 7.74 [7.54, "
+             "7.90]", "demo_boundary_eval.json",
+     lambda d: (*_interval(d, "model", "lift_over_event_rate"), *_interval(d, "pixel_change", "lift_over_event_rate")),
+     "{:.2f} [{:.2f}, {:.2f}]; the largest pixel changes at the same count {:.2f} [{:.2f}, {:.2f}]"),
+    (README, "a READ at progress (781) / distractor (281) pad entries 1.00 / 1.00", "demo_boundary_eval.json",
+     lambda d: (*(d["progress_vs_distractor"]["model"][f"{k}_count"] for k in SPLIT),
+                *(d["progress_vs_distractor"]["model"][f"{k}_hit_rate"] for k in SPLIT)),
+     "progress ({}) / distractor ({}) pad entries {:.2f} / {:.2f}"),
+    (README, "3 seeds each, 5000 env steps", "study.json", lambda d: (len(d["seeds"]), d["steps"]),
+     "{} seeds each, {} env steps"),
+    (README, "lift over the pad-event rate 6.98 to 9.11 across conditions; circular-shift p 0.001, the floor of its "
+             "test, in every seed", "study.json",
+     lambda d: (min(s["scripted/pad/model/lift_over_event_rate"]["mean"] for s in d["summary"].values()),
+                max(s["scripted/pad/model/lift_over_event_rate"]["mean"] for s in d["summary"].values()),
+                max(r["scripted"]["pad/model/circular_shift_p"] for r in d["runs"])),
+     "rate {:.3g} to {:.3g} across conditions; circular-shift p {:g},"),
+    # The README: speed.
+    (README, "| 264,582 env steps/s, 178x the gymnasium adapter |", "env_throughput.json",
+     lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
+                    if r["method"] == "jit + vmap + scan" and r["batch"] == 1024), "{:,.0f} env steps/s, {:.0f}x"),
+    (README, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x faster at size1m, {:.2f}x at size12m"),
+    (README, "| a training run at `pinpad_cpu`, 2-core CPU | 0.087 CPU s per env step |", "cost_profile.json",
+     lambda d: d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], "| {:.3f} CPU s per env step |"),
+    (README, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
+     lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
+                        for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
+    (README, "| 1.43x (debug), 1.36x (size1m) |", "dynamics_cost.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug), {:.2f}x (size1m)"),
+
+    # docs/results/learning.md: the summary.
+    (LEARNING, "| 2 of 3 RSSM seeds, 3 of 3 VTA seeds, at 35k or 37.5k env steps |", "learning.json",
+     lambda d: (d["summary"]["rssm"]["seeds_at_target"], d["summary"]["rssm"]["seeds"],
+                d["summary"]["vta"]["seeds_at_target"], d["summary"]["vta"]["seeds"],
+                _k(min(_first_curve_at_target(d))), _k(max(_first_curve_at_target(d)))),
+     "| {} of {} RSSM seeds, {} of {} VTA seeds, at {}k or {}k env steps |"),
+    (LEARNING, "| the first, at 25k env steps |", f"{V2}/metrics.jsonl", lambda _: _k(_first_at_target(V2)),
+     "| the first, at {}k env steps |"),
+    (LEARNING, "| 2 RSSM seeds to 40k, 4 RSSM runs at train ratio 128 to 30k | none |", f"{PILOT}/final.json",
+     lambda _: (*{_k(_record("rssm", s)["step"]) for s in (0, 1)},
+                *{_k(_record(v, s)["step"]) for v in ("rssm_r128", "rssm_r128_ac4e-5") for s in (0, 1)},
+                "none" if all(_record(v, s)["first_target_step"] is None
+                              for v in ("rssm", "rssm_r128", "rssm_r128_ac4e-5") for s in (0, 1)) else "some"),
+     "| 2 RSSM seeds to {}k, 4 RSSM runs at train ratio 128 to {}k | {} |"),
+    (LEARNING, "| none, in a 350-second budget |", "gpu/learning.json",
+     lambda d: ("none" if d["summary"]["rssm"]["seeds_at_target"] == 0 else "some",
+                int(re.search(r"--time_budget (\d+)", d["command"]).group(1))), "| {}, in a {}-second budget |"),
+    # docs/results/learning.md: the learning benchmark at pinpad_cpu_v1 (benchmarks.learning).
+    *((LEARNING, *row) for row in V1_ROWS.values()),
+    (LEARNING, "the target of 10x the random policy (42.2)", "learning.json", lambda d: d["target_return"], "({:.1f})"),
+    (LEARNING, "VTA mean is 169.6 (95% interval over seeds 76.2 to 263.0)", "learning.json",
+     lambda d: (d["summary"]["vta"]["final_mean"], *d["summary"]["vta"]["final_ci95"]),
+     "{:.1f} (95% interval over seeds {:.1f} to {:.1f})"),
+    (LEARNING, "the RSSM mean 106.9 (-118.9 to 332.7)", "learning.json",
+     lambda d: (d["summary"]["rssm"]["final_mean"], *d["summary"]["rssm"]["final_ci95"]), "{:.1f} ({:.1f} to {:.1f})"),
+    (LEARNING, "RSSM seed 0 scored 35.0 and 60.0 in the periodic 4-episode evaluations at 32.5k and 37.5k env steps "
+               "but 3.1 in the final one", "learning.json",
+     lambda d: (*(dict(d["runs"][0]["curve"])[s] for s in (32_500, 37_500)), d["settings"]["rssm"]["eval_episodes"],
+                d["runs"][0]["final_eval_return"]),
+     "scored {:.1f} and {:.1f} in the periodic {}-episode evaluations at 32.5k and 37.5k env steps but {:.1f}"),
+    (LEARNING, "the RSSM runs stopped at 38.5k, 1.5k steps short of VTA's", "learning.json",
+     lambda d: (*{_k(r["final_step"]) for r in d["runs"] if r["dynamics"] == "rssm"},
+                _k(max(r["final_step"] for r in d["runs"]) - min(r["final_step"] for r in d["runs"]))),
+     "stopped at {}k, {}k steps short"),
+    (LEARNING, "The training took 2.5 hours (RSSM) and 3.9 hours (VTA", "learning.json",
+     lambda d: tuple(d["summary"][k]["train_s"] / 3600 for k in ("rssm", "vta")),
+     "took {:.1f} hours (RSSM) and {:.1f} hours (VTA"),
+    # docs/results/learning.md: one RSSM seed at pinpad_cpu_v2 (python -m experiments.train): its metrics.jsonl.
+    (LEARNING, "trained for 40k env steps in 1:20 on 2 cores", f"{V2}/metrics.jsonl",
+     lambda _: _h_mm(_at_steps(V2, "time", (40_000,))[0]), "in {} on 2 cores"),
+    *((LEARNING, *row) for row in V2_ROWS),
+    (LEARNING, "Its periodic evaluation first passed the target (42.2) at 25k env steps", f"{V2}/metrics.jsonl",
+     lambda _: _k(_first_at_target(V2)), "(42.2) at {}k env steps"),
+    (LEARNING, "the best of those RSSM seeds ended at 172.5 against this one's 265.0", "learning.json",
+     lambda d: (max(r["final_eval_return"] for r in d["runs"] if r["dynamics"] == "rssm"),
+                *_at_steps(V2, "eval_return", (40_000,))), "ended at {:.1f} against this one's {:.1f}"),
+    (LEARNING, "fell from ln 5 to 0.94 by 10k env steps, while its return was still the random policy's, and to 0.24 "
+               "by 40k", f"{V2}/metrics.jsonl", lambda _: _at_steps(V2, "policy_entropy", (10_000, 40_000)),
+     "to {:.2f} by 10k env steps, while its return was still the random policy's, and to {:.2f} by 40k"),
+    (LEARNING, "65.0% of observed frames at 25k, but had not earned reward yet (eval return 0.0)",
+     "pinpad_cpu_rssm_seed1/metrics.jsonl",
+     lambda _: _at_steps("pinpad_cpu_rssm_seed1", "tracking_posterior", (25_000,))
+     + _at_steps("pinpad_cpu_rssm_seed1", "eval_return", (25_000,)),
+     "{:.1%} of observed frames at 25k, but had not earned reward yet (eval return {:.1f})"),
+    # docs/results/learning.md: the pilots at pinpad_cpu (campaign records).
+    (LEARNING, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.74x fewer CPU seconds per env step", *RATIO[1:3],
+     "at {:.2f}x fewer CPU seconds"),
+    *((LEARNING, f"| `{variant}` | {flags} {row}", f"runs/pinpad_three/{variant}/seed{seed}/final.json", _record_row,
+       RECORD_ROW) for variant, flags, seed, row in (
+        ("rssm", "the preset (train ratio 64)", 0, "| 0 | 40k | 0.0 | 50.6% | 3.1% |"),
+        ("rssm", "the preset (train ratio 64)", 1, "| 1 | 40k | 0.0 | 35.6% | 9.4% |"),
+        ("rssm_r128", "`--train_ratio 128`", 0, "| 0 | 30k | 0.0 | 68.8% | 12.5% |"),
+        ("rssm_r128", "`--train_ratio 128`", 1, "| 1 | 30k | 0.0 | 50.0% | 15.6% |"),
+        ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 0, "| 0 | 30k | 0.0 | 69.4% | 9.4% |"),
+        ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 1, "| 1 | 30k | 0.0 | 63.1% | 18.8% |"))),
+    *((LEARNING, *row) for row in PILOT_UPDATES),
+    # docs/results/learning.md: the released agent and the GPU setting.
+    (LEARNING, "scores 120.0 over 16 fresh episodes, against the random policy's 3.75 and the scripted solver's 283.1",
+     PROVENANCE, lambda d: (d["return"], d["episodes"], d["random_return"], d["scripted_return"]),
+     "scores {:.1f} over {} fresh episodes, against the random policy's {:g} and the scripted solver's {:.1f}"),
+    (LEARNING, "In the one episode `make demo` plays it earns 150", "released_play.json", lambda d: d["return"],
+     "it earns {:g}"),
+    (LEARNING, "shows its first 150 steps", "released_play.json", lambda d: d["frames"], "first {} steps"),
+    (LEARNING, "return 2.5 over 16 episodes, tracking 0% observed and at imagined steps 1, 5, 15 and 45",
+     "release_vta/learning.json",
+     lambda d: (d["runs"][0]["final_eval_return"], d["final_episodes"], _tracked_nowhere(d)),
+     "return {:.1f} over {} episodes, tracking {:.0%} observed"),
+    (LEARNING, "23,552 env steps in its 350-second budget and earned nothing: mean return 2.2 over the 8 seeds",
+     "gpu/learning.json",
+     lambda d: (max(r["final_step"] for r in d["runs"]), int(re.search(r"--time_budget (\d+)", d["command"]).group(1)),
+                "nothing" if d["summary"]["rssm"]["seeds_at_target"] == 0 else "reward",
+                d["summary"]["rssm"]["final_mean"], d["summary"]["rssm"]["seeds"]),
+     "{:,} env steps in its {}-second budget and earned {}: mean return {:.1f} over the {} seeds"),
+    (LEARNING, *V2_ENV_STEP),
+
+    # docs/results/world_model.md.
+    (WORLD, "the released VTA agent's run at 40k env steps tracks it in 0% of observed frames",
+     "release_vta/learning.json", lambda d: (_k(d["runs"][0]["final_step"]), _tracked_nowhere(d)),
+     "run at {}k env steps tracks it in {:.0%}"),
+    (WORLD, "tracks the agent in 0% of observed frames and at every imagined step, at 40k env steps",
+     "release_vta/learning.json", lambda d: (_tracked_nowhere(d), _k(d["runs"][0]["final_step"])),
+     "tracks the agent in {:.0%} of observed frames and at every imagined step, at {}k env steps"),
+    (WORLD, "| yes: 91% of observed frames at 40k env steps |", f"{V2}/openloop.json",
+     lambda d: (d["tracking"]["posterior"], _k(d["step"])), "| yes: {:.0%} of observed frames at {}k env steps |"),
+    (WORLD, "4096 random-policy frames: 1500 LaProp updates, the share of 256 held-out frames", "agent_drawing.json",
+     lambda d: (d["train_frames"], d["updates"], d["test_frames"]),
+     "{} random-policy frames: {} LaProp updates, the share of {} held-out frames"),
+    *((WORLD, *row) for row in DRAWING_ROWS),
+    (WORLD, "lets the agent through (88.7%), its straight-through one-hot sample does not (0%)", "agent_drawing.json",
+     lambda d: _drawn(d, "depth16_lr3e-4_latent_probs", "depth16_lr3e-4_latent"),
+     "through ({:.1%}), its straight-through one-hot sample does not ({:.0%})"),
+    # The sampled latent made sharper (benchmarks.agent_drawing, 3000 updates).
+    (WORLD, "carries the agent in 0% of held-out frames as it is, 82.0% with the head's", "agent_drawing_sharp.json",
+     lambda d: _drawn(d, "depth16_lr3e-4_latent", "depth16_lr3e-4_latent_x3"),
+     "carries the agent in {:.0%} of held-out frames as it is, {:.1%} with the head's"),
+    (WORLD, "33.6% already at update 2000) and 69.5%", "agent_drawing_sharp.json",
+     lambda d: (_drawn_at(d, "depth16_lr3e-4_latent_x3", 2000), *_drawn(d, "depth16_lr3e-4_latent_init3")),
+     "{:.1%} already at update 2000) and {:.1%}"),
+    (WORLD, "at depth 4 the scaled latent reaches 2.3%", "agent_drawing_sharp.json",
+     lambda d: _drawn(d, "depth4_lr3e-4_latent_x3"), "at depth 4 the scaled latent reaches {:.1%}"),
+    (WORLD, "Over 3000 updates", "agent_drawing_sharp.json", lambda d: d["updates"], "Over {} updates"),
+    # The whole world model on random-policy sequences (benchmarks.world_model_drawing, 2000 updates).
+    (WORLD, "(2000 updates of the preset's 16x32 steps; posterior reconstructions of 8 held-out episodes of 64 steps)",
+     "world_model_drawing_kl.json", lambda d: (d["updates"], d["test_episodes"], d["episode_steps"]),
+     "({} updates of the preset's 16x32 steps; posterior reconstructions of {} held-out episodes of {} steps)"),
+    (WORLD, "The agent is drawn in 0.2% of held-out frames as it is, 86.5% without the KL terms",
+     "world_model_drawing_kl.json", lambda d: _world_drawn(d, "depth16_x3", "depth16_x3_no_kl"),
+     "The agent is drawn in {:.1%} of held-out frames as it is, {:.1%} without the KL terms"),
+    (WORLD, "and 90.4% with the", "world_model_drawing_rec16.json", lambda d: _world_drawn(d, "depth16_x3_rec16"),
+     "and {:.1%} with the"),
+    (WORLD, "44.5% already at update 1500", "world_model_drawing_rec16.json",
+     lambda d: 100 * _world_drawn_at(d, "depth16_x3_rec16", 1500), "{:.1f}% already at update 1500"),
+    (WORLD, "alone (logits as they are) the agent is drawn in 27.5%", "world_model_drawing_no_x3.json",
+     lambda d: _world_drawn(d, "depth16_rec16"), "alone (logits as they are) the agent is drawn in {:.1%}"),
+    # The four changes in an agent (pinpad_cpu_v2) and pinpad_cpu's encoder.
+    (WORLD, *V2_OPENLOOP),
+    (WORLD, "at 10k it tracks 17.5% of observed frames and 0.0% at imagined step 15", f"{V2}/metrics.jsonl",
+     lambda _: _at_steps(V2, "tracking_posterior", (10_000,)) + _at_steps(V2, "tracking_imagined_15", (10_000,)),
+     "at 10k it tracks {:.1%} of observed frames and {:.1%} at imagined step 15"),
+    (WORLD, "the encoder took 50% of an update's CPU time", "cost_profile.json", lambda d: _part(d, "encoder")[2],
+     "the encoder took {:.0f}% of an update's"),
+    (WORLD, "| `pinpad_cpu_v2`, the `--rec_scale 16` world model above | 0% | 44.5% | 90.4% |",
+     *ENCODER_ROWS["rec16"][1:]),
+    (WORLD, *ENCODER_ROWS["enc"]),
+
+    # docs/results/boundaries.md: the demo's short run (make demo).
+    (BOUNDARIES, "READs fall on pad events 8.27 times as often as chance, more often than the largest pixel changes",
+     "demo_boundary_eval.json", lambda d: _pad(d, "model", "lift_over_event_rate"), "pad events {:.2f} times"),
+    *((BOUNDARIES, *row) for row in DEMO_ROWS),
+    (BOUNDARIES, "READs fall on pad events 8.27 times as often as READs placed at random", "demo_boundary_eval.json",
+     lambda d: _pad(d, "model", "lift_over_event_rate"), "pad events {:.2f} times"),
+    (BOUNDARIES, "the largest pixel changes at the same count (7.74; the intervals do not overlap)",
+     "demo_boundary_eval.json",
+     lambda d: (_pad(d, "pixel_change", "lift_over_event_rate"),
+                "do not overlap" if _pad(d, "model", "lift_over_event_rate_ci")[0]
+                > _pad(d, "pixel_change", "lift_over_event_rate_ci")[1] else "overlap"), "({:.2f}; the intervals {})"),
+    (BOUNDARIES, "p = (1/499)^20 (499 scored steps, 20 episodes)", "demo_boundary_eval.json",
+     lambda d: (d["scored_steps"] // d["episodes"], d["episodes"], d["scored_steps"] // d["episodes"], d["episodes"]),
+     "p = (1/{})^{} ({} scored steps, {} episodes)"),
+    # docs/results/boundaries.md: the committed study (python -m experiments.study, 5000 env steps).
+    (BOUNDARIES, "RSSM and four VTA conditions, 3 seeds each, 5000 env steps at `pinpad_cpu_v1`", "study.json",
+     lambda d: (NUMBERS[len(d["conditions"]) - 1], len(d["seeds"]), d["steps"]),
+     "RSSM and {} VTA conditions, {} seeds each, {} env"),
+    (BOUNDARIES, "3 seeds each, 5000 env steps at the first CPU preset", "study.json",
+     lambda d: (len(d["seeds"]), d["steps"]), "{} seeds each, {} env steps"),
+    (BOUNDARIES, "judged on 8 scripted episodes", "study.json",
+     lambda d: d["evaluation"]["scripted"][d["evaluation"]["scripted"].index("--episodes") + 1],
+     "judged on {} scripted episodes"),
+    (BOUNDARIES, "(stratified p at most 10^-574, circular-shift p 0.001)", "study.json",
+     lambda d: (max(r["scripted"]["pad/model/hypergeom_log10_p"] for r in d["runs"]),
+                max(r["scripted"]["pad/model/circular_shift_p"] for r in d["runs"])),
+     "(stratified p at most 10^{:.0f}, circular-shift p {:g})"),
+    *((BOUNDARIES, *row) for row in STUDY_ROWS),
+
+    # docs/results/speed.md.
+    (SPEED, "| 264,582 env steps/s, 178x the gymnasium adapter stepped one env at a time |", "env_throughput.json",
+     lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
+                    if r["method"] == "jit + vmap + scan" and r["batch"] == 1024), "{:,.0f} env steps/s, {:.0f}x"),
+    (SPEED, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x faster at size1m, {:.2f}x at size12m"),
+    (SPEED, "| 1.43x (debug), 1.36x (size1m) |", "dynamics_cost.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug), {:.2f}x (size1m)"),
+    (SPEED, "| 0.087 CPU s per env step, 3.74x fewer than `pinpad_cpu_v2` |", "cost_profile.json",
+     lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
+     "| {:.3f} CPU s per env step, {:.2f}x fewer"),
+    (SPEED, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
+     lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
+                        for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
+    (SPEED, "- Pinpad: 264,582 env steps/s with `jit + vmap + scan` at batch 1024 on a 2-core CPU, 178x the",
      "env_throughput.json", lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
                                           if r["method"] == "jit + vmap + scan" and r["batch"] == 1024),
      "{:,.0f} env steps/s with `jit + vmap + scan` at batch 1024 on a 2-core CPU, {:.0f}x"),
-    ("- A VTA update costs 1.43x (debug) and 1.36x (size1m) an RSSM update", "dynamics_cost.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug) and {:.2f}x (size1m)"),
-    # The GPU check on one H200 (benchmarks/gpu_check.sh writes a table).
-    ("makes 60.1 env steps/s, 84.4 with `--scan_unroll 5`", "gpu/gpu_check.md",
-     lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
-                        for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
-    # The cost profile (benchmarks.cost_profile, 2026-12-07): CPU s per env step at pinpad_cpu and pinpad_cpu_v2.
-    ("costs 0.087 CPU s per env step on 2 cores, 3.74x fewer than at", "cost_profile.json",
-     lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
-     "costs {:.3f} CPU s per env step on 2 cores, {:.2f}x fewer"),
-    ("(`pinpad_cpu_v2`, 0.325)", "cost_profile.json", lambda d: d["runs"]["today"]["env_step_total"]["cpu_s"],
-     "(`pinpad_cpu_v2`, {:.3f})"),
-    # The official DreamerV3 beside ours (benchmarks.official_ratio, 2026-11-28): seconds per update.
-    ("2.27 s against the official's 5.35 s at", "official_ratio.json",
+    (SPEED, "2.27 s against the official's 5.35 s at", "official_ratio.json",
      lambda d: (d["rows"][0]["ours_s"], _official(d["rows"][0])), "{:.2f} s against the official's {:.2f} s"),
-    ("size1m (2.36x), 10.2 s against 20.0 s at size12m (1.96x)", "official_ratio.json",
+    (SPEED, "size1m (2.36x), 10.2 s against 20.0 s at size12m (1.96x)", "official_ratio.json",
      lambda d: (d["rows"][0]["ratio"], d["rows"][1]["ours_s"], _official(d["rows"][1]), d["rows"][1]["ratio"]),
      "size1m ({:.2f}x), {:.1f} s against {:.1f} s at size12m ({:.2f}x)"),
+    (SPEED, "whose filter gradients were slow (20.0 s before)", "official_ratio.json",
+     lambda d: d["rows"][1]["ours_xla_defaults_s"], "({:.1f} s before)"),
+    (SPEED, "- A VTA update costs 1.43x (debug) and 1.36x (size1m) an RSSM update", "dynamics_cost.json",
+     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug) and {:.2f}x (size1m)"),
+    (SPEED, "costs 0.087 CPU s per env step on 2 cores, 3.74x fewer than at", "cost_profile.json",
+     lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
+     "costs {:.3f} CPU s per env step on 2 cores, {:.2f}x fewer"),
+    (SPEED, "(`pinpad_cpu_v2`, 0.325)", "cost_profile.json", lambda d: d["runs"]["today"]["env_step_total"]["cpu_s"],
+     "(`pinpad_cpu_v2`, {:.3f})"),
+    (SPEED, *V2_ENV_STEP),
+    (SPEED, "and the encoder 50% of an update", "cost_profile.json", lambda d: _part(d, "encoder")[2],
+     "the encoder {:.0f}% of an update"),
+    (SPEED, "whole run at `pinpad_cpu` took 0.087 CPU s per env step", f"{PILOT}/final.json",
+     lambda d: d["train_cpu_s"] / d["step"], "took {:.3f} CPU s per env step"),
+    (SPEED, "makes 60.1 env steps/s, 84.4 with `--scan_unroll 5`", "gpu/gpu_check.md",
+     lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
+                        for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
+
+    # docs/speed.md: the cost profile (benchmarks.cost_profile) at pinpad_cpu_v2 and its candidates.
+    (TABLES, "| `today` | (none) | 1.284 | 0.325 | 3.08 | 1.00x |", "cost_profile.json",
+     lambda d: _profile_row(d, "today"), PROFILE_ROW),
+    (TABLES, "| `enc_k3` | `--enc_kernel 3` | 0.860 | 0.218 | 4.58 | 1.49x |", "cost_profile.json",
+     lambda d: _profile_row(d, "enc_k3"), PROFILE_ROW),
+    (TABLES, "| `enc_d8_k3` | `--enc_depth 8 --enc_kernel 3` | 0.731 | 0.186 | 5.37 | 1.75x |", "cost_profile.json",
+     lambda d: _profile_row(d, "enc_d8_k3"), PROFILE_ROW),
+    (TABLES, "| `depth8_enc_k3` | `--depth 8 --enc_kernel 3` (the decoder at 8 too) | 0.503 | 0.129 | 7.77 | 2.53x |",
+     "cost_profile.json", lambda d: _profile_row(d, "depth8_enc_k3"), PROFILE_ROW),
+    (TABLES, "| `bf16` | `--precision bf16` | 1.411 | 0.358 | 2.79 | 0.91x |", "cost_profile.json",
+     lambda d: _profile_row(d, "bf16"), PROFILE_ROW),
+    (TABLES, "| `ratio64` | `--train_ratio 64` | 1.035 | 0.134 | 7.49 | 2.43x |", "cost_profile.json",
+     lambda d: _profile_row(d, "ratio64"), PROFILE_ROW),
+    (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.674 | "
+                   "0.087 | 11.51 | **3.74x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
+     " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
+    (TABLES, "| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.549 | 0.289 | 50% |",
+     "cost_profile.json", lambda d: _part(d, "encoder"), PART_ROW),
+    (TABLES, "| decoder (reconstruction loss) | 0.334 | 0.179 | 31% |", "cost_profile.json",
+     lambda d: _part(d, "decoder"), PART_ROW),
+    (TABLES, "| imagination, actor and critic (15 steps from 128 starts) | 0.095 | 0.054 | 9% |", "cost_profile.json",
+     lambda d: _part(d, "imagination, actor and critic"), PART_ROW),
+    (TABLES, "| posterior scan and KL (32 steps) | 0.067 | 0.048 | 6% |", "cost_profile.json",
+     lambda d: _part(d, "posterior scan and KL"), PART_ROW),
+    (TABLES, "| whole update (the parts alone sum to 1.071) | 1.093 | 0.583 | 100% |", "cost_profile.json",
+     lambda d: (d["parts"]["whole update"]["parts_sum_cpu_s"], d["parts"]["whole update"]["cpu_s"],
+                d["parts"]["whole update"]["wall_s"]), "(the parts alone sum to {:.3f}) | {:.3f} | {:.3f} |"),
+    (TABLES, *ENCODER_ROWS["enc"]),
+    (TABLES, "(the same world model as `depth16_x3_rec16` on `pinpad_cpu_v1`, 2026-12-01) | 0% | 44.5% | 90.4% |",
+     *ENCODER_ROWS["rec16"][1:]),
+    *((TABLES, *row) for row in PILOT_UPDATES),
+    (TABLES, "Its whole run took 0.087 CPU s per env step", f"{PILOT}/final.json",
+     lambda d: d["train_cpu_s"] / d["step"], "took {:.3f} CPU s per env step"),
 ]
 
 
-def _profile_row(d, name):
-    """A candidate's row of the cost profile: CPU s per update and per env step, env steps per CPU s, the ratio."""
-    run, reference = d["runs"][name], d["runs"][d["reference"]]
-    return (run["pieces"]["update"]["cpu_s"], run["env_step_total"]["cpu_s"], run["env_steps_per_cpu_s"],
-            run["env_steps_per_cpu_s"] / reference["env_steps_per_cpu_s"])
+def _flat(text):
+    """Text with every run of white space as one space: a quote may wrap where its page wraps."""
+    return " ".join(text.split())
 
 
-def _part(d, name):
-    """CPU and wall seconds of one part of the profiled update, and its share of the whole update's CPU seconds."""
-    part = d["parts"][name]
-    return part["cpu_s"], part["wall_s"], 100 * part["cpu_s"] / d["parts"]["whole update"]["cpu_s"]
+def _source(name):
+    return REPO / name if name == PROVENANCE else RESULTS / name
 
 
-PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
-PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
-PART_ROW = " | {:.3f} | {:.3f} | {:.0f}% |"
-DRAWN_ROW = "| {:.0f}% | {:.1f}% | {:.1f}% |"
-# Pages under docs/ and their figures, as FIGURES: (text on the page, results file, its values, how the page writes
-# them).
-PAGES = {"docs/speed.md": [
-    ("| `today` | (none) | 1.284 | 0.325 | 3.08 | 1.00x |", "cost_profile.json", lambda d: _profile_row(d, "today"),
-     PROFILE_ROW),
-    ("| `enc_k3` | `--enc_kernel 3` | 0.860 | 0.218 | 4.58 | 1.49x |", "cost_profile.json",
-     lambda d: _profile_row(d, "enc_k3"), PROFILE_ROW),
-    ("| `enc_d8_k3` | `--enc_depth 8 --enc_kernel 3` | 0.731 | 0.186 | 5.37 | 1.75x |", "cost_profile.json",
-     lambda d: _profile_row(d, "enc_d8_k3"), PROFILE_ROW),
-    ("| `depth8_enc_k3` | `--depth 8 --enc_kernel 3` (the decoder at 8 too) | 0.503 | 0.129 | 7.77 | 2.53x |",
-     "cost_profile.json", lambda d: _profile_row(d, "depth8_enc_k3"), PROFILE_ROW),
-    ("| `bf16` | `--precision bf16` | 1.411 | 0.358 | 2.79 | 0.91x |", "cost_profile.json",
-     lambda d: _profile_row(d, "bf16"), PROFILE_ROW),
-    ("| `ratio64` | `--train_ratio 64` | 1.035 | 0.134 | 7.49 | 2.43x |", "cost_profile.json",
-     lambda d: _profile_row(d, "ratio64"), PROFILE_ROW),
-    ("| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.674 | 0.087 | "
-     "11.51 | **3.74x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
-     " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
-    ("| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.549 | 0.289 | 50% |", "cost_profile.json",
-     lambda d: _part(d, "encoder"), PART_ROW),
-    ("| decoder (reconstruction loss) | 0.334 | 0.179 | 31% |", "cost_profile.json", lambda d: _part(d, "decoder"),
-     PART_ROW),
-    ("| imagination, actor and critic (15 steps from 128 starts) | 0.095 | 0.054 | 9% |", "cost_profile.json",
-     lambda d: _part(d, "imagination, actor and critic"), PART_ROW),
-    ("| posterior scan and KL (32 steps) | 0.067 | 0.048 | 6% |", "cost_profile.json",
-     lambda d: _part(d, "posterior scan and KL"), PART_ROW),
-    ("| whole update (the parts alone sum to 1.071) | 1.093 | 0.583 | 100% |", "cost_profile.json",
-     lambda d: (d["parts"]["whole update"]["parts_sum_cpu_s"], d["parts"]["whole update"]["cpu_s"],
-                d["parts"]["whole update"]["wall_s"]), "(the parts alone sum to {:.3f}) | {:.3f} | {:.3f} |"),
-    ("| the encoder at 8 channels, 3x3 (`pinpad_cpu`) | 0% | 53.1% | 88.7% |", "world_model_drawing_enc_d8_k3.json",
-     lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
-    # The first pilot at pinpad_cpu (a campaign record), beside pinpad_cpu_v2's seed 0. It logs every 2504 or 2496
-    # env steps (an iteration is 8).
-    ("after 2563 updates (22.5k env steps), as at `pinpad_cpu_v2` after 2000 (10k env steps)",
-     "runs/pinpad_three/rssm/seed0/metrics.jsonl",
-     lambda _: (*_at_steps(PILOT, "updates", (22_504,)), *_at_steps("pinpad_cpu_rssm_seed0", "updates", (10_000,))),
-     "after {} updates (22.5k env steps), as at `pinpad_cpu_v2` after {} (10k env steps)"),
-    ("drawn in 17.5% of posterior frames", "runs/pinpad_three/rssm/seed0/metrics.jsonl",
-     lambda _: 100 * _at_steps(PILOT, "tracking_posterior", (22_504,))[0], "drawn in {:.1f}% of posterior"),
-    ("nothing by 40k env steps (4750 updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after 5750",
-     "runs/pinpad_three/rssm/seed0/final.json",
-     lambda d: ("nothing" if d["first_target_step"] is None else d["first_target_step"],
-                *_at_steps(PILOT, "updates", (40_000,)), *_at_steps("pinpad_cpu_rssm_seed0", "updates", (25_000,))),
-     "{} by 40k env steps ({} updates), where `pinpad_cpu_v2`'s seed 0 first passed the target after {}"),
-    ("Its whole run took 0.087 CPU s per env step", "runs/pinpad_three/rssm/seed0/final.json",
-     lambda d: d["train_cpu_s"] / d["step"], "took {:.3f} CPU s per env step"),
-    ("(the same world model as `depth16_x3_rec16` on `pinpad_cpu_v1`, 2026-12-01) | 0% | 44.5% | 90.4% |",
-     "world_model_drawing_rec16.json",
-     lambda d: tuple(100 * _world_drawn_at(d, "depth16_x3_rec16", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
-]}
-
-
-def _world_drawn_at(d, variant, update):
-    """Share of held-out posterior frames that draw the agent after `update` updates of one world model variant."""
-    return next(share for step, _, _, share in d["variants"][variant]["curve"] if step == update)
-
-
-def _check(page, quote, name, values, form):
-    text = (RESULTS / name).read_text()
+@pytest.mark.parametrize("page, quote, name, values, form", FIGURES,
+                         ids=[f"{f[0]}: {f[2]}: {f[1][:40]}" for f in FIGURES])
+def test_the_page_quotes_the_results_file(page, quote, name, values, form):
+    text = _source(name).read_text()
     written = values(json.loads(text) if name.endswith(".json") else text)
-    assert quote in page, "the page no longer says this: update FIGURES or PAGES in tests/test_figures.py"
-    assert form.format(*written if isinstance(written, tuple) else (written,)) in quote
+    assert _flat(quote) in _flat((REPO / page).read_text()), \
+        f"{page} no longer says this: update FIGURES in tests/test_figures.py"
+    shown = form.format(*written if isinstance(written, tuple) else (written,))
+    assert _flat(shown) in _flat(quote), f"{page} says {quote!r}, {name} gives {shown!r}"
 
 
-@pytest.mark.parametrize("quote, name, values, form", FIGURES, ids=[f"{f[1]}: {f[0][:40]}" for f in FIGURES])
-def test_the_readme_quotes_the_results_file(quote, name, values, form):
-    _check(README, quote, name, values, form)
+# The README and every page under docs/ written by hand (study.md is written by experiments.study).
+LINKED = (README, *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.md")
+                          if p != RESULTS / "study.md"))
+LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^)\s]+)\)")
 
 
-@pytest.mark.parametrize("page, quote, name, values, form", [(page, *f) for page, figures in PAGES.items()
-                                                             for f in figures],
-                         ids=[f"{page}: {f[1]}: {f[0][:40]}" for page, figures in PAGES.items() for f in figures])
-def test_the_pages_quote_the_results_file(page, quote, name, values, form):
-    _check((REPO / page).read_text(), quote, name, values, form)
+def _anchors(path):
+    """The GitHub anchors of a Markdown file's headings."""
+    anchors = set()
+    in_code = False
+    for line in path.read_text().splitlines():
+        in_code ^= line.startswith("```")
+        if not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def _links(text):
+    """The link and image targets of Markdown text, outside code blocks."""
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [target for target in LINK.findall(outside) if not re.match(r"[a-z]+:", target)]
+
+
+@pytest.mark.parametrize("page", LINKED)
+def test_the_links_and_images_of_a_page_exist(page):
+    path = REPO / page
+    missing = []
+    for target in _links(path.read_text()):
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file) if file else path
+        if not linked.exists():
+            missing.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            missing.append(target)
+    assert not missing, f"{page} links to what is not there: {missing}"
+
+
+def _linked_from(page):
+    """The files a page links to, as paths from the repository's root."""
+    path = REPO / page
+    return {str((path.parent / target.partition("#")[0]).resolve().relative_to(REPO))
+            for target in _links(path.read_text()) if target.partition("#")[0]}
+
+
+def test_every_page_with_figures_is_linked_from_the_readme_or_the_results_index():
+    pages = {page for page, *_ in FIGURES} - {README}
+    linked = _linked_from(README) | _linked_from("docs/results/README.md")
+    assert pages <= linked, f"not linked from the README or docs/results/README.md: {pages - linked}"
+
+
+def test_the_results_pages_are_dated_and_the_readme_is_not():
+    for page in RESULT_PAGES[1:]:
+        first = (REPO / page).read_text().split("\n\n")[1]
+        assert re.match(r"Results of \d{4}-\d{2}-\d{2}( to \d{4}-\d{2}-\d{2})?,", first), f"{page} opens undated"
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", (REPO / README).read_text()), "the README carries a date"
