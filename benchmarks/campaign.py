@@ -3,6 +3,7 @@
     python -m benchmarks.campaign --budget 2.5h          # train the next runs that fit, record each as it finishes
     python -m benchmarks.campaign --dry-run              # what is recorded, under way, next, held
     python -m benchmarks.campaign --report               # docs/results/campaign/learning.json from the records
+    python -m benchmarks.campaign --complete             # judge again what a record lacks, from the run's state
     python -m experiments.monitor --status-file ~/.cache/dreamer_jax/campaign/campaign_status.env
 
 The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of every run, the variants (flags on top)
@@ -151,9 +152,14 @@ def load_plan(path: pathlib.Path) -> Plan:
     return plan
 
 
+def variant_config(plan: Plan, variant: str) -> cfg.Config:
+    """The configuration a variant trains (task, seed, steps and run directory aside)."""
+    return cfg.parse(["--configs", plan.preset, *plan.flags, *plan.variants[variant]])
+
+
 def dynamics(plan: Plan, variant: str) -> str:
     """The dynamics a variant trains (rssm or vta)."""
-    return cfg.parse(["--configs", plan.preset, *plan.variants[variant]]).dynamics
+    return variant_config(plan, variant).dynamics
 
 
 def recorded(entry: Entry, records: pathlib.Path) -> bool:
@@ -165,8 +171,7 @@ def check_records(plan: Plan, records: pathlib.Path) -> None:
     """Refuse records whose configuration is not the one the list asks for."""
     for entry in plan.entries:
         if recorded(entry, records):
-            saved = cfg.load(entry.record(records) / "config.json")
-            differs = {k: v for k, v in cfg.diff(saved, plan.config(entry)).items() if k != "logdir"}
+            differs = cfg.run_diff(cfg.load(entry.record(records) / "config.json"), plan.config(entry))
             if differs:
                 listed = ", ".join(f"{k} {old!r} (the list: {new!r})" for k, (old, new) in differs.items())
                 raise CampaignError(
@@ -175,18 +180,19 @@ def check_records(plan: Plan, records: pathlib.Path) -> None:
 
 
 def first_estimate(plan: Plan, variant: str) -> float:
-    """The list's env steps per second for the variant's dynamics, which is for the preset's updates per env step,
-    scaled to the variant's: the updates are nearly all of a run's cost (docs/speed.md)."""
-    config = cfg.parse(["--configs", plan.preset, *plan.variants[variant]])
-    return plan.rates[config.dynamics] * cfg.make(plan.preset).updates_per_env_step / config.updates_per_env_step
+    """The list's env steps per second for the variant's dynamics, which is for the preset's train ratio, scaled to
+    the variant's: the updates, whose cost goes with the steps they replay, are nearly all of a run's cost
+    (docs/speed.md)."""
+    config = variant_config(plan, variant)
+    return plan.rates[config.dynamics] * cfg.make(plan.preset).train_ratio / config.train_ratio
 
 
 def rates(plan: Plan, records: pathlib.Path) -> dict[str, float]:
     """Env steps per second of training by variant: the median of its records' own; without one, the median of the
-    records of its dynamics as updates per second, at the variant's updates per env step (the updates are nearly all
-    of a run's cost); without those, the list's estimate (`first_estimate`)."""
+    records of its dynamics in replayed steps per second, at the variant's train ratio (replayed steps per env step);
+    without those, the list's estimate (`first_estimate`)."""
     measured: dict[str, list[float]] = {}
-    updates: dict[str, list[float]] = {}
+    replayed: dict[str, list[float]] = {}
     for entry in plan.entries:
         if recorded(entry, records):
             final = json.loads((entry.record(records) / FINAL).read_text())
@@ -194,12 +200,12 @@ def rates(plan: Plan, records: pathlib.Path) -> dict[str, float]:
                 rate = final["step"] / final["train_wall_s"]
                 config = cfg.load(entry.record(records) / "config.json")
                 measured.setdefault(entry.variant, []).append(rate)
-                updates.setdefault(config.dynamics, []).append(rate * config.updates_per_env_step)
+                replayed.setdefault(config.dynamics, []).append(rate * config.train_ratio)
     out = {}
     for variant in plan.variants:
-        config = cfg.parse(["--configs", plan.preset, *plan.variants[variant]])
+        config = variant_config(plan, variant)
         out[variant] = statistics.median(measured[variant]) if variant in measured else \
-            statistics.median(updates[config.dynamics]) / config.updates_per_env_step if config.dynamics in updates \
+            statistics.median(replayed[config.dynamics]) / config.train_ratio if config.dynamics in replayed \
             else first_estimate(plan, variant)
     return out
 
@@ -310,19 +316,82 @@ class ClusterCampaign(_Recording, launchers.ClusterSweeper):
             self.record(run)
 
 
-def commit_record(folder: pathlib.Path) -> str:
+def commit_record(folder: pathlib.Path, what: str = "as the run wrote it") -> str:
     """Commit a record's folder alone (other changes in the work tree stay as they are); what happened."""
     git = lambda *args: subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)  # noqa
     added = git("add", "--", ".")
-    message = f"Campaign record: {folder.parent.parent.name} {folder.parent.name} {folder.name}, as the run wrote it"
+    message = f"Campaign record: {folder.parent.parent.name} {folder.parent.name} {folder.name}, {what}"
     done = added if added.returncode else git("commit", "-q", "-m", message, "--", ".")
     return "committed" if done.returncode == 0 else f"not committed ({done.stderr.strip() or 'git failed'})"
 
 
+def evaluations(plan: Plan) -> list[str]:
+    """The evaluations a record holds, relative to its folder: the scripted solver's episodes (eval_args), then each
+    of eval_policies'."""
+    return [str(sweep.eval_result(".", policy)) for policy in (sweep.EVAL_POLICIES[0], *plan.eval_policies)]
+
+
 def record_files(plan: Plan) -> list[str]:
     """The run's files a record copies: its configuration, its metrics and each evaluation with its detections."""
-    judged = [sweep.eval_result(".", policy) for policy in (sweep.EVAL_POLICIES[0], *plan.eval_policies)]
-    return [*COPIED, *(str(path) for result in judged for path in (result, result.with_suffix(".npz")))]
+    return [*COPIED, *(name for result in evaluations(plan) for name in (result, str(sweep.detections_path(result))))]
+
+
+def judge(plan: Plan, logdir: pathlib.Path) -> None:
+    """The run's boundaries judged on every policy's episodes the record holds, where no current judgement is
+    stored (experiments.eval_boundaries)."""
+    from experiments import eval_boundaries
+
+    for policy, result in zip((sweep.EVAL_POLICIES[0], *plan.eval_policies), evaluations(plan)):
+        chosen = () if policy == sweep.EVAL_POLICIES[0] else ("--policy", policy)
+        eval_boundaries.judged(["--logdir", str(logdir), *plan.eval_args, *chosen, "--out",
+                                str((logdir / result).parent)])
+
+
+def outdated(plan: Plan, folder: pathlib.Path) -> list[str]:
+    """A record's files that are missing, and its evaluations made by older metrics (another metrics.FORMAT)."""
+    from dreamer_jax.boundaries.metrics import FORMAT  # scipy and the model: only where records are checked
+
+    old = [name for name in evaluations(plan) if (folder / name).exists()
+           and json.loads((folder / name).read_text()).get("settings", {}).get("format") != FORMAT]
+    old += [str(sweep.detections_path(name)) for name in old]  # an evaluation and its detections go together
+    return [name for name in record_files(plan) if not (folder / name).exists() or name in old]
+
+
+def complete(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib.Path) -> list[str]:
+    """Bring a record's missing or outdated files from the run's state, judging its evaluations again from its
+    checkpoint at the record's step; each file is replaced whole. The files brought; CampaignError if the checkpoint
+    is gone."""
+    folder, logdir = entry.record(records), state / entry.name
+    missing = outdated(plan, folder)
+    step = json.loads((folder / FINAL).read_text())["step"]
+    if missing and sweep.latest_checkpoint(logdir) != step:
+        raise CampaignError(f"{folder} lacks {', '.join(missing)} (missing, or judged by older metrics), and the run's "
+                            f"checkpoint at step {step} is not in {logdir} to judge it again; move the record aside "
+                            "to train the run again")
+    if missing:
+        judge(plan, logdir)
+    for name in missing:
+        partial = (folder / name).with_name(f".{pathlib.Path(name).name}.partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(logdir / name, partial)
+        os.replace(partial, folder / name)
+    return missing
+
+
+def complete_records(plan: Plan, records: pathlib.Path, state: pathlib.Path, commit_records: bool) -> int:
+    """`complete` every record (committing each one changed, if asked); 1 if a record could not be completed."""
+    failed = 0
+    for entry in (e for e in plan.entries if recorded(e, records)):
+        try:
+            brought = complete(plan, entry, state, records)
+        except CampaignError as error:
+            print(f"error: {entry.name}: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        if brought:
+            note = "; " + commit_record(entry.record(records), "its evaluations judged again") if commit_records else ""
+            print(f"{entry.name}: {', '.join(brought)} brought from {state / entry.name}{note}", flush=True)
+    return 1 if failed else 0
 
 
 def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib.Path) -> pathlib.Path:
@@ -332,12 +401,8 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
     from benchmarks import learning, record as bench_record
     from experiments.envs import make_env
 
-    from experiments import eval_boundaries
-
     logdir = state / entry.name
-    for policy in plan.eval_policies:
-        eval_boundaries.judged(["--logdir", str(logdir), *plan.eval_args, "--policy", policy, "--out",
-                                str(sweep.eval_result(logdir, policy).parent)])
+    judge(plan, logdir)
     config = cfg.load(logdir / "config.json")
     env = make_env(config)
     random_return, _ = learning.baselines(env)
@@ -364,9 +429,8 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in record_files(plan):
-        if (logdir / name).exists():
-            (partial / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(logdir / name, partial / name)
+        (partial / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(logdir / name, partial / name)  # every file: a record without one is no record
     write_atomic(partial / FINAL, json.dumps(result, indent=1) + "\n")
     partial.rename(target)
     jax.clear_caches()
@@ -393,7 +457,7 @@ def report(plan: Plan, records: pathlib.Path, out: pathlib.Path) -> list[pathlib
             folder = entry.record(records)
             final = json.loads((folder / FINAL).read_text())
             saved = cfg.load(folder / "config.json")
-            differs = {k: v for k, (v, _) in cfg.diff(saved, plan.config(entry)).items() if k != "logdir"}
+            differs = {k: v for k, (v, _) in cfg.run_diff(saved, plan.config(entry)).items()}
             name = entry.variant + (" (" + ", ".join(f"{k}={v}" for k, v in differs.items()) + ")" if differs else "")
             lines = curves.read_metrics(folder)
             groups.setdefault(name, []).append(lines)
@@ -441,6 +505,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true", help="git commit each record as soon as it is written")
     p.add_argument("--dry-run", action="store_true", help="list every run and what the campaign would do with it")
     p.add_argument("--report", action="store_true", help="only write the aggregates from the records")
+    p.add_argument("--complete", action="store_true",
+                   help="only bring the records up to the list: judge again, from each run's state, the evaluations "
+                        "a record lacks or that older metrics made")
     p.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local", help="as experiments.sweep's")
     sweep_cli.add_slurm_flags(p)
     p.add_argument("--record-run", metavar="NAME", help=argparse.SUPPRESS)  # the launcher's child: one record
@@ -457,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             entry = next(e for e in plan.entries if e.name == args.record_run)
             print(f"record: {write_record(plan, entry, state, args.records)}")
             return 0
+        if args.complete:
+            return complete_records(plan, args.records, state, args.commit)
         if args.report:
             args.out.mkdir(parents=True, exist_ok=True)
             written = report(plan, args.records, args.out)
@@ -485,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train  {entry.name}: {'resumes from step ' + str(at) if at else 'new'}, to {entry.steps} env "
                   f"steps, about {remaining_s(plan, entry, state, speed[entry.variant]) / 3600:.1f} h")
         for entry, why in others:
-            print(f"skip   {entry.name}: {why}")
+            lacks = outdated(plan, entry.record(args.records)) if recorded(entry, args.records) else []
+            fix = f"; lacks {', '.join(lacks)} (missing, or judged by older metrics): python -m benchmarks.campaign " \
+                  "--complete" if lacks else ""
+            print(f"skip   {entry.name}: {why}{fix}")
         print(f"state: {state}\nstatus: {options.status_file}")
         return 0
     if not runs:

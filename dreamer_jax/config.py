@@ -509,6 +509,11 @@ def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
     return {name: (getattr(a, name), getattr(b, name)) for name in _FIELDS if getattr(a, name) != getattr(b, name)}
 
 
+def run_diff(saved: Config, wanted: Config) -> dict[str, tuple[Any, Any]]:
+    """`diff` without the run directory: the fields by which a saved run is not the run `wanted` describes."""
+    return {name: values for name, values in diff(saved, wanted).items() if name != "logdir"}
+
+
 def save(config: Config, path: str | os.PathLike) -> None:
     """Write the config as JSON, atomically (a reader never sees half a file)."""
     write_atomic(path, json.dumps(to_dict(config), indent=2) + "\n")

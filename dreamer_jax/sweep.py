@@ -252,11 +252,16 @@ def resume_state(run: Run) -> tuple[int | None, bool]:
     return latest_checkpoint(run.logdir), is_finished(run)
 
 
-def eval_result(logdir: str | os.PathLike, policy: str = "scripted") -> pathlib.Path:
+def eval_result(logdir: str | os.PathLike, policy: str = EVAL_POLICIES[0]) -> pathlib.Path:
     """Where a run's evaluation on one policy's episodes is kept: the scripted solver's beside the run (a sweep's),
     any other in RUN/eval_POLICY/."""
     logdir = pathlib.Path(logdir)
-    return logdir / EVAL_RESULT if policy == "scripted" else logdir / f"eval_{policy}" / EVAL_RESULT
+    return logdir / EVAL_RESULT if policy == EVAL_POLICIES[0] else logdir / f"eval_{policy}" / EVAL_RESULT
+
+
+def detections_path(result: str | os.PathLike) -> pathlib.Path:
+    """Where an evaluation's detections (every detector's marks and scores) are saved: beside its JSON, as .npz."""
+    return pathlib.Path(result).with_suffix(".npz")
 
 
 def eval_argv(run: Run, runs: Sequence[Run], eval_args: Sequence[str], baseline: str | None = None

@@ -101,11 +101,6 @@ def _env(config: cfg.Config, length: int | None):
         raise analysis.RunError(f"the run's task cannot be built: {error}") from error
 
 
-def detections_path(out_json: pathlib.Path) -> pathlib.Path:
-    """Where a result's detections are saved: beside its JSON, same name, .npz."""
-    return out_json.with_suffix(".npz")
-
-
 def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
     """Collect, filter and score one run: (trace, detections, result)."""
     config = analysis.load_config(logdir)
@@ -144,7 +139,7 @@ def write(trace, detections: metrics.Detections, result: dict, out: pathlib.Path
     """The detections, the figures and the JSON (atomically, last: its presence says the evaluation is complete)."""
     out.mkdir(parents=True, exist_ok=True)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    arrays = detections_path(out_json)
+    arrays = sweep.detections_path(out_json)
     partial = arrays.with_name(f".{arrays.name}.partial.npz")
     detections.save(partial)
     partial.replace(arrays)
@@ -158,20 +153,13 @@ def judged(argv: list[str]) -> tuple[dict, bool]:
     and written; (the result, whether it was computed now)."""
     args = parser().parse_args(argv)
     check(args)
-    out = args.out or args.logdir
-    path = args.out_json or out / RESULT
-    result = stored(args.logdir, args, path)
-    if result is not None:
-        return result, False
-    trace, detections, result = evaluate(args.logdir, args)
-    write(trace, detections, result, out, path, args.source)
-    release_programs()  # each run compiles its own; keep the process's memory maps bounded
-    return result, True
+    return _judged(args, args.logdir, *outputs(args))
 
 
-def one(args: argparse.Namespace) -> int:
-    """Evaluate the run in --logdir and write its JSON and figures; every path is checked before any work."""
-    analysis.load_config(args.logdir)  # a run directory at all, before looking at where results go
+def outputs(args: argparse.Namespace) -> tuple[pathlib.Path, pathlib.Path]:
+    """(the folder of the figures, the JSON's path) of one run's evaluation, checked before any work: a run directory
+    at all, and paths that no file blocks."""
+    analysis.load_config(args.logdir)
     out = args.out or args.logdir
     out_json = args.out_json or out / RESULT
     for path in (out, out_json.parent):
@@ -180,6 +168,23 @@ def one(args: argparse.Namespace) -> int:
             raise analysis.RunError(f"{file} is a file; give --out / --out_json a folder path that is not a file")
     if out_json.is_dir():
         raise analysis.RunError(f"{out_json} is a folder; give --out_json the path of a file (it is replaced)")
+    return out, out_json
+
+
+def _judged(args: argparse.Namespace, logdir: pathlib.Path, out: pathlib.Path, path: pathlib.Path) -> tuple[dict, bool]:
+    """`judged` of one run with parsed flags: its result in `path`, the figures in `out`."""
+    result = stored(logdir, args, path)
+    if result is not None:
+        return result, False
+    trace, detections, result = evaluate(logdir, args)
+    write(trace, detections, result, out, path, args.source)
+    release_programs()  # each run compiles its own; keep the process's memory maps bounded
+    return result, True
+
+
+def one(args: argparse.Namespace) -> int:
+    """Evaluate the run in --logdir and write its JSON and figures; every path is checked before any work."""
+    out, out_json = outputs(args)
     trace, detections, result = evaluate(args.logdir, args)
     for path in write(trace, detections, result, out, out_json, args.source):
         print(path)
@@ -219,7 +224,7 @@ def stored(logdir: pathlib.Path, args: argparse.Namespace, path: pathlib.Path | 
     latest checkpoint, with its detections beside it; without --baseline-logdir, one computed with a baseline holds too (a sweep's --eval-baseline
     adds it per run)."""
     path = path or logdir / RESULT
-    if args.force or not path.exists() or not detections_path(path).exists():
+    if args.force or not path.exists() or not sweep.detections_path(path).exists():
         return None
     try:
         result = json.loads(path.read_text())
@@ -244,11 +249,7 @@ def gather(args: argparse.Namespace) -> int:
         name = str(logdir.relative_to(root))
         print(f"({i}/{len(found)}) {name}", flush=True)
         try:
-            result = stored(logdir, args)
-            if result is None:
-                trace, detections, result = evaluate(logdir, args)
-                write(trace, detections, result, logdir, logdir / RESULT, args.source)
-                release_programs()  # each run compiles its own; keep the process's memory maps bounded
+            result, _ = _judged(args, logdir, logdir, logdir / RESULT)
         except analysis.RunError as error:
             print(f"  skipped: {error}", flush=True)
             skipped.append((name, str(error)))

@@ -81,6 +81,10 @@ POLICIES = sweep.EVAL_POLICIES
 RUN_FIELDS = ("condition", "seed", "logdir", "final_step", "final_return", "train_wall_s")
 EVENTS = ("pad", "progress", "distractor")  # in the figures; rewards are pad entries, not scored apart
 LABELS = {"model": "model", "pixel_change": "pixel change", "rssm_surprise": "RSSM surprise"}
+# The baselines each policy's claims compare the model with: the RSSM surprise only on the episodes every model of a
+# seed shares (a record keeps no RSSM to filter another run's agent episodes), so both routes state the same claims.
+CLAIMED = {"scripted": ("pixel_change", "rssm_surprise"), "random": ("pixel_change", "rssm_surprise"),
+           "agent": ("pixel_change",)}
 RATES = ("own", "common")  # each model at its own count, or every detector at the pad-event count
 RESAMPLES = 2000  # two-stage bootstrap resamples
 BOOTSTRAP_SEED = 0
@@ -173,14 +177,15 @@ def judge_policies(args: argparse.Namespace) -> int:
     for policy, run in itertools.product(POLICIES[1:], runs):
         out = sweep.eval_result(run.logdir, policy).parent
         argv = [*sweep.eval_argv(run, runs, eval_args(args.setting, policy), BASELINE), "--out", str(out)]
+        print(f"{run.name}: its boundaries on {policy} episodes", flush=True)
         try:
             result, fresh = eval_boundaries.judged(argv)
         except analysis.RunError as error:
-            print(f"{run.name}, {policy} episodes: failed: {error}", flush=True)
+            print(f"  failed: {error}", flush=True)
             failed += 1
             continue
-        if fresh:
-            print(f"{run.name}, {policy} episodes: " + eval_boundaries.summary_line(result), flush=True)
+        print("  " + (eval_boundaries.summary_line(result) if fresh else "judged before, with these settings"),
+              flush=True)
     return 1 if failed else 0
 
 
@@ -205,13 +210,30 @@ def _missing(args: argparse.Namespace) -> str:
         "the campaign trains and records it (python -m benchmarks.campaign)"
 
 
-def _evaluation(args: argparse.Namespace, run: sweep.Run, policy: str) -> tuple[dict, metrics.Detections]:
-    """A run's evaluation for one policy and the detections it scored; StudyError if either is missing."""
+def _redo(args: argparse.Namespace) -> str:
+    """How to judge a run's boundaries again."""
+    return "run the study without --report to judge it again" if args.records is None else \
+        "python -m benchmarks.campaign --complete judges it again from the run's state"
+
+
+def _evaluation(args: argparse.Namespace, run: sweep.Run, policy: str, step: int | None
+                ) -> tuple[dict, metrics.Detections]:
+    """A run's evaluation for one policy and the detections it scored, made by today's metrics with the study's
+    evaluation flags from the checkpoint at `step`; StudyError otherwise."""
     path = sweep.eval_result(run_folder(args, run), policy)
-    arrays = eval_boundaries.detections_path(path)
+    arrays = sweep.detections_path(path)
     if not (path.exists() and arrays.exists()):
         raise StudyError(f"{run.name} has no {policy} evaluation ({path} and {arrays.name}); {_missing(args)}")
-    return json.loads(path.read_text()), metrics.Detections.load(arrays)
+    result = json.loads(path.read_text())
+    options = eval_boundaries.parser().parse_args(["--logdir", str(path.parent), *eval_args(args.setting, policy)])
+    wanted = {**eval_boundaries.settings(options, step), "baseline_logdir": None}
+    had = {**result.get("settings", {}), "baseline_logdir": None}  # the baseline is the study's to add
+    differs = {key: (had.get(key), value) for key, value in wanted.items() if had.get(key) != value}
+    if differs:
+        listed = ", ".join(f"{k} {old!r} (the study: {new!r})" for k, (old, new) in differs.items())
+        raise StudyError(f"{run.name}'s {policy} evaluation ({path}) was made otherwise than the study's: {listed}; "
+                         f"{_redo(args)}")
+    return result, metrics.Detections.load(arrays)
 
 
 def _final(args: argparse.Namespace, run: sweep.Run, folder: pathlib.Path) -> tuple[int, float, float]:
@@ -221,12 +243,12 @@ def _final(args: argparse.Namespace, run: sweep.Run, folder: pathlib.Path) -> tu
     if not path.exists():
         raise StudyError(f"{run.name} has no finished record ({path}); {_missing(args)}")
     final = json.loads(path.read_text())
-    wanted = cfg.parse(list(run.argv[2:]), tasks=pinpad.TASKS)
-    differs = {k: v for k, v in cfg.diff(cfg.load(folder / "config.json"), wanted).items() if k != "logdir"}
+    differs = cfg.run_diff(cfg.load(folder / "config.json"), cfg.parse(list(run.argv[2:]), tasks=pinpad.TASKS))
     if differs:
         listed = ", ".join(f"{k} {old!r} (the study: {new!r})" for k, (old, new) in differs.items())
         raise StudyError(f"the record {folder} was trained with other settings than the study's: {listed}; give "
-                         "--setting, --steps or --conditions that match it")
+                         "--setting, --steps or --conditions that match it, or train the run again (move the record "
+                         "aside and run the campaign)")
     return final["step"], final["final_eval_return"], final["train_wall_s"]
 
 
@@ -242,9 +264,10 @@ def collect(args: argparse.Namespace) -> list[dict]:
         steps, returns = curves.series(lines, "eval_return")
         final = (int(steps[-1]) if steps.size else None, float(returns[-1]) if returns.size else None, None) \
             if args.records is None else _final(args, run, folder)
+        judged_at = final[0] if args.records is not None else sweep.latest_checkpoint(folder)
         rows.append({"condition": run.condition, "seed": run.seed, "logdir": str(folder), "lines": lines,
                      "final_step": final[0], "final_return": final[1], "train_wall_s": final[2],
-                     **{policy: _evaluation(args, run, policy) for policy in POLICIES}})
+                     **{policy: _evaluation(args, run, policy, judged_at) for policy in POLICIES}})
     add_rssm_surprise(rows)
     return rows
 
@@ -370,7 +393,7 @@ def verdicts(table: dict) -> list[dict]:
     where its measure is undefined, counts in the family as p = 1 and reads so): the model's boundaries fall on pad
     entries beyond chance (exact circular-shift p, at its own count), they prefer the right next pad over other pads
     that flash alike (exact, matched on the frame delta, at the common rate), both over every seed's episodes at once;
-    and its lift is above each baseline's (two-stage bootstrap, common rate)."""
+    and its lift is above each baseline's it claims against (CLAIMED; two-stage bootstrap, common rate)."""
     found = []
     for condition, entry in table.items():
         for policy in POLICIES:
@@ -383,7 +406,7 @@ def verdicts(table: dict) -> list[dict]:
                           "estimate": common["progress_excess_pooled"],  # None: no entries that flash alike
                           "log10_p": None if common["progress_excess_pooled"] is None
                           else common["progress_log10_p_pooled"]})
-            for base in detectors(entry, policy)[1:]:
+            for base in (b for b in detectors(entry, policy)[1:] if b in CLAIMED[policy]):
                 cell = common[f"lift_minus_{base}"]
                 found.append({"condition": condition, "policy": policy, "measure": f"lift_minus_{base}",
                               "test": "bootstrap", "what": f"lift minus {LABELS[base]}'s", "estimate": cell["mean"],

@@ -713,7 +713,7 @@ def test_at_pad_count_scores_every_detector_at_one_common_rate():
         assert common[key] == own[key], key
 
 
-def test_an_rssm_surprise_added_later_marks_what_detect_marks_with_it():
+def test_an_rssm_surprise_added_later_marks_what_detect_marks_with_it(tmp_path):
     """A study from records adds the same seed's RSSM surprise after the evaluation: same marks, scores and common-rate
     marks as giving it to `detect`, ties included (a score of few values), and nothing else of the detections moves."""
     trace = _trace(np.random.default_rng(11))
@@ -727,6 +727,18 @@ def test_an_rssm_surprise_added_later_marks_what_detect_marks_with_it():
     for name in ("model", "pixel_change"):
         np.testing.assert_array_equal(plain.at_pad_count[name], at_once.at_pad_count[name])
     assert later.marks["rssm_surprise"].sum() == (plain.marks["model"] & plain.valid).sum()
+    # Its ties break on a stream of its own, [seed, 2]: the marks the model's count, then the pad count, draw from it.
+    stream = np.random.default_rng([5, 2])
+    per_episode = (plain.marks["model"] & plain.valid).sum(axis=1)
+    np.testing.assert_array_equal(later.marks["rssm_surprise"],
+                                  M.threshold_at_count(surprise, per_episode, plain.valid, stream))
+    np.testing.assert_array_equal(later.at_pad_count["rssm_surprise"], M.threshold_at_count(
+        surprise, int(plain.events["pad"].sum()), plain.valid, stream))
+    # Saved and loaded (as a record keeps an evaluation), the detections take the surprise the same way.
+    plain.save(tmp_path / "plain.npz")
+    loaded = M.with_surprise(M.Detections.load(tmp_path / "plain.npz"), surprise.astype(np.float32), seed=5)
+    for group in ("marks", "at_pad_count"):
+        np.testing.assert_array_equal(getattr(loaded, group)["rssm_surprise"], getattr(at_once, group)["rssm_surprise"])
     other = M.with_surprise(plain, surprise, seed=6)
     assert not np.array_equal(other.marks["rssm_surprise"], later.marks["rssm_surprise"])  # the seed breaks the ties
     with pytest.raises(ValueError, match="same episodes"):

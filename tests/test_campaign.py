@@ -171,6 +171,35 @@ def test_a_run_whose_evaluation_fails_gets_no_record_until_it_is_judged_again(tm
             assert path.read_bytes() == (root / "state" / NAMES[0] / path.relative_to(record)).read_bytes()
 
 
+def test_a_record_missing_or_outdated_evaluations_is_completed_from_the_runs_state(whole, tmp_path):
+    """A record whose evaluation is gone, or was made by older metrics, lists it in the dry run; --complete judges it
+    again from the run's checkpoint and brings it, and refuses where the checkpoint is gone."""
+    root = tmp_path / "copy"
+    shutil.copytree(whole[0], root)
+    seed0, seed1 = (root / "records" / "pinpad_three" / "rssm" / f"seed{k}" for k in (0, 1))
+    (seed0 / "boundary_eval.npz").unlink()
+    kept = (seed1 / "boundary_eval.json").read_bytes()
+    for path in (seed1 / "boundary_eval.json", root / "state" / NAMES[1] / "boundary_eval.json"):  # older metrics
+        older = json.loads(path.read_text())
+        settings = {**older["settings"], "format": older["settings"]["format"] - 1}
+        path.write_text(json.dumps({**older, "settings": settings}))
+    dry = _campaign(root, "--dry-run")
+    assert "pinpad_three_rssm_seed0: recorded in" in dry.stdout and "lacks boundary_eval.npz (missing" in dry.stdout
+    assert "lacks boundary_eval.json, boundary_eval.npz (missing" in dry.stdout  # seed 1: both, judged again
+    done = _campaign(root, "--complete")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{NAMES[0]}: boundary_eval.npz brought from" in done.stdout
+    assert (seed0 / "boundary_eval.npz").read_bytes() == (whole[0] / "records" / "pinpad_three" / "rssm" / "seed0" /
+                                                          "boundary_eval.npz").read_bytes()
+    judged = json.loads((seed1 / "boundary_eval.json").read_text())
+    assert judged["settings"] == json.loads(kept)["settings"]  # today's metrics, from the same checkpoint
+    assert "lacks" not in _campaign(root, "--dry-run").stdout
+    (seed0 / "boundary_eval.npz").unlink()
+    shutil.rmtree(root / "state" / NAMES[0] / "checkpoints")
+    refused = _campaign(root, "--complete")
+    assert refused.returncode == 1 and "move the record aside to train the run again" in refused.stderr
+
+
 def _plan(tmp_path, **changes):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({**PLAN, **changes}))
@@ -265,7 +294,7 @@ def test_the_committed_list_trains_and_judges_the_runs_the_study_reports():
         wanted = cfg.parse(list(run.argv[2:]))
         assert {k: v for k, v in cfg.diff(plan.config(entry), wanted).items() if k != "logdir"} == {}, run.name
     assert set(plan.eval_policies) == set(study.POLICIES[1:])
-    assert plan.eval_args[-2:] == study.eval_args("cpu", "scripted")[-2:] == ("--episodes", "16")
+    assert plan.eval_args == study.eval_args("cpu", "scripted") == ("--policy", "scripted", "--episodes", "16")
 
 
 def test_a_record_is_committed_alone_and_no_record_is_ignored(tmp_path):

@@ -153,7 +153,8 @@ def test_the_hierarchy_changes_only_the_critics_gradient(term_grads):
 
 
 def test_the_abstract_model_learns_from_the_world_models_loss_alone(term_grads):
-    """The mixed target is a stop-gradient: imagination and replay never train the abstract model."""
+    """Imagination and replay never train the abstract model: to them the critic's target is a constant (stopped in
+    `mixed_target`, in the critic's loss and in the two-hot log-likelihood alike)."""
     _, hier = term_grads
     abstract = {path: grads for path, grads in hier.items() if path[0] == "abstract"}
     assert abstract and not any(path[0] == "abstract" for path in term_grads[0])
@@ -179,11 +180,9 @@ def test_the_jump_from_the_training_targets_inputs_is_the_posteriors_next_read()
     jumped = agent.dynamics.jump(jax.tree.map(flat, post), flat(hierarchy.at_steps(post.h, end)),
                                  flat(hierarchy.at_steps(post.s, end)), flat(hierarchy.at_steps(action, end)),
                                  jax.random.PRNGKey(7))
-    np.testing.assert_allclose(np.asarray(jumped.c)[valid], np.asarray(flat(hierarchy.at_steps(post.c, following)))[valid],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(jumped.z_logits)[valid],
-                               np.asarray(flat(hierarchy.at_steps(prior.z_logits, following)))[valid],
-                               rtol=1e-5, atol=1e-5)
+    posterior = lambda x: np.asarray(flat(hierarchy.at_steps(x, following)))[valid]  # noqa: E731
+    np.testing.assert_allclose(np.asarray(jumped.c)[valid], posterior(post.c), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jumped.z_logits)[valid], posterior(prior.z_logits), rtol=1e-5, atol=1e-5)
 
 
 def test_the_mixed_target_values_each_imagined_state_by_its_own_segment_with_the_intended_critic():

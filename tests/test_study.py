@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 from dreamer_jax import sweep
 from dreamer_jax.boundaries import inference, metrics
-from experiments import eval_boundaries, study
+from experiments import study
 
 # The prototype's rate condition (it trains in test_vta_train.py; here, as in every run of the tiny setting, the agents
 # only collect); our recommended one differs from it only in flags, tested in test_vta.py (the batch-mean rate) and
@@ -50,7 +50,7 @@ def test_each_run_is_judged_on_scripted_random_and_agent_episodes_against_its_se
         assert result["settings"]["policy"] == policy and result["settings"]["baseline_logdir"] == str(rssm)
         assert set(result["events"]["pad"]["baselines"]) == {"pixel_change", "rssm_surprise"}
         assert result["settings"]["step"] == 128 and result["config"]["vta_max_seg_len"] == 50
-        assert eval_boundaries.detections_path(path).exists()
+        assert sweep.detections_path(path).exists()
     last = json.loads((vta / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 128 and last["updates"] == 0  # the tiny setting only collects
     own = json.loads((rssm / "boundary_eval.json").read_text())
@@ -85,7 +85,7 @@ def test_the_report_holds_the_numbers_of_the_runs_evaluations(done):
     adjusted = inference.holm([1.0 if v["log10_p"] is None else 10 ** v["log10_p"] for v in data["verdicts"]])
     assert [v["p_holm"] for v in data["verdicts"]] == pytest.approx(adjusted.tolist())
     # every condition and policy states its claims: alignment, right over other pads, the lift against each baseline
-    assert len(data["verdicts"]) == sum(1 + len(study.detectors(data["summary"][c], p))
+    assert len(data["verdicts"]) == sum(2 + len(set(study.detectors(data["summary"][c], p)) & set(study.CLAIMED[p]))
                                         for c in CONDITIONS for p in study.POLICIES)
     assert study.detectors(data["summary"][VTA], "agent") == ["model", "pixel_change", "rssm_surprise"]
     assert data["baseline_returns"]["scripted"] > data["baseline_returns"]["random"] >= 0
@@ -151,7 +151,10 @@ def test_a_condition_over_several_seeds_gives_per_seed_values_bounded_intervals_
     table["vta_blind"]["agent"]["common"]["model"]["lift_minus_pixel_change"]["mean"] = None  # no estimate, a p
     table["vta_blind"]["agent"]["common"]["model"]["progress_excess_pooled"] = None  # no entries that flash alike
     found = study.verdicts(table)
-    assert len(found) == 2 * 3 * 4  # two conditions, three policies: alignment, right vs other pads, two baselines
+    # Two conditions, three policies: alignment, right vs other pads, and the baselines claimed (on agent episodes,
+    # pixel change alone: the RSSM surprise, in the table, is no claim there).
+    assert len(found) == 2 * (4 + 4 + 3)
+    assert not any(v["policy"] == "agent" and v["measure"] == "lift_minus_rssm_surprise" for v in found)
     adjusted = inference.holm([1.0 if v["log10_p"] is None else 10 ** v["log10_p"] for v in found])
     assert [v["p_holm"] for v in found] == pytest.approx(adjusted.tolist())
     reads = {(v["condition"], v["policy"], v["measure"]): v["reads"] for v in found}
@@ -181,10 +184,10 @@ def _as_record(run, record, final_return):
         source, target = sweep.eval_result(run, policy), sweep.eval_result(record, policy)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
-        d = metrics.Detections.load(eval_boundaries.detections_path(source))
+        d = metrics.Detections.load(sweep.detections_path(source))
         drop = lambda group: {k: v for k, v in group.items() if k != "rssm_surprise"}  # noqa: E731
         dataclasses.replace(d, marks=drop(d.marks), scores=drop(d.scores), at_pad_count=drop(d.at_pad_count)).save(
-            eval_boundaries.detections_path(target))
+            sweep.detections_path(target))
     (record / sweep.RECORD_FINAL).write_text(json.dumps({"step": 128, "final_eval_return": final_return,
                                                           "train_wall_s": 60.0}))
 
@@ -202,7 +205,9 @@ def test_the_report_from_records_equals_the_report_from_the_runs(done, records, 
     same scripted and random episodes, and marks exactly what the evaluation with the RSSM run beside it marked."""
     result = _study("--records", records, "--conditions", *CONDITIONS, "--steps", 128, "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    again, first = (json.loads((p / "study.json").read_text())["summary"] for p in (tmp_path, done[0] / "out"))
+    again, first = (json.loads((p / "study.json").read_text()) for p in (tmp_path, done[0] / "out"))
+    assert again["verdicts"] == first["verdicts"]  # the same claims, the same p-values, the same readings
+    again, first = again["summary"], first["summary"]
     assert again["rssm"] == {**first["rssm"], "final_return": [1.5]}
     for policy in ("scripted", "random"):
         assert again[VTA][policy] == first[VTA][policy], policy
@@ -228,11 +233,17 @@ def test_records_of_other_settings_or_other_episodes_are_refused(records, tmp_pa
     assert code == 2 and "steps 128 (the study: 64)" in err and "give --setting, --steps" in err, err
     other = tmp_path / "records"
     shutil.copytree(records, other)
-    path = eval_boundaries.detections_path(sweep.eval_result(sweep.record_dir(other, study.TASK, "rssm", 0), "random"))
+    path = sweep.detections_path(sweep.eval_result(sweep.record_dir(other, study.TASK, "rssm", 0), "random"))
     d = metrics.Detections.load(path)
     dataclasses.replace(d, delta=d.delta + 1).save(path)
     code, err = report(other)
     assert code == 2 and "judged on different random episodes" in err, err
+    result = sweep.eval_result(sweep.record_dir(other, study.TASK, VTA, 0), "agent")
+    older = json.loads(result.read_text())
+    result.write_text(json.dumps({**older, "settings": {**older["settings"], "format": metrics.FORMAT - 1}}))
+    code, err = report(other)
+    assert code == 2 and f"agent evaluation ({result}) was made otherwise than the study's: format" in err, err
+    assert "python -m benchmarks.campaign --complete" in err
     code, err = report(tmp_path / "nowhere")
     assert code == 2 and "--records" in err and "is not a folder" in err
     assert not (tmp_path / "out").exists()
