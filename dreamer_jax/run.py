@@ -303,7 +303,8 @@ def plan_text(config: cfg.Config, env_steps: int, logdirs: list[pathlib.Path]) -
     lines = [f"train: {config.dynamics} on {config.task}, {seeds}, to {config.steps} env steps, {start}; "
              f"{config.updates_per_env_step:g} updates of {config.batch_size}x{config.batch_length} per env step "
              f"(train ratio {config.train_ratio:g}); {evaluation}",
-             *(f"  metrics: {logdir / 'metrics.jsonl'} (a line every {config.log_every} env steps)" for logdir in logdirs),
+             *(f"  metrics: {logdir / 'metrics.jsonl'} (a line every {config.log_every} env steps)"
+               for logdir in logdirs),
              f"  curves: python -m experiments.plot --{'logdir' if len(logdirs) == 1 else 'logroot'} {where}",
              f"  boundaries: python -m experiments.eval_boundaries --{'logdir' if len(logdirs) == 1 else 'logroot'} "
              f"{where}"]
@@ -342,17 +343,19 @@ def _loop(runs, env, eval_env, mesh, stops, progress, primary, deadline, probe) 
     if progress:
         print(plan_text(config, env_steps, logdirs), flush=True)
     bar = Bar(config.steps, desc=desc) if progress else None
-    trained_chunks = 0  # the first compiles the update; the second times it
+    compiled, timed = set(), False  # chunk shapes run once (compiled); whether the speed has been told
     lines: list[dict[str, Any]] = [{} for _ in runs]
     began = (time.monotonic(), env_steps)
     while env_steps < config.steps and not stops and (deadline is None or time.monotonic() < deadline):
         iterations = _chunk_iterations(config, env_steps, train_from, per_iteration)
         chunk_began, training = time.monotonic(), env_steps >= train_from
+        shape = (iterations if learner.is_fused else 0, training)  # a fused chunk compiles once per length
         state, metrics = learner.chunk(state, iterations, training)
-        trained_chunks += training
-        if bar and trained_chunks == 2:
+        if bar and training and not timed and shape in compiled:
             steps = int(np.max(state.env_steps)) - env_steps
             bar.panel.message(estimate_text(steps / (time.monotonic() - chunk_began), env_steps + steps, config.steps))
+            timed = True
+        compiled.add(shape)
         metrics = jax.device_get(metrics)  # one transfer; the agents' parts are sliced on the host
         for i, window in enumerate(windows):
             window.add(_agent(metrics, i, seeds))
