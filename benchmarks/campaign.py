@@ -9,9 +9,10 @@
 The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of every run, the variants (flags on top)
 and entries of task, variants, seeds and env steps, in the order they are trained. A run whose record exists under
 --records (`TASK/VARIANT/seedK/`) is done and never trained again; a record whose configuration differs from what
-the list now asks for is refused, naming the fields. The others are taken in the list's order while their estimated
-time (from the records' own rates, else the list's first estimates, scaled by the updates per env step) fits the
-budget; the first of them always, so that a run longer than one budget advances each time and finishes over several.
+the list now asks for is refused, naming the fields, except one that only has fewer env steps: that run is extended
+(resumed from its state) and its record replaced once it gets there. The others are taken in the list's order while
+their estimated time (from the records' own rates, else the list's first estimates, scaled by the steps the updates
+replay) fits the budget; the first of them always, so that a run longer than one budget advances each time and finishes over several.
 
 Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
 processes or submitit jobs) in a state folder outside the work tree (--state, by default
@@ -163,15 +164,31 @@ def dynamics(plan: Plan, variant: str) -> str:
 
 
 def recorded(entry: Entry, records: pathlib.Path) -> bool:
-    """Whether the run's record is complete (its final.json, written last, is there)."""
+    """Whether the run has a record (its final.json, written last, is there)."""
     return (entry.record(records) / FINAL).exists()
 
 
+def short(entry: Entry, records: pathlib.Path) -> int | None:
+    """The env steps of the run's record where the list asks for more (the run is extended from there), else None."""
+    if not recorded(entry, records):
+        return None
+    step = json.loads((entry.record(records) / FINAL).read_text())["step"]
+    return step if step < entry.steps else None
+
+
+def done(entry: Entry, records: pathlib.Path) -> bool:
+    """Whether the run is recorded as far as the list asks."""
+    return recorded(entry, records) and short(entry, records) is None
+
+
 def check_records(plan: Plan, records: pathlib.Path) -> None:
-    """Refuse records whose configuration is not the one the list asks for."""
+    """Refuse records whose configuration is not the one the list asks for; one that is shorter and otherwise the
+    same is extended."""
     for entry in plan.entries:
         if recorded(entry, records):
             differs = cfg.run_diff(cfg.load(entry.record(records) / "config.json"), plan.config(entry))
+            if short(entry, records) is not None:
+                differs.pop("steps", None)
             if differs:
                 listed = ", ".join(f"{k} {old!r} (the list: {new!r})" for k, (old, new) in differs.items())
                 raise CampaignError(
@@ -225,7 +242,7 @@ def select(plan: Plan, records: pathlib.Path, state: pathlib.Path, budget_s: flo
     chosen, others = [], []
     for entry in plan.entries:
         estimate = remaining_s(plan, entry, state, speed[entry.variant])
-        if recorded(entry, records):
+        if done(entry, records):
             others.append((entry, f"recorded in {entry.record(records)}"))
         elif entry.hold:
             others.append((entry, f"held: waits for {entry.hold}"))
@@ -258,7 +275,7 @@ class _Recording:
     def record(self, run: sweep.Run) -> None:
         """Write the record of a run that trained to its end, in a child process, and commit it if asked."""
         entry = self.entries[run.name]
-        if self.stops or not sweep.is_finished(run) or recorded(entry, self.records):
+        if self.stops or not sweep.is_finished(run) or done(entry, self.records):
             return
         if self.outcome(run).eval == "failed":  # its boundary_eval.json may be stale or half-made: judged again next time
             self.event(f"{self.head((run,))}: no record, its evaluation failed; the next campaign evaluates it again")
@@ -432,7 +449,14 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
         (partial / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(logdir / name, partial / name)  # every file: a record without one is no record
     write_atomic(partial / FINAL, json.dumps(result, indent=1) + "\n")
-    partial.rename(target)
+    if target.exists():  # a shorter record of the run, extended: replaced whole
+        replaced = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        target.rename(replaced)
+        partial.rename(target)
+        shutil.rmtree(replaced)
+    else:
+        partial.rename(target)
     jax.clear_caches()
     return target
 
@@ -551,8 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         speed = rates(plan, args.records)
         for entry, run in zip(chosen, runs):
             at = sweep.latest_checkpoint(run.logdir)
+            extends = short(entry, args.records)
             print(f"train  {entry.name}: {'resumes from step ' + str(at) if at else 'new'}, to {entry.steps} env "
-                  f"steps, about {remaining_s(plan, entry, state, speed[entry.variant]) / 3600:.1f} h")
+                  f"steps, about {remaining_s(plan, entry, state, speed[entry.variant]) / 3600:.1f} h"
+                  + (f"; extends its record of {extends} env steps" if extends else ""))
         for entry, why in others:
             lacks = outdated(plan, entry.record(args.records)) if recorded(entry, args.records) else []
             fix = f"; lacks {', '.join(lacks)} (missing, or judged by older metrics): python -m benchmarks.campaign " \

@@ -200,6 +200,36 @@ def test_a_record_missing_or_outdated_evaluations_is_completed_from_the_runs_sta
     assert refused.returncode == 1 and "move the record aside to train the run again" in refused.stderr
 
 
+def test_a_record_shorter_than_the_list_asks_is_extended_from_the_runs_state(whole, tmp_path):
+    """The list asks for more env steps than a record has: the run resumes from its checkpoint and its record is
+    replaced by the longer one, whose metrics go on from the shorter's; a list asking for fewer is refused."""
+    root = tmp_path / "copy"
+    shutil.copytree(whole[0], root)
+    record = root / "records" / "pinpad_three" / "rssm" / "seed0"
+    before = (record / "metrics.jsonl").read_text()
+    (root / "plan.json").write_text(json.dumps({**PLAN, "runs": [{"task": "pinpad_three", "variants": ["rssm"],
+                                                                  "seeds": [0], "steps": 320}]}))
+    dry = _campaign(root, "--dry-run")
+    assert f"train  {NAMES[0]}: resumes from step 256, to 320 env steps" in dry.stdout, dry.stdout + dry.stderr
+    assert "extends its record of 256 env steps" in dry.stdout
+    again = _campaign(root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    final = json.loads((record / campaign.FINAL).read_text())
+    assert final["step"] == 320 and [s["from_step"] for s in final["sessions"]] == [0, 256]
+    assert (record / "metrics.jsonl").read_text().startswith(before) and lines_at(record)[-1] == 320
+    assert json.loads((record / "boundary_eval.json").read_text())["settings"]["step"] == 320
+    assert not list(record.parent.glob(".*"))  # no partial or replaced folder left
+    (root / "plan.json").write_text(json.dumps({**PLAN, "runs": [{"task": "pinpad_three", "variants": ["rssm"],
+                                                                  "seeds": [0], "steps": 256}]}))
+    refused = _campaign(root, "--dry-run")
+    assert refused.returncode == 2 and "steps 320 (the list: 256)" in refused.stderr
+
+
+def lines_at(folder):
+    """The env steps of a run's metrics lines."""
+    return [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
 def _plan(tmp_path, **changes):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({**PLAN, **changes}))
