@@ -54,9 +54,13 @@ def audit(logdir: pathlib.Path, episodes: int, stride: int, seed: int) -> dict:
     data = analysis.collect(run, env, episodes, collect_key)
     inputs = {k: data[k] for k in ("image", "action", "is_first", "reward")}
     out = jax.device_get(openloop.reward_audit(run.learner, run.params, inputs, audit_key, config.horizon, stride))
+    actions = np.bincount(np.asarray(data["action"]).ravel(), minlength=env.num_actions)
     return {"run": str(logdir), "step": run.step, "task": config.task, "episodes": episodes, "stride": stride,
             "seed": seed, "episode_return": float(np.asarray(data["reward"]).sum(1).mean()),
-            **summary(out["real"], out["openloop"], out["imagined"])}
+            **summary(out["real"], out["openloop"], out["imagined"]),
+            "acting_entropy": float(out["acting_entropy"].mean()),
+            "imagined_entropy": float(out["imagined_entropy"].mean()),
+            "action_shares": (actions / actions.sum()).round(4).tolist()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         jax.clear_caches()
     print("| run | step | return per episode | reward per step: earned / open loop / actor's imagination | reward "
-          "events: earned / open loop (on earned, within a step) / actor's imagination |\n|---|---|---|---|---|")
+          "events: earned / open loop (on earned, within a step) / actor's imagination | policy entropy: acting / "
+          "imagined | action shares |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['label']} | {r['step']} | {r['episode_return']:.2f} | {r['real_per_step']:.4f} / "
               f"{r['openloop_per_step']:.4f} / {r['imagined_per_step']:.4f} | {r['real_events']} / "
               f"{r['openloop_events']} ({r['openloop_events_on_real']}, {r['openloop_events_near_real']}) / "
-              f"{r['imagined_events']} |")
+              f"{r['imagined_events']} | {r['acting_entropy']:.3f} / {r['imagined_entropy']:.3f} | "
+              f"{' '.join(f'{share:.2f}' for share in r['action_shares'])} |")
     record.write(args.out, "benchmarks.imagination_audit", argv, runs=rows)
     return 0
 

@@ -224,6 +224,9 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     loss = config.actor_scale * actor + config.critic_scale * critic.mean()
     metrics = {
         "loss_actor": actor, "loss_critic": critic.mean(), "policy_entropy": entropy.mean(), "return_scale": scale,
+        # on the replayed posterior states imagination starts from: the states the agent acts in, where
+        # policy_entropy averages over the dream too
+        "policy_entropy_start": entropy[:, 0].mean(),
         "imag_return": ret.mean(), "imag_value": value.mean().mean(), "imag_reward": reward.mean(),
         "adv_abs": jnp.abs(adv).mean(), **drive, **abstract_metrics,
     }

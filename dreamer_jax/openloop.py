@@ -61,7 +61,9 @@ def reward_audit(learner, params, data: dict, key, horizon: int, stride: int) ->
     From each start t (the posterior after observing steps 0..t), `horizon` steps are imagined twice: under the
     recorded actions (open loop) and under the actor, as training imagines. Returns (N, horizon) arrays, N the
     starts of every episode: `real` (the recorded reward at t+1..t+horizon), `openloop` and `imagined` (the reward
-    head's mean at the imagined states). `data` as in `predict`.
+    head's mean at the imagined states); and the policy's entropy where the agent acted, `acting_entropy` (E, T) at
+    the posterior states, against `imagined_entropy` (N, horizon) at the actor's imagined ones. `data` as in
+    `predict`.
     """
     agent = nnx.merge(learner.graphdef, params)
     dynamics = agent.dynamics
@@ -79,8 +81,10 @@ def reward_audit(learner, params, data: dict, key, horizon: int, stride: int) ->
 
     opened = open_loop(dynamics, start, jnp.swapaxes(flat(action[:, window]), 0, 1), open_key)
     imagined, _ = dynamics.imagine(start, agent.sample_action, horizon, imagine_key)
+    entropy = lambda states: agent.policy(dynamics.features(states)).entropy()  # noqa: E731
     return {"real": flat(data["reward"][:, window + 1]), "openloop": jnp.swapaxes(reward(opened), 0, 1),
-            "imagined": reward(imagined)[:, 1:]}
+            "imagined": reward(imagined)[:, 1:], "acting_entropy": entropy(post),
+            "imagined_entropy": entropy(jax.tree.map(lambda x: x[:, :-1], imagined))}
 
 
 def step_mse(image: np.ndarray, recon: np.ndarray, context: int) -> np.ndarray:

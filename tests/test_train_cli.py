@@ -52,6 +52,7 @@ def test_run_writes_config_metrics_and_checkpoints(run):
     assert all(next(iter(line)) == "step" for line in log)
     last = log[-1]
     assert LOSSES | {"grad_norm", "skipped_updates", "kl_obs", "post_entropy", "prior_entropy", "policy_entropy",
+                     "policy_entropy_start",
                      "return_scale", "train_return", "train_length", "eval_return"} | RATES <= set(last)
     assert last["updates"] == 32 and last["skipped_updates"] == 0
     assert all(np.isfinite(last[k]) for k in LOSSES)

@@ -269,3 +269,9 @@ def test_reward_audit_windows_the_recorded_reward_and_imagines_from_each_start(s
     assert not np.array_equal(moved["openloop"][first, 0], base["openloop"][first, 0])
     np.testing.assert_array_equal(moved["imagined"][first], base["imagined"][first])
     assert not np.array_equal(moved["imagined"], base["imagined"])  # later starts' posteriors have seen the action
+    # The policy's entropy where the agent acted (every posterior state) and in the actor's dream (each imagined
+    # state that acts), both within (0, log of the actions].
+    assert base["acting_entropy"].shape == (episodes, length)
+    assert base["imagined_entropy"].shape == (episodes * len(starts), horizon)
+    for entropy in (base["acting_entropy"], base["imagined_entropy"]):
+        assert ((entropy > 0) & (entropy <= np.log(env.num_actions) + 1e-5)).all()
