@@ -75,6 +75,17 @@ def _world_drawn_at(d, variant, update):
     return next(share for step, _, _, share in d["variants"][variant]["curve"] if step == update)
 
 
+def _jitted_env_rate(d):
+    """(env steps/s, its ratio to the gymnasium adapter) of pinpad under jit + vmap + scan at batch 1024."""
+    return next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
+                if r["method"] == "jit + vmap + scan" and r["batch"] == 1024)
+
+
+def _ratios(d):
+    """A side-by-side benchmark's ratios, row by row."""
+    return tuple(r["ratio"] for r in d["rows"])
+
+
 def _official(row):
     """The official DreamerV3's seconds per update: the mean of its two timings."""
     return (row["official_first_s"] + row["official_second_s"]) / 2
@@ -286,17 +297,16 @@ FIGURES = [
      "rate {:.3g} to {:.3g} across conditions; circular-shift p {:g},"),
     # The README: speed.
     (README, "| 264,582 env steps/s, 178x the gymnasium adapter |", "env_throughput.json",
-     lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
-                    if r["method"] == "jit + vmap + scan" and r["batch"] == 1024), "{:,.0f} env steps/s, {:.0f}x"),
+     _jitted_env_rate, "{:,.0f} env steps/s, {:.0f}x"),
     (README, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x faster at size1m, {:.2f}x at size12m"),
+     _ratios, "{:.2f}x faster at size1m, {:.2f}x at size12m"),
     (README, "| a training run at `pinpad_cpu`, 2-core CPU | 0.087 CPU s per env step |", "cost_profile.json",
      lambda d: d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], "| {:.3f} CPU s per env step |"),
     (README, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
                         for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
     (README, "| 1.43x (debug), 1.36x (size1m) |", "dynamics_cost.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug), {:.2f}x (size1m)"),
+     _ratios, "{:.2f}x (debug), {:.2f}x (size1m)"),
 
     # docs/results/learning.md: the summary.
     (LEARNING, "| 2 of 3 RSSM seeds, 3 of 3 VTA seeds, at 35k or 37.5k env steps |", "learning.json",
@@ -464,12 +474,11 @@ FIGURES = [
 
     # docs/results/speed.md.
     (SPEED, "| 264,582 env steps/s, 178x the gymnasium adapter stepped one env at a time |", "env_throughput.json",
-     lambda d: next((r["env_steps_per_s"], r["ratio"]) for r in d["rows"]
-                    if r["method"] == "jit + vmap + scan" and r["batch"] == 1024), "{:,.0f} env steps/s, {:.0f}x"),
+     _jitted_env_rate, "{:,.0f} env steps/s, {:.0f}x"),
     (SPEED, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x faster at size1m, {:.2f}x at size12m"),
+     _ratios, "{:.2f}x faster at size1m, {:.2f}x at size12m"),
     (SPEED, "| 1.43x (debug), 1.36x (size1m) |", "dynamics_cost.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug), {:.2f}x (size1m)"),
+     _ratios, "{:.2f}x (debug), {:.2f}x (size1m)"),
     (SPEED, "| 0.087 CPU s per env step, 3.74x fewer than `pinpad_cpu_v2` |", "cost_profile.json",
      lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
      "| {:.3f} CPU s per env step, {:.2f}x fewer"),
@@ -488,7 +497,7 @@ FIGURES = [
     (SPEED, "whose filter gradients were slow (20.0 s before)", "official_ratio.json",
      lambda d: d["rows"][1]["ours_xla_defaults_s"], "({:.1f} s before)"),
     (SPEED, "- A VTA update costs 1.43x (debug) and 1.36x (size1m) an RSSM update", "dynamics_cost.json",
-     lambda d: tuple(r["ratio"] for r in d["rows"]), "{:.2f}x (debug) and {:.2f}x (size1m)"),
+     _ratios, "{:.2f}x (debug) and {:.2f}x (size1m)"),
     (SPEED, "costs 0.087 CPU s per env step on 2 cores, 3.74x fewer than at", "cost_profile.json",
      lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
      "costs {:.3f} CPU s per env step on 2 cores, {:.2f}x fewer"),
