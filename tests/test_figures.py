@@ -372,7 +372,7 @@ FIGURES = [
         ("rssm", "the preset (train ratio 64)", 0, "| 0 | 40k | 0.0 | 50.6% | 3.1% |"),
         ("rssm", "the preset (train ratio 64)", 1, "| 1 | 40k | 0.0 | 35.6% | 9.4% |"),
         ("rssm_r128", "`--train_ratio 128`", 0, "| 0 | 40k | 0.6 | 73.8% | 15.6% |"),
-        ("rssm_r128", "`--train_ratio 128`", 1, "| 1 | 30k | 0.0 | 50.0% | 15.6% |"),
+        ("rssm_r128", "`--train_ratio 128`", 1, "| 1 | 40k | 0.0 | 56.2% | 18.8% |"),
         ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 0, "| 0 | 30k | 0.0 | 69.4% | 9.4% |"),
         ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 1, "| 1 | 30k | 0.0 | 63.1% | 18.8% |"),
         ("rssm_r128_ac4e-5_fn0", "`--train_ratio 128`, actor and critic at 4e-5, no KL free nats", 0,
