@@ -103,6 +103,12 @@ class Plan:
                           [self.preset], (*self.flags, "--steps", str(entry.steps)))
         return dataclasses.replace(run, index=index)
 
+    @property
+    def policies(self) -> tuple[str, ...]:
+        """The policies whose episodes a record's evaluations judge: the scripted solver's (eval_args), then
+        eval_policies."""
+        return (sweep.EVAL_POLICIES[0], *self.eval_policies)
+
     def config(self, entry: Entry) -> cfg.Config:
         """The configuration the list asks for (logdir aside)."""
         argv = self.run(entry, pathlib.Path(".")).argv
@@ -168,17 +174,21 @@ def recorded(entry: Entry, records: pathlib.Path) -> bool:
     return (entry.record(records) / FINAL).exists()
 
 
+def record_step(entry: Entry, records: pathlib.Path) -> int | None:
+    """The env steps the run's record reached; None without a record."""
+    return json.loads((entry.record(records) / FINAL).read_text())["step"] if recorded(entry, records) else None
+
+
 def short(entry: Entry, records: pathlib.Path) -> int | None:
     """The env steps of the run's record where the list asks for more (the run is extended from there), else None."""
-    if not recorded(entry, records):
-        return None
-    step = json.loads((entry.record(records) / FINAL).read_text())["step"]
-    return step if step < entry.steps else None
+    step = record_step(entry, records)
+    return step if step is not None and step < entry.steps else None
 
 
 def done(entry: Entry, records: pathlib.Path) -> bool:
     """Whether the run is recorded as far as the list asks."""
-    return recorded(entry, records) and short(entry, records) is None
+    step = record_step(entry, records)
+    return step is not None and step >= entry.steps
 
 
 def check_records(plan: Plan, records: pathlib.Path) -> None:
@@ -343,9 +353,8 @@ def commit_record(folder: pathlib.Path, what: str = "as the run wrote it") -> st
 
 
 def evaluations(plan: Plan) -> list[str]:
-    """The evaluations a record holds, relative to its folder: the scripted solver's episodes (eval_args), then each
-    of eval_policies'."""
-    return [str(sweep.eval_result(".", policy)) for policy in (sweep.EVAL_POLICIES[0], *plan.eval_policies)]
+    """The evaluations a record holds, relative to its folder, one per policy of the plan."""
+    return [str(sweep.eval_result(".", policy)) for policy in plan.policies]
 
 
 def record_files(plan: Plan) -> list[str]:
@@ -358,10 +367,10 @@ def judge(plan: Plan, logdir: pathlib.Path) -> None:
     stored (experiments.eval_boundaries)."""
     from experiments import eval_boundaries
 
-    for policy, result in zip((sweep.EVAL_POLICIES[0], *plan.eval_policies), evaluations(plan)):
+    for policy in plan.policies:
         chosen = () if policy == sweep.EVAL_POLICIES[0] else ("--policy", policy)
         eval_boundaries.judged(["--logdir", str(logdir), *plan.eval_args, *chosen, "--out",
-                                str((logdir / result).parent)])
+                                str(sweep.eval_result(logdir, policy).parent)])
 
 
 def outdated(plan: Plan, folder: pathlib.Path) -> list[str]:

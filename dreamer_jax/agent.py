@@ -202,12 +202,13 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     cont = sg(cont.at[:, 0].set(continue_target(is_terminal.reshape(-1), config)))
     critic_logits = agent.critic(feat)
     slow_value = sg(agent.value(slow_critic, feat))
-    target_value = slow_value if config.slow_target else sg(agent.twohot(critic_logits).mean())
+    bootstrap = slow_critic if config.slow_target else agent.critic  # the one critic every target reads
+    target_value = sg(agent.value(bootstrap, feat))
     ret = batch_major(lambda_returns, reward, cont, target_value, config.return_lambda)  # (N, H)
     weight = sg(jnp.cumprod(cont, axis=1) / disc)[:, :-1]
     critic_target, abstract_metrics = ret, {}
     if agent.abstract is not None:
-        critic_target, abstract_metrics = mixed_target(agent, slow_critic, config, states, ret, key)
+        critic_target, abstract_metrics = mixed_target(agent, bootstrap, config, states, ret, key)
 
     retnorm = percentile_update(retnorm, ret, config.retnorm_rate, config.retnorm_low, config.retnorm_high)
     scale = percentile_scale(retnorm)
@@ -247,14 +248,13 @@ def actor_drive(agent: Agent, feat, actions, adv, weight, eta: float) -> dict:
     return {"actor_grad_adv": optax.tree.norm(grad_adv), "actor_grad_ent": optax.tree.norm(grad_ent)}
 
 
-def mixed_target(agent: Agent, slow_critic: Head, config: Config, states, ret, key):
+def mixed_target(agent: Agent, critic: Head, config: Config, states, ret, key):
     """The critic's target with the hierarchy: psi * ret + (1 - psi) * [segment reward + segment discount *
-    V(next READ state)], the abstract model's segment ahead of every imagined state (N, H), valued by the critic
-    that bootstraps the lambda-returns. (target, metrics)."""
+    V(next READ state)], the abstract model's segment ahead of every imagined state (N, H), valued by `critic`, the
+    one that bootstraps the lambda-returns `ret`. (target, metrics)."""
     n, steps = ret.shape
     flat_states = jax.tree.map(lambda x: x[:, :-1].reshape((n * steps,) + x.shape[2:]), states)
     following, pred = hierarchy.next_read(agent.dynamics, agent.abstract, flat_states, jax.random.fold_in(key, 1))
-    critic = slow_critic if config.slow_target else agent.critic
     next_value = agent.value(critic, agent.dynamics.features(following)).reshape(n, steps)
     seg_reward = pred["reward"].mean().reshape(n, steps)
     seg_disc = jax.nn.sigmoid(pred["disc"].logits).reshape(n, steps)

@@ -291,7 +291,6 @@ def _restore(mgrs: list, state: TrainState, runs: list[cfg.Config]) -> tuple[Tra
     return jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state)), skipped
 
 
-
 def plan_text(config: cfg.Config, env_steps: int, logdirs: list[pathlib.Path]) -> str:
     """What a run is about to do and where to look, printed as it starts."""
     seeds = f"seeds {config.seed} to {config.seed + len(logdirs) - 1}" if len(logdirs) > 1 else f"seed {config.seed}"
@@ -299,15 +298,14 @@ def plan_text(config: cfg.Config, env_steps: int, logdirs: list[pathlib.Path]) -
     episodes = f"{config.eval_episodes} episode" + "s" * (config.eval_episodes != 1)
     evaluation = (f"an evaluation of {episodes} every {config.eval_every} env steps"
                   if config.eval_every else "no periodic evaluation")
-    where = logdirs[0] if len(logdirs) == 1 else logdirs[0].parent
+    flag, where = ("logdir", logdirs[0]) if len(logdirs) == 1 else ("logroot", logdirs[0].parent)
     lines = [f"train: {config.dynamics} on {config.task}, {seeds}, to {config.steps} env steps, {start}; "
              f"{config.updates_per_env_step:g} updates of {config.batch_size}x{config.batch_length} per env step "
              f"(train ratio {config.train_ratio:g}); {evaluation}",
              *(f"  metrics: {logdir / 'metrics.jsonl'} (a line every {config.log_every} env steps)"
                for logdir in logdirs),
-             f"  curves: python -m experiments.plot --{'logdir' if len(logdirs) == 1 else 'logroot'} {where}",
-             f"  boundaries: python -m experiments.eval_boundaries --{'logdir' if len(logdirs) == 1 else 'logroot'} "
-             f"{where}"]
+             f"  curves: python -m experiments.plot --{flag} {where}",
+             f"  boundaries: python -m experiments.eval_boundaries --{flag} {where}"]
     return "\n".join(lines)
 
 

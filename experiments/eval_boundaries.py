@@ -231,10 +231,17 @@ def stored(logdir: pathlib.Path, args: argparse.Namespace, path: pathlib.Path | 
     except (OSError, ValueError):
         return None
     step = sweep.latest_checkpoint(logdir)
-    wanted, had = settings(args, -1 if step is None else step), dict(result.get("settings", {}))
+    return None if settings_diff(result, args, -1 if step is None else step) else result
+
+
+def settings_diff(result: dict, args: argparse.Namespace, step: int) -> dict[str, tuple]:
+    """Where a stored result's settings differ from those these arguments would judge checkpoint `step` with, as
+    name -> (stored, wanted); without --baseline-logdir a stored baseline holds too (it is the caller's to add)."""
+    wanted, had = settings(args, step), dict(result.get("settings", {}))
     if args.baseline_logdir is None:
         had["baseline_logdir"] = None
-    return result if had == wanted else None
+    return {key: (had.get(key), wanted.get(key)) for key in sorted(wanted.keys() | had.keys())
+            if had.get(key) != wanted.get(key)}
 
 
 def gather(args: argparse.Namespace) -> int:

@@ -226,9 +226,7 @@ def _evaluation(args: argparse.Namespace, run: sweep.Run, policy: str, step: int
         raise StudyError(f"{run.name} has no {policy} evaluation ({path} and {arrays.name}); {_missing(args)}")
     result = json.loads(path.read_text())
     options = eval_boundaries.parser().parse_args(["--logdir", str(path.parent), *eval_args(args.setting, policy)])
-    wanted = {**eval_boundaries.settings(options, step), "baseline_logdir": None}
-    had = {**result.get("settings", {}), "baseline_logdir": None}  # the baseline is the study's to add
-    differs = {key: (had.get(key), value) for key, value in wanted.items() if had.get(key) != value}
+    differs = eval_boundaries.settings_diff(result, options, step)
     if differs:
         listed = ", ".join(f"{k} {old!r} (the study: {new!r})" for k, (old, new) in differs.items())
         raise StudyError(f"{run.name}'s {policy} evaluation ({path}) was made otherwise than the study's: {listed}; "

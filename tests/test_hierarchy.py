@@ -185,30 +185,44 @@ def test_the_jump_from_the_training_targets_inputs_is_the_posteriors_next_read()
     np.testing.assert_allclose(np.asarray(jumped.z_logits)[valid], posterior(prior.z_logits), rtol=1e-5, atol=1e-5)
 
 
-def test_the_mixed_target_values_each_imagined_state_by_its_own_segment_with_the_intended_critic():
-    """Column j of the target reads imagined state j alone (never the last state, which has no lambda-return), and
-    the next READ is valued by the critic that bootstraps the returns: the online one, or the slow one with
-    slow_target."""
+def test_the_mixed_target_values_each_imagined_state_by_its_own_segment():
+    """Column j of the target reads imagined state j alone (never the last state, which has no lambda-return)."""
     (config, agent), = _agents((0.9,))
     start = agent.dynamics.initial(3).state
     states, _ = agent.dynamics.imagine(start, agent.sample_action, 4, jax.random.PRNGKey(1))
     ret = jnp.asarray(np.random.default_rng(2).random((3, 4)), jnp.float32)
-    critic = lambda seed: _critic(config, agent, seed)  # noqa: E731
-    agent.critic, slow = critic(8), critic(9)
+    critic = _critic(config, agent, 8)
 
-    def target(states, slow, config):
-        return np.asarray(mixed_target(agent, slow, config, states, ret, jax.random.PRNGKey(3))[0])
+    def target(states):
+        return np.asarray(mixed_target(agent, critic, config, states, ret, jax.random.PRNGKey(3))[0])
 
-    base = target(states, slow, config)
+    base = target(states)
     assert base.shape == (3, 4)
     bump = lambda j: states._replace(h=states.h.at[:, j].add(1.0))  # noqa: E731
-    np.testing.assert_array_equal(target(bump(4), slow, config), base)  # the last state: no column reads it
-    changed = np.abs(target(bump(1), slow, config) - base) > 1e-6
+    np.testing.assert_array_equal(target(bump(4)), base)  # the last state: no column reads it
+    changed = np.abs(target(bump(1)) - base) > 1e-6
     assert changed[:, 1].all() and not changed[:, [0, 2, 3]].any()
-    np.testing.assert_array_equal(target(states, critic(10), config), base)  # the slow critic is not read...
-    with_slow = dataclasses.replace(config, slow_target=True)
-    np.testing.assert_array_equal(target(states, agent.critic, with_slow), base)  # ...unless it bootstraps
-    assert not np.allclose(target(states, slow, with_slow), base)
+
+
+@pytest.mark.parametrize("slow_target", [False, True])
+def test_the_lambda_returns_and_the_segment_values_read_one_critic(slow_target):
+    """In `imagination_loss` the critic that bootstraps the lambda-returns also values the next READ: the online
+    one, or the slow one with slow_target. Swapping the slow critic moves both or neither."""
+    (config, agent), = _agents((0.9,), slow_target=slow_target)
+    data = _batch(config, np.random.default_rng(5))
+    action = jax.nn.one_hot(data["action"], 5, dtype=jnp.float32)
+    _, post, _ = agent.dynamics.observe(agent.dynamics.initial(2), agent.encoder(data["image"]), action,
+                                        data["is_first"], jax.random.PRNGKey(6), reward=data["reward"])
+    agent.critic = _critic(config, agent, 8)
+
+    def targets(slow_seed):
+        _, (_, ret, m) = imagination_loss(agent, _critic(config, agent, slow_seed), config, post,
+                                          jnp.asarray(data["is_terminal"]), percentile_init(), jax.random.PRNGKey(7))
+        return np.asarray(ret), float(m["imag_abstract_return"])
+
+    (ret, segment), (ret_other, segment_other) = targets(9), targets(10)
+    assert np.array_equal(ret, ret_other) != slow_target
+    assert (segment == segment_other) != slow_target
 
 
 def test_a_jumpy_rollout_chains_segments_under_jit_without_observations():
