@@ -142,6 +142,7 @@ SPLIT = ("progress", "distractor")
 RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the columns of the pinpad_cpu_v2 run's table
 V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
 PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
+V1_PILOT = "runs/pinpad_three/rssm_v1/seed0"  # pinpad_cpu_v1's model and learning rates at the campaign's preset
 R128_RUNS = tuple((variant, seed) for variant in ("rssm_r128", "rssm_r128_ac4e-5") for seed in (0, 1)) + (
     ("rssm_r128_ac4e-5_fn0", 0),)  # the pilots at train ratio 128 on learning.md
 PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
@@ -376,7 +377,18 @@ FIGURES = [
         ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 0, "| 0 | 30k | 0.0 | 69.4% | 9.4% |"),
         ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 1, "| 1 | 30k | 0.0 | 63.1% | 18.8% |"),
         ("rssm_r128_ac4e-5_fn0", "`--train_ratio 128`, actor and critic at 4e-5, no KL free nats", 0,
-         "| 0 | 30k | 0.0 | 57.5% | 6.2% |"))),
+         "| 0 | 30k | 0.0 | 57.5% | 6.2% |"),
+        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 0,
+         "| 0 | 40k | 132.5 | 0.0% | 0.0% |"))),
+    (LEARNING, "| 1 RSSM seed to 40k env steps | yes, at 32.5k env steps |", f"{V1_PILOT}/final.json",
+     lambda d: (_k(d["step"]), _k(d["first_target_step"])), "| 1 RSSM seed to {}k env steps | yes, at {}k env steps |"),
+    (LEARNING, "first passed the target at 32.5k env steps (98.8), and it ended at\n  132.5 over 16 fresh episodes, in "
+     "65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
+     lambda d: (_k(d["first_target_step"]), *_at_steps(V1_PILOT, "eval_return", (d["first_target_step"],)),
+                d["final_eval_return"], d["final_episodes"], d["train_wall_s"] / 60, d["train_cpu_s"],
+                d["train_cpu_s"] / d["step"]),
+     "first passed the target at {}k env steps ({:.1f}), and it ended at\n  {:.1f} over {} fresh episodes, in "
+     "{:.0f} minutes of training ({:.0f} CPU s, {:.3f} per env step"),
     *((LEARNING, *row) for row in PILOT_UPDATES),
     # docs/results/learning.md: the released agent and the GPU setting.
     (LEARNING, "scores 120.0 over 16 fresh episodes, against the random policy's 3.75 and the scripted solver's 283.1",
