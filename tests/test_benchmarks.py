@@ -191,11 +191,12 @@ def test_world_model_drawing_writes_each_variants_curve(tmp_path):
 
 def test_cost_profile_composes_an_env_step_from_its_measured_pieces(tmp_path, capsys):
     """One update by part and the pieces of a run, on the debug model: the parts are the update's own pieces (their
-    sum near the whole), an env step is each piece times how often a run does it, and the ratio is to the first."""
+    sum near the whole), an env step is each piece times how often a run of that candidate does it, and the ratio is
+    to the first. (The second candidate changes only the train ratio: its programs are the first's, compiled once.)"""
     from benchmarks import cost_profile
 
     out = tmp_path / "profile.json"
-    code, stdout, err = run_main(cost_profile.main, ["--base", "debug", "--candidates", "today", "enc_k3",
+    code, stdout, err = run_main(cost_profile.main, ["--base", "debug", "--candidates", "today", "ratio64",
                                                      "--repeats", "1", "--rounds", "1", "--out", out], capsys)
     assert code == 0, err
     data = json.loads(out.read_text())
@@ -206,15 +207,16 @@ def test_cost_profile_composes_an_env_step_from_its_measured_pieces(tmp_path, ca
     assert all(t["cpu_s"] > 0 and t["wall_s"] > 0 for t in parts.values())
     whole = parts["whole update"]
     assert 0.25 < whole["parts_sum_cpu_s"] / whole["cpu_s"] < 4  # the same work, fused differently
-    config = cfg.make("debug")
     for name, run in data["runs"].items():
+        config = cfg.make("debug", **run["fields"])
         assert run["per_env_step"] == {"acting": 1.0, "update": config.updates_per_env_step,
                                        "evaluation": 1 / config.eval_every, "tracking probe": 1 / config.eval_every,
                                        "checkpoint": 1 / config.save_every}
         total = sum(run["pieces"][k]["cpu_s"] * run["per_env_step"][k] for k in run["pieces"])
         assert run["env_step_total"]["cpu_s"] == pytest.approx(total) and run["env_steps_per_cpu_s"] == 1 / total
-    assert data["runs"]["enc_k3"]["fields"] == {"enc_kernel": 3} and data["reference"] == "today"
-    assert "enc_k3" in stdout and "x today" in stdout
+    assert data["runs"]["ratio64"]["fields"] == {"train_ratio": 64.0} and data["reference"] == "today"
+    assert cfg.make("debug").train_ratio != 64.0  # the candidate's own ratio composes its env step
+    assert "ratio64" in stdout and "x today" in stdout
 
 
 def _drive_run(path: Path, seed: int, lines: list[dict]) -> Path:
