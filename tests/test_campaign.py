@@ -1,4 +1,4 @@
-"""The campaign (benchmarks/campaign.py): a tiny list of two runs trained, recorded and aggregated; the same list
+"""The campaign (benchmarks/campaign.py): a tiny list of three runs trained, recorded and aggregated; the same list
 stopped in the middle of a run and resumed writes the same records; the aggregate from the records equals the
 learning benchmark's from the runs; the list, the budget and records of other settings."""
 
@@ -17,17 +17,17 @@ from benchmarks import campaign, learning
 from conftest import REPO, run_main
 from dreamer_jax import config as cfg, run as run_lib, sweep
 
-# Two RSSM runs of the debug model that only collect (a prefill longer than the run: no update to compile), with a
+# Three RSSM runs of the debug model that only collect (a prefill longer than the run: no update to compile), with a
 # periodic evaluation every 32 env steps and a checkpoint every 64.
 PLAN = {
     "preset": "debug", "flags": "--prefill 100000 --time_limit 50 --eval_every 32 --log_every 16 --save_every 64",
     "eval_args": "--policy scripted --episodes 2 --resamples 19 --bootstrap 10",
     "env_steps_per_s": {"rssm": 100, "vta": 50},
     "variants": {"rssm": "--dynamics rssm", "vta": "--dynamics vta"},
-    "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 1], "steps": 256},
+    "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 1, 2], "steps": 256},
              {"task": "pinpad_three", "variants": ["vta"], "seeds": [0], "steps": 512, "hold": "a test's say-so"}],
 }
-NAMES = [f"pinpad_three_rssm_seed{seed}" for seed in range(2)]
+NAMES = [f"pinpad_three_rssm_seed{seed}" for seed in range(3)]
 # What differs between two records of the same run: where and when it ran, and how fast.
 VOLATILE = ("train_wall_s", "train_cpu_s", "sessions", "recorded_at", "machine", "command")
 
@@ -113,7 +113,7 @@ def test_a_campaign_stopped_in_the_middle_and_resumed_writes_the_same_records(wh
     root, stopped_at, again = resumed
     assert 64 <= stopped_at < 256, stopped_at
     assert again.returncode == 0, again.stderr[-3000:]
-    for seed in range(2):
+    for seed in range(3):
         assert _record(root, f"seed{seed}") == _record(whole[0], f"seed{seed}"), seed
     final = json.loads((root / "records" / "pinpad_three" / "rssm" / "seed1" / campaign.FINAL).read_text())
     assert [s["from_step"] for s in final["sessions"]] == [0, stopped_at]
@@ -122,17 +122,17 @@ def test_a_campaign_stopped_in_the_middle_and_resumed_writes_the_same_records(wh
 def test_the_aggregate_from_the_records_equals_the_learning_benchmarks_from_the_runs(whole, capsys):
     root, _ = whole
     from_records = json.loads((root / "out" / "learning.json").read_text())
-    code, _, err = run_main(learning.main, ["--setting", "tiny", "--report", "--dynamics", "rssm", "--seeds", "2",
+    code, _, err = run_main(learning.main, ["--setting", "tiny", "--report", "--dynamics", "rssm", "--seeds", "3",
                                             "--logroot", root / "state", "--out", root / "direct", "--no-openloop"],
                             capsys)
     assert code == 0, err
     direct = json.loads((root / "direct" / "learning.json").read_text())
     strip = lambda runs: [{k: v for k, v in r.items() if k != "logdir"} for r in runs]  # noqa: E731
-    assert strip(from_records["runs"]) == strip(direct["runs"]) and len(direct["runs"]) == 2
+    assert strip(from_records["runs"]) == strip(direct["runs"]) and len(direct["runs"]) == 3
     assert from_records["summary"] == direct["summary"]
     for key in ("random_return", "scripted_return", "target_return", "episode_length"):
         assert from_records[key] == direct[key]
-    assert list(from_records["model_code"]["rssm"].values()) == [2]
+    assert list(from_records["model_code"]["rssm"].values()) == [3]
     assert (root / "out" / "learning_curves.png").exists()
 
 
