@@ -45,8 +45,9 @@ from experiments.envs import make_env
 
 BASE = "pinpad_cpu_v2"  # the preset every candidate changes (the 2026-12-02 pinpad_cpu)
 # name -> fields on top of the base: an encoder lighter than the decoder (3x3 kernels; and half the channels), both
-# CNNs at half the channels, bf16 compute, half the train ratio, and the lighter encoder at half the train ratio.
-# (Acting, the periodic evaluation and the probe are under 2% of an env step's CPU time at the base: not a lever.)
+# CNNs at half the channels, bf16 compute, half the train ratio, the lighter encoder at half the train ratio, and
+# pinpad_cpu_v1's CNN (depth 4; its other fields cost nothing). (Acting, the periodic evaluation and the probe are
+# under 2% of an env step's CPU time at the base: not a lever.)
 CANDIDATES = {
     "today": {},
     "enc_k3": dict(enc_kernel=3),
@@ -55,6 +56,7 @@ CANDIDATES = {
     "bf16": dict(precision="bf16"),
     "ratio64": dict(train_ratio=64.0),
     "enc_d8_k3_ratio64": dict(enc_depth=8, enc_kernel=3, train_ratio=64.0),
+    "depth4": dict(depth=4),
 }
 ACT_STEPS = 64  # env steps per env of one timed acting call
 jit = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
