@@ -16,6 +16,7 @@ README = "README.md"
 LEARNING, WORLD, BOUNDARIES, SPEED = (f"docs/results/{name}.md" for name in ("learning", "world_model", "boundaries",
                                                                                 "speed"))
 TABLES = "docs/speed.md"
+DEFAULTS = "docs/dreamer_defaults.md"
 RESULT_PAGES = ("docs/results/README.md", LEARNING, WORLD, BOUNDARIES, SPEED)
 PROVENANCE = "released/pinpad_three_vta/provenance.json"  # the released agent (a path from the repository's root)
 
@@ -224,8 +225,8 @@ ENCODER_ROWS = {  # the world model alone at pinpad_cpu_v2 and with pinpad_cpu's
             "world_model_drawing_enc_d8_k3.json",
             lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
 }
-RATIO = ("3.74x fewer", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64")[3], "{:.2f}x fewer")
-V2_ENV_STEP = ("the update took 0.321 of an env step's 0.325 CPU s", "cost_profile.json",
+RATIO = ("3.09x fewer", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64")[3], "{:.2f}x fewer")
+V2_ENV_STEP = ("the update took 0.277 of an env step's 0.282 CPU s", "cost_profile.json",
                lambda d: (d["runs"]["today"]["env_step"]["update"]["cpu_s"],
                           d["runs"]["today"]["env_step_total"]["cpu_s"]),
                "the update took {:.3f} of an env step's {:.3f} CPU s")
@@ -273,7 +274,7 @@ FIGURES = [
     (README, "265.0 over 8 episodes at 40k env steps, past the target from 25k", f"{V2}/metrics.jsonl",
      lambda _: (*_at_steps(V2, "eval_return", (40_000,)), _k(_first_at_target(V2))),
      "{:.1f} over 8 episodes at 40k env steps, past the target from {}k"),
-    (README, "at 3.74x fewer CPU s per env step", *RATIO[1:3], "{:.2f}x fewer CPU s per env step"),
+    (README, "at 3.09x fewer CPU s per env step", *RATIO[1:3], "{:.2f}x fewer CPU s per env step"),
     (README, "| 0.0, 0.0 at 40k env steps |", "campaign/learning.json",
      lambda d: (*(r["final_eval_return"] for r in d["runs"]), *{_k(r["final_step"]) for r in d["runs"]}),
      "| {:.1f}, {:.1f} at {}k env steps |"),
@@ -303,7 +304,7 @@ FIGURES = [
      _jitted_env_rate, "{:,.0f} env steps/s, {:.0f}x"),
     (README, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
      _ratios, "{:.2f}x faster at size1m, {:.2f}x at size12m"),
-    (README, "| a training run at `pinpad_cpu`, 2-core CPU | 0.087 CPU s per env step |", "cost_profile.json",
+    (README, "| a training run at `pinpad_cpu`, 2-core CPU | 0.091 CPU s per env step |", "cost_profile.json",
      lambda d: d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], "| {:.3f} CPU s per env step |"),
     (README, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
@@ -366,7 +367,7 @@ FIGURES = [
      + _at_steps("pinpad_cpu_rssm_seed1", "eval_return", (25_000,)),
      "{:.1%} of observed frames at 25k, but had not earned reward yet (eval return {:.1f})"),
     # docs/results/learning.md: the pilots at pinpad_cpu (campaign records).
-    (LEARNING, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.74x fewer CPU seconds per env step", *RATIO[1:3],
+    (LEARNING, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.09x fewer CPU seconds per env step", *RATIO[1:3],
      "at {:.2f}x fewer CPU seconds"),
     *((LEARNING, f"| `{variant}` | {flags} {row}", f"runs/pinpad_three/{variant}/seed{seed}/final.json", _record_row,
        RECORD_ROW) for variant, flags, seed, row in (
@@ -495,7 +496,7 @@ FIGURES = [
      _ratios, "{:.2f}x faster at size1m, {:.2f}x at size12m"),
     (SPEED, "| 1.43x (debug), 1.36x (size1m) |", "dynamics_cost.json",
      _ratios, "{:.2f}x (debug), {:.2f}x (size1m)"),
-    (SPEED, "| 0.087 CPU s per env step, 3.74x fewer than `pinpad_cpu_v2` |", "cost_profile.json",
+    (SPEED, "| 0.091 CPU s per env step, 3.09x fewer than `pinpad_cpu_v2` |", "cost_profile.json",
      lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
      "| {:.3f} CPU s per env step, {:.2f}x fewer"),
     (SPEED, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
@@ -514,10 +515,10 @@ FIGURES = [
      lambda d: d["rows"][1]["ours_xla_defaults_s"], "({:.1f} s before)"),
     (SPEED, "- A VTA update costs 1.43x (debug) and 1.36x (size1m) an RSSM update", "dynamics_cost.json",
      _ratios, "{:.2f}x (debug) and {:.2f}x (size1m)"),
-    (SPEED, "costs 0.087 CPU s per env step on 2 cores, 3.74x fewer than at", "cost_profile.json",
+    (SPEED, "costs 0.091 CPU s per env step on 2 cores, 3.09x fewer than at", "cost_profile.json",
      lambda d: (d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], _profile_row(d, "enc_d8_k3_ratio64")[3]),
      "costs {:.3f} CPU s per env step on 2 cores, {:.2f}x fewer"),
-    (SPEED, "(`pinpad_cpu_v2`, 0.325)", "cost_profile.json", lambda d: d["runs"]["today"]["env_step_total"]["cpu_s"],
+    (SPEED, "(`pinpad_cpu_v2`, 0.282)", "cost_profile.json", lambda d: d["runs"]["today"]["env_step_total"]["cpu_s"],
      "(`pinpad_cpu_v2`, {:.3f})"),
     (SPEED, *V2_ENV_STEP),
     (SPEED, "and the encoder 50% of an update", "cost_profile.json", lambda d: _part(d, "encoder")[2],
@@ -529,30 +530,54 @@ FIGURES = [
                         for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
 
     # docs/speed.md: the cost profile (benchmarks.cost_profile) at pinpad_cpu_v2 and its candidates.
-    (TABLES, "| `today` | (none) | 1.284 | 0.325 | 3.08 | 1.00x |", "cost_profile.json",
+    (TABLES, "| `today` | (none) | 1.107 | 0.282 | 3.55 | 1.00x |", "cost_profile.json",
      lambda d: _profile_row(d, "today"), PROFILE_ROW),
-    (TABLES, "| `enc_k3` | `--enc_kernel 3` | 0.860 | 0.218 | 4.58 | 1.49x |", "cost_profile.json",
+    (TABLES, "| `enc_k3` | `--enc_kernel 3` | 0.980 | 0.249 | 4.02 | 1.13x |", "cost_profile.json",
      lambda d: _profile_row(d, "enc_k3"), PROFILE_ROW),
-    (TABLES, "| `enc_d8_k3` | `--enc_depth 8 --enc_kernel 3` | 0.731 | 0.186 | 5.37 | 1.75x |", "cost_profile.json",
+    (TABLES, "| `enc_d8_k3` | `--enc_depth 8 --enc_kernel 3` | 0.754 | 0.192 | 5.21 | 1.47x |", "cost_profile.json",
      lambda d: _profile_row(d, "enc_d8_k3"), PROFILE_ROW),
-    (TABLES, "| `depth8_enc_k3` | `--depth 8 --enc_kernel 3` (the decoder at 8 too) | 0.503 | 0.129 | 7.77 | 2.53x |",
+    (TABLES, "| `depth8_enc_k3` | `--depth 8 --enc_kernel 3` (the decoder at 8 too) | 0.543 | 0.139 | 7.22 | 2.03x |",
      "cost_profile.json", lambda d: _profile_row(d, "depth8_enc_k3"), PROFILE_ROW),
-    (TABLES, "| `bf16` | `--precision bf16` | 1.411 | 0.358 | 2.79 | 0.91x |", "cost_profile.json",
+    (TABLES, "| `bf16` | `--precision bf16` | 1.189 | 0.303 | 3.30 | 0.93x |", "cost_profile.json",
      lambda d: _profile_row(d, "bf16"), PROFILE_ROW),
-    (TABLES, "| `ratio64` | `--train_ratio 64` | 1.035 | 0.134 | 7.49 | 2.43x |", "cost_profile.json",
+    (TABLES, "| `ratio64` | `--train_ratio 64` | 1.258 | 0.162 | 6.18 | 1.74x |", "cost_profile.json",
      lambda d: _profile_row(d, "ratio64"), PROFILE_ROW),
-    (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.674 | "
-                   "0.087 | 11.51 | **3.74x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
+    (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.705 | "
+                   "0.091 | 10.97 | **3.09x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
      " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
-    (TABLES, "| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.549 | 0.289 | 50% |",
+    (TABLES, "| `depth4` | `--depth 4` (`pinpad_cpu_v1`'s CNN: both at 4 channels, 5x5) | 0.430 | 0.111 | 9.00 | 2.54x |",
+     "cost_profile.json", lambda d: _profile_row(d, "depth4"), PROFILE_ROW),
+    (TABLES, "the same update program measured 1.107 and 1.258 CPU s", "cost_profile.json",
+     lambda d: tuple(d["runs"][name]["pieces"]["update"]["cpu_s"] for name in ("today", "ratio64")),
+     "measured {:.3f} and {:.3f} CPU s"),
+    (TABLES, "(the `depth4` row, 2.54x;", "cost_profile.json", lambda d: _profile_row(d, "depth4")[3], "{:.2f}x"),
+    # docs/dreamer_defaults.md: the CPU preset's costs, from the same profile.
+    (DEFAULTS, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.09x its env steps per CPU second", *RATIO[1:3],
+     "at {:.2f}x its env steps per CPU second"),
+    (DEFAULTS, "the update is 98% of an env step's CPU time", "cost_profile.json",
+     lambda d: 100 * d["runs"]["today"]["env_step"]["update"]["cpu_s"] / d["runs"]["today"]["env_step_total"]["cpu_s"],
+     "the update is {:.0f}%"),
+    (DEFAULTS, "bf16 is slower: 0.93x the env steps per CPU second", "cost_profile.json",
+     lambda d: _profile_row(d, "bf16")[3], "bf16 is slower: {:.2f}x"),
+    (TABLES, "the tracking probe 0.0026 (6.4 CPU s every 2500 env steps), the periodic\nevaluation 0.0017 (8 episodes "
+     "of 1000 steps, 4.2 CPU s every 2500), acting 0.0005", "cost_profile.json",
+     lambda d: tuple(x for piece in ("tracking probe", "evaluation") for x in (
+         d["runs"]["today"]["env_step"][piece]["cpu_s"], d["runs"]["today"]["pieces"][piece]["cpu_s"]))
+     + (d["runs"]["today"]["env_step"]["acting"]["cpu_s"],),
+     "the tracking probe {:.4f} ({:.1f} CPU s every 2500 env steps), the periodic\nevaluation {:.4f} (8 episodes of "
+     "1000 steps, {:.1f} CPU s every 2500), acting {:.4f}"),
+    *((TABLES, f"| {name} {row}", "cost_profile.json", lambda d, n=name: _part(d, n), PART_ROW) for name, row in (
+        ("reward and continue heads", "| 0.009 | 0.005 | 1% |"), ("optimiser and slow critic", "| 0.012 | 0.008 | 1% |"),
+        ("replay value", "| 0.003 | 0.002 | 0% |"), ("replay sample and refresh", "| 0.001 | 0.001 | 0% |"))),
+    (TABLES, "| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.568 | 0.297 | 50% |",
      "cost_profile.json", lambda d: _part(d, "encoder"), PART_ROW),
-    (TABLES, "| decoder (reconstruction loss) | 0.334 | 0.179 | 31% |", "cost_profile.json",
+    (TABLES, "| decoder (reconstruction loss) | 0.340 | 0.180 | 30% |", "cost_profile.json",
      lambda d: _part(d, "decoder"), PART_ROW),
-    (TABLES, "| imagination, actor and critic (15 steps from 128 starts) | 0.095 | 0.054 | 9% |", "cost_profile.json",
+    (TABLES, "| imagination, actor and critic (15 steps from 128 starts) | 0.123 | 0.074 | 11% |", "cost_profile.json",
      lambda d: _part(d, "imagination, actor and critic"), PART_ROW),
-    (TABLES, "| posterior scan and KL (32 steps) | 0.067 | 0.048 | 6% |", "cost_profile.json",
+    (TABLES, "| posterior scan and KL (32 steps) | 0.063 | 0.044 | 6% |", "cost_profile.json",
      lambda d: _part(d, "posterior scan and KL"), PART_ROW),
-    (TABLES, "| whole update (the parts alone sum to 1.071) | 1.093 | 0.583 | 100% |", "cost_profile.json",
+    (TABLES, "| whole update (the parts alone sum to 1.118) | 1.125 | 0.605 | 100% |", "cost_profile.json",
      lambda d: (d["parts"]["whole update"]["parts_sum_cpu_s"], d["parts"]["whole update"]["cpu_s"],
                 d["parts"]["whole update"]["wall_s"]), "(the parts alone sum to {:.3f}) | {:.3f} | {:.3f} |"),
     (TABLES, *ENCODER_ROWS["enc"]),
