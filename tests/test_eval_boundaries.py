@@ -30,10 +30,8 @@ VTA_RUN = f"{TASK}_vta_len6_seed0"
 
 
 def _train(logdir, *flags):
-    """A run that only collects (a prefill longer than the run): evaluation needs a checkpoint, not a trained model,
-    and an update compiled here would add nothing the training tests do not check."""
-    config = cfg.parse(["--configs", "debug", "--steps", "128", "--prefill", "100000", "--eval_every", "0", "--task",
-                        TASK, "--logdir", str(logdir), *flags], tasks=pinpad.TASKS)
+    config = cfg.parse(["--configs", "debug", "--steps", "128", "--eval_every", "0", "--task", TASK,
+                        "--logdir", str(logdir), *flags], tasks=pinpad.TASKS)
     run_lib.train(config, make_env(config), progress=False)
     return logdir
 
