@@ -25,10 +25,10 @@ from experiments import launchers, sweep as sweep_cli
 
 SWEEP = [sys.executable, "-m", "experiments.sweep"]
 TINY = ["--configs", "debug", "--eval-args", "--episodes 2"]
-# The sweeps here check what happens around the training process, so their runs only collect (a prefill longer than
-# the run): the same process, loop, checkpoints and signals, without compiling an update (about 40 CPU-s for a
-# process of two seeds; test_scale.py trains stacked seeds and checks them against separate runs).
-COLLECTS = ["--prefill", "100000"]
+# The sweep of the fixture trains (updates from env step 32). The tests of stopping, cluster jobs and requeueing check
+# what happens around the training process, so their runs only collect (a prefill longer than the run): the same
+# process, loop, checkpoints and signals, without tracing an update (about 15 CPU-s per process).
+TRAINS, COLLECTS = ["--prefill", "32"], ["--prefill", "100000"]
 CONDITIONS = "# one condition trains, the other fails when its flags are parsed\nrssm --dynamics rssm\n" \
              "bad --vta_max_seg_len 0  # must be positive\n"
 # Reads the status file 20 times a second while a sweep runs (a torn write would fail to parse); prints what it saw
@@ -65,7 +65,7 @@ def swept(tmp_path_factory):
     (top / "conditions.txt").write_text(CONDITIONS)
     root, status = top / "runs", top / "runs" / sweep.STATUS_NAME
     args = ["--logroot", str(root), "--seeds", "0", "1", "--seeds-per-process", "2", "--conditions",
-            str(top / "conditions.txt"), *COLLECTS, *TINY, "--steps", "64", "--time_limit", "16"]  # returns to draw
+            str(top / "conditions.txt"), *TRAINS, *TINY, "--steps", "64"]
     watcher = subprocess.Popen([sys.executable, "-c", WATCH, str(status)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     proc = subprocess.Popen([*SWEEP, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not status.exists() and proc.poll() is None:
