@@ -38,8 +38,9 @@ DEFAULT_CONDITIONS = (
     f"the same at ratio 256={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r256_ac4e-5'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
-TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs", "drive_ratio", "rew_pred_event",
-         "rew_pred_other", "repval_error", "return_scale", "tracking_posterior", "tracking_imagined_5")
+TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs",
+         "drive_ratio", "rew_pred_event", "rew_pred_other", "repval_error", "return_scale", "tracking_posterior",
+         "tracking_imagined_5")
 ENTROPY_FLOOR = 1.2  # issue 43's aim: the entropy above this until the first evaluation at the target
 
 

@@ -203,7 +203,7 @@ def imagination_loss(agent: Agent, slow_critic: Head, config: Config, post, is_t
     critic_logits = agent.critic(feat)
     slow_value = sg(agent.value(slow_critic, feat))
     bootstrap = slow_critic if config.slow_target else agent.critic  # the one critic every target reads
-    target_value = sg(agent.value(bootstrap, feat))
+    target_value = slow_value if config.slow_target else sg(agent.twohot(critic_logits).mean())  # bootstrap's values
     ret = batch_major(lambda_returns, reward, cont, target_value, config.return_lambda)  # (N, H)
     weight = sg(jnp.cumprod(cont, axis=1) / disc)[:, :-1]
     critic_target, abstract_metrics = ret, {}
