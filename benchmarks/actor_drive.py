@@ -36,6 +36,7 @@ DEFAULT_CONDITIONS = (
     f"the same, no KL free nats={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5_fn0'}",
     f"the same, imagining from every replayed step={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5_imag0'}",
     f"the same at ratio 256={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r256_ac4e-5'}",
+    f"pinpad_cpu_v1's model and learning rates, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
 TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs",

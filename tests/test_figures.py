@@ -4,6 +4,7 @@ edited by hand, moved to another page, or a results file replaced without the pa
 of the README and the docs pages must point at files (and headings) that exist."""
 
 import json
+import math
 import re
 
 import pytest
@@ -110,6 +111,16 @@ def _record(variant, seed):
     return json.loads((RESULTS / "runs" / "pinpad_three" / variant / f"seed{seed}" / "final.json").read_text())
 
 
+AT = (10_000, 15_000, 20_000, 25_000)  # the env steps actor_drive.json reads
+
+
+def _v1_drive(d, key, steps):
+    """actor_drive.json's `key` for rssm_v1's two seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
+    runs = [r for r in d["runs"] if r["run"].endswith(tuple(f"rssm_v1/seed{s}" for s in (0, 1)))]
+    assert len(runs) == 2, "actor_drive.json lacks rssm_v1's two seeds"
+    return tuple(r["at"][str(step)][key] for step in steps for r in runs)
+
+
 def _record_row(d):
     """A campaign record's row: seed, env steps, return and agent tracking (observed, imagined step 15)."""
     return d["seed"], _k(d["step"]), d["final_eval_return"], d["tracking"]["posterior"], d["tracking"]["imagined"]["15"]
@@ -144,6 +155,7 @@ RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the columns of t
 V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
 PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
 V1_PILOT = "runs/pinpad_three/rssm_v1/seed0"  # pinpad_cpu_v1's model and learning rates at the campaign's preset
+V1_SEED1 = "runs/pinpad_three/rssm_v1/seed1"
 R128_RUNS = tuple((variant, seed) for variant in ("rssm_r128", "rssm_r128_ac4e-5") for seed in (0, 1)) + (
     ("rssm_r128_ac4e-5_fn0", 0),)  # the pilots at train ratio 128 on learning.md
 PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
@@ -380,16 +392,40 @@ FIGURES = [
         ("rssm_r128_ac4e-5_fn0", "`--train_ratio 128`, actor and critic at 4e-5, no KL free nats", 0,
          "| 0 | 40k | 0.0 | 70.0% | 25.0% |"),
         ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 0,
-         "| 0 | 40k | 132.5 | 0.0% | 0.0% |"))),
-    (LEARNING, "| 1 RSSM seed to 40k env steps | yes, at 32.5k env steps |", f"{V1_PILOT}/final.json",
-     lambda d: (_k(d["step"]), _k(d["first_target_step"])), "| 1 RSSM seed to {}k env steps | yes, at {}k env steps |"),
-    (LEARNING, "first passed the target at 32.5k env steps (98.8), and it ended at\n  132.5 over 16 fresh episodes, in "
-     "65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
+         "| 0 | 40k | 132.5 | 0.0% | 0.0% |"),
+        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 1,
+         "| 1 | 40k | 0.0 | 0.0% | 0.0% |"))),
+    (LEARNING, "| 2 RSSM seeds to 40k env steps | seed 0, at 32.5k env steps; seed 1 not |", f"{V1_PILOT}/final.json",
+     lambda d: (_k(d["step"]), _k(d["first_target_step"]), "not" if _record("rssm_v1", 1)["first_target_step"] is None else "too"),
+     "| 2 RSSM seeds to {}k env steps | seed 0, at {}k env steps; seed 1 {} |"),
+    (LEARNING, "Seed 0's periodic evaluation first passed the target at 32.5k env steps (98.8), and it ended at 132.5 over "
+     "16 fresh episodes, in 65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
      lambda d: (_k(d["first_target_step"]), *_at_steps(V1_PILOT, "eval_return", (d["first_target_step"],)),
                 d["final_eval_return"], d["final_episodes"], d["train_wall_s"] / 60, d["train_cpu_s"],
                 d["train_cpu_s"] / d["step"]),
-     "first passed the target at {}k env steps ({:.1f}), and it ended at\n  {:.1f} over {} fresh episodes, in "
+     "first passed the target at {}k env steps ({:.1f}), and it ended at {:.1f} over {} fresh episodes, in "
      "{:.0f} minutes of training ({:.0f} CPU s, {:.3f} per env step"),
+    (LEARNING, "Seed 1 earned 0.0 over 16 fresh episodes at 40k and at most 6.2 at any periodic evaluation, the random "
+     "policy's level (52 minutes, 4186 CPU s, 0.105 per env step)", f"{V1_SEED1}/final.json",
+     lambda d: (d["final_eval_return"], d["final_episodes"], _k(d["step"]),
+                max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED1) if "eval_return" in row),
+                d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"]),
+     "earned {:.1f} over {} fresh episodes at {}k and at most {:.1f} at any periodic evaluation, the random "
+     "policy's level ({:.0f} minutes, {:.0f} CPU s, {:.3f} per env step)"),
+    (LEARNING, "(entropy 1.50 and 1.60, ln 5 is 1.61), narrowed by 20k (0.80 and 0.96) and 25k (0.59 and 0.80)",
+     f"{V1_SEED1}/metrics.jsonl",
+     lambda _: tuple(v for step in (15_000, 20_000, 25_000)
+                     for v in (*_at_steps(V1_PILOT, "policy_entropy", (step,)),
+                               *_at_steps(V1_SEED1, "policy_entropy", (step,)))),
+     "(entropy {:.2f} and {:.2f}, ln 5 is 1.61), narrowed by 20k ({:.2f} and {:.2f}) and 25k ({:.2f} and {:.2f})"),
+    (LEARNING, "imagined reward 0.0029 and 0.0037 per step at 25k. Then seed 0 found the sequence (28.8 at 30k, its "
+     "imagined reward 0.0065 per step and rising) and seed 1 did not (0.0017 per step at 40k, entropy 0.57)",
+     f"{V1_SEED1}/metrics.jsonl",
+     lambda _: (*_at_steps(V1_PILOT, "imag_reward", (25_000,)), *_at_steps(V1_SEED1, "imag_reward", (25_000,)),
+                *_at_steps(V1_PILOT, "eval_return", (30_000,)), *_at_steps(V1_PILOT, "imag_reward", (30_000,)),
+                *_at_steps(V1_SEED1, "imag_reward", (40_000,)), *_at_steps(V1_SEED1, "policy_entropy", (40_000,))),
+     "imagined reward {:.4f} and {:.4f} per step at 25k. Then seed 0 found the sequence ({:.1f} at 30k, its "
+     "imagined reward {:.4f} per step and rising) and seed 1 did not ({:.4f} per step at 40k, entropy {:.2f})"),
     *((LEARNING, *row) for row in PILOT_UPDATES),
     # docs/results/learning.md: the released agent and the GPU setting.
     (LEARNING, "scores 120.0 over 16 fresh episodes, against the random policy's 3.75 and the scripted solver's 283.1",
@@ -559,6 +595,13 @@ FIGURES = [
      "the update is {:.0f}%"),
     (DEFAULTS, "bf16 is slower: 0.93x the env steps per CPU second", "cost_profile.json",
      lambda d: _profile_row(d, "bf16")[3], "bf16 is slower: {:.2f}x"),
+    # docs/dreamer_defaults.md: what moves the actor, from benchmarks.actor_drive.
+    (DEFAULTS, "narrowed to 0.80 and 0.96 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's from "
+     "10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
+     lambda d: (*_v1_drive(d, "policy_entropy", (20_000,)), min(_v1_drive(d, "drive_ratio", AT)),
+                max(_v1_drive(d, "drive_ratio", AT)), math.ceil(1000 * max(_v1_drive(d, "imag_reward", AT))) / 1000),
+     "narrowed to {:.2f} and {:.2f} by 20k, the advantage term's gradient {:.0f} to {:.0f} times the entropy bonus's "
+     "from 10k to 25k, the imagined reward under {:.3f} per step"),
     (TABLES, "the tracking probe 0.0026 (6.4 CPU s every 2500 env steps), the periodic\nevaluation 0.0017 (8 episodes "
      "of 1000 steps, 4.2 CPU s every 2500), acting 0.0005", "cost_profile.json",
      lambda d: tuple(x for piece in ("tracking probe", "evaluation") for x in (
