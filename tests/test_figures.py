@@ -596,6 +596,10 @@ FIGURES = [
     (DEFAULTS, "bf16 is slower: 0.93x the env steps per CPU second", "cost_profile.json",
      lambda d: _profile_row(d, "bf16")[3], "bf16 is slower: {:.2f}x"),
     # docs/dreamer_defaults.md: what moves the actor, from benchmarks.actor_drive.
+    (DEFAULTS, "at 15k they predicted 0.008 and 0.004 at replayed reward steps against 0.0025 elsewhere",
+     "actor_drive.json", lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)), *set(
+         round(x, 4) for x in _v1_drive(d, "rew_pred_other", (15_000,)))),
+     "at 15k they predicted {:.3f} and {:.3f} at replayed reward steps against {:.4f} elsewhere"),
     (DEFAULTS, "narrowed to 0.80 and 0.96 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's from "
      "10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
      lambda d: (*_v1_drive(d, "policy_entropy", (20_000,)), min(_v1_drive(d, "drive_ratio", AT)),
