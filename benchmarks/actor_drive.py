@@ -8,8 +8,9 @@ share a label form one condition. Per run, against env steps, the figure shows t
 (with 10x the random policy's, the target), the policy entropy, the reward the actor imagines per step against the
 reward its own episodes earn per step, the advantage term's gradient on the actor against the entropy bonus's,
 the reward head's prediction at replayed reward steps and elsewhere, the critic's error on replayed returns, the
-imagined value, and where the world model has the agent (the tracking probe: posterior frames, imagined step 5). The JSON and the printed table give each run's numbers at fixed env steps, its first step at
-the target, and its lowest entropy before then. Runs trained before a metric was logged simply lack its curve.
+imagined value, and where the world model has the agent (the tracking probe: posterior frames, imagined step 5).
+The JSON and the printed table give each run's numbers at fixed env steps, its first step at the target, and its
+lowest entropy before then. Runs trained before a metric was logged simply lack its curve.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DEFAULT_CONDITIONS = (
     f"the same, imagining from every replayed step={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5_imag0'}",
     f"the same at ratio 256={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r256_ac4e-5'}",
     f"pinpad_cpu_v1's model and learning rates, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1'}",
+    f"the same, entropy bonus 3e-3={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1_ent3e-3'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
 TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs",

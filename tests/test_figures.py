@@ -114,11 +114,15 @@ def _record(variant, seed):
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps actor_drive.json reads
 
 
+def _drive(d, run, key, steps):
+    """actor_drive.json's `key` for the record `run` (VARIANT/seedK) at each of `steps`."""
+    [row] = [r for r in d["runs"] if r["run"].endswith(f"runs/pinpad_three/{run}")]
+    return tuple(row["at"][str(step)][key] for step in steps)
+
+
 def _v1_drive(d, key, steps):
     """actor_drive.json's `key` for rssm_v1's two seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
-    runs = [r for r in d["runs"] if r["run"].endswith(tuple(f"rssm_v1/seed{s}" for s in (0, 1)))]
-    assert len(runs) == 2, "actor_drive.json lacks rssm_v1's two seeds"
-    return tuple(r["at"][str(step)][key] for step in steps for r in runs)
+    return tuple(v for step in steps for seed in (0, 1) for v in _drive(d, f"rssm_v1/seed{seed}", key, (step,)))
 
 
 def _record_row(d):
@@ -156,6 +160,7 @@ V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
 PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
 V1_PILOT = "runs/pinpad_three/rssm_v1/seed0"  # pinpad_cpu_v1's model and learning rates at the campaign's preset
 V1_SEED1 = "runs/pinpad_three/rssm_v1/seed1"
+ENT_RUN = "runs/pinpad_three/rssm_v1_ent3e-3/seed0"  # rssm_v1 with the entropy bonus at 3e-3
 R128_RUNS = tuple((variant, seed) for variant in ("rssm_r128", "rssm_r128_ac4e-5") for seed in (0, 1)) + (
     ("rssm_r128_ac4e-5_fn0", 0),)  # the pilots at train ratio 128 on learning.md
 PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
@@ -394,12 +399,28 @@ FIGURES = [
         ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 0,
          "| 0 | 40k | 132.5 | 0.0% | 0.0% |"),
         ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 1,
-         "| 1 | 40k | 0.0 | 0.0% | 0.0% |"))),
+         "| 1 | 40k | 0.0 | 0.0% | 0.0% |"),
+        ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 0, "| 0 | 40k | 0.0 | 0.0% | 0.0% |"))),
+    (LEARNING, "Its policy entropy stayed at 1.46 at 20k and 1.30 at 25k (0.80 and 0.59 without), first under 1.2 at "
+     "30k, and the advantage term's gradient was 2 to 18 times the entropy bonus's from 10k to 25k (9 to 78 without). "
+     "It earned 0.0 over 16 fresh episodes at 40k and at most 10.0 at any periodic evaluation", "actor_drive.json",
+     lambda d: (*_drive(d, "rssm_v1_ent3e-3/seed0", "policy_entropy", (20_000, 25_000)),
+                *_drive(d, "rssm_v1/seed0", "policy_entropy", (20_000, 25_000)),
+                _k(min(row["step"] for row in read_metrics(RESULTS / ENT_RUN) if row.get("policy_entropy", 2) < 1.2)),
+                *(f(_drive(d, run, "drive_ratio", AT)) for run in ("rssm_v1_ent3e-3/seed0", "rssm_v1/seed0")
+                  for f in (min, max)),
+                _record("rssm_v1_ent3e-3", 0)["final_eval_return"], _record("rssm_v1_ent3e-3", 0)["final_episodes"],
+                max(row["eval_return"] for row in read_metrics(RESULTS / ENT_RUN) if "eval_return" in row)),
+     "stayed at {:.2f} at 20k and {:.2f} at 25k ({:.2f} and {:.2f} without), first under 1.2 at {}k, and the "
+     "advantage term's gradient was {:.0f} to {:.0f} times the entropy bonus's from 10k to 25k ({:.0f} to {:.0f} "
+     "without). It earned "
+     "{:.1f} over {} fresh episodes at 40k and at most {:.1f} at any periodic evaluation"),
     (LEARNING, "| 2 RSSM seeds to 40k env steps | seed 0, at 32.5k env steps; seed 1 not |", f"{V1_PILOT}/final.json",
-     lambda d: (_k(d["step"]), _k(d["first_target_step"]), "not" if _record("rssm_v1", 1)["first_target_step"] is None else "too"),
+     lambda d: (_k(d["step"]), _k(d["first_target_step"]),
+                "not" if _record("rssm_v1", 1)["first_target_step"] is None else "too"),
      "| 2 RSSM seeds to {}k env steps | seed 0, at {}k env steps; seed 1 {} |"),
-    (LEARNING, "Seed 0's periodic evaluation first passed the target at 32.5k env steps (98.8), and it ended at 132.5 over "
-     "16 fresh episodes, in 65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
+    (LEARNING, "Seed 0's periodic evaluation first passed the target at 32.5k env steps (98.8), and it ended at 132.5 "
+     "over 16 fresh episodes, in 65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
      lambda d: (_k(d["first_target_step"]), *_at_steps(V1_PILOT, "eval_return", (d["first_target_step"],)),
                 d["final_eval_return"], d["final_episodes"], d["train_wall_s"] / 60, d["train_cpu_s"],
                 d["train_cpu_s"] / d["step"]),
@@ -581,7 +602,8 @@ FIGURES = [
     (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.705 | "
                    "0.091 | 10.97 | **3.09x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
      " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
-    (TABLES, "| `depth4` | `--depth 4` (`pinpad_cpu_v1`'s CNN: both at 4 channels, 5x5) | 0.430 | 0.111 | 9.00 | 2.54x |",
+    (TABLES, "| `depth4` | `--depth 4` (`pinpad_cpu_v1`'s CNN: both at 4 channels, 5x5) | 0.430 | 0.111 | 9.00 "
+             "| 2.54x |",
      "cost_profile.json", lambda d: _profile_row(d, "depth4"), PROFILE_ROW),
     (TABLES, "the same update program measured 1.107 and 1.258 CPU s", "cost_profile.json",
      lambda d: tuple(d["runs"][name]["pieces"]["update"]["cpu_s"] for name in ("today", "ratio64")),
@@ -596,6 +618,17 @@ FIGURES = [
     (DEFAULTS, "bf16 is slower: 0.93x the env steps per CPU second", "cost_profile.json",
      lambda d: _profile_row(d, "bf16")[3], "bf16 is slower: {:.2f}x"),
     # docs/dreamer_defaults.md: what moves the actor, from benchmarks.actor_drive.
+    (DEFAULTS, "the advantage term's gradient fell to 2 to 18 times the entropy bonus's from 10k to 25k, and the policy "
+     "entropy was 1.46 at 20k and 1.30 at 25k. But the run earned 0.0 over 16 episodes at 40k", "actor_drive.json",
+     lambda d: (min(_drive(d, "rssm_v1_ent3e-3/seed0", "drive_ratio", AT)),
+                max(_drive(d, "rssm_v1_ent3e-3/seed0", "drive_ratio", AT)),
+                *_drive(d, "rssm_v1_ent3e-3/seed0", "policy_entropy", (20_000, 25_000)),
+                _record("rssm_v1_ent3e-3", 0)["final_eval_return"], _record("rssm_v1_ent3e-3", 0)["final_episodes"]),
+     "fell to {:.0f} to {:.0f} times the entropy bonus's from 10k to 25k, and the policy entropy was {:.2f} at 20k and "
+     "{:.2f} at 25k. But the run earned {:.1f} over {} episodes at 40k"),
+    (DEFAULTS, "(at replayed reward steps 0.008 at 15k, 2.0 at 25k)", "actor_drive.json",
+     lambda d: _drive(d, "rssm_v1_ent3e-3/seed0", "rew_pred_event", (15_000, 25_000)),
+     "(at replayed reward steps {:.3f} at 15k, {:.1f} at 25k)"),
     (DEFAULTS, "at 15k they predicted 0.008 and 0.004 at replayed reward steps against 0.0025 elsewhere",
      "actor_drive.json", lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)), *set(
          round(x, 4) for x in _v1_drive(d, "rew_pred_other", (15_000,)))),
@@ -614,7 +647,8 @@ FIGURES = [
      "the tracking probe {:.4f} ({:.1f} CPU s every 2500 env steps), the periodic\nevaluation {:.4f} (8 episodes of "
      "1000 steps, {:.1f} CPU s every 2500), acting {:.4f}"),
     *((TABLES, f"| {name} {row}", "cost_profile.json", lambda d, n=name: _part(d, n), PART_ROW) for name, row in (
-        ("reward and continue heads", "| 0.009 | 0.005 | 1% |"), ("optimiser and slow critic", "| 0.012 | 0.008 | 1% |"),
+        ("reward and continue heads", "| 0.009 | 0.005 | 1% |"),
+        ("optimiser and slow critic", "| 0.012 | 0.008 | 1% |"),
         ("replay value", "| 0.003 | 0.002 | 0% |"), ("replay sample and refresh", "| 0.001 | 0.001 | 0% |"))),
     (TABLES, "| encoder (two 5x5 convs, 3 -> 64 -> 64 channels, on 512 frames) | 0.568 | 0.297 | 50% |",
      "cost_profile.json", lambda d: _part(d, "encoder"), PART_ROW),
