@@ -12,7 +12,9 @@ and entries of task, variants, seeds and env steps, in the order they are traine
 the list now asks for is refused, naming the fields, except one that only has fewer env steps: that run is extended
 (resumed from its state) and its record replaced once it gets there. The others are taken in the list's order while
 their estimated time (from the records' own rates, else the list's first estimates, scaled by the steps the updates
-replay) fits the budget; the first of them always, so that a run longer than one budget advances each time and finishes over several.
+replay) fits the budget; the first of them always, so that a run longer than one budget advances each time and
+finishes over several. When the chosen runs are recorded with time left (at least the overhead of a run), the campaign
+chooses again, with the rates the new records measured.
 
 Each run trains through the sweep (`experiments.sweep`'s plan and launchers: the status file, the monitor, local
 processes or submitit jobs) in a state folder outside the work tree (--state, by default
@@ -565,14 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             print("results: " + (", ".join(map(str, written)) if written else "none (no record yet)"))
             return 0
         budget = None if args.budget is None else parse_budget(args.budget)
+        deadline = None if budget is None else time.monotonic() + budget
         chosen, others = select(plan, args.records, state, budget)
-        options = sweep.Options(
-            logroot=state, task=" ".join(dict.fromkeys(e.task for e in chosen)) or "-",
-            seeds=tuple(dict.fromkeys(e.seed for e in chosen)),
-            conditions={e.variant: plan.variants[e.variant] for e in chosen}, configs=(plan.preset,),
-            flags=plan.flags, run_log=state / LOG_NAME, status_file=args.status_file or state / STATUS_NAME,
-            eval_args=plan.eval_args, eval_baseline=None, dry_run=args.dry_run, seeds_per_process=1,
-            launcher=args.launcher, slurm=sweep_cli.slurm_parameters(args))
+        options = sweep_options(plan, args, state, chosen)
         sweep_cli.check_launcher(options, args, os.environ)
         sweep_cli.check_paths(options)
     except (CampaignError, sweep.SweepError, cfg.ConfigError, StopIteration) as error:
@@ -598,10 +595,43 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("nothing to train: every run is recorded or held")
         return 0
-    groups = sweep.plan_groups(runs, 1, [sweep.resume_state(run) for run in runs])
     state.mkdir(parents=True, exist_ok=True)
+    while True:
+        code, stopped, budget_ended = _train(plan, args, state, options, runs, deadline)
+        if budget_ended:
+            print(f"the budget of {args.budget} ended: the run under way saved a checkpoint in {state}; run the "
+                  "campaign again to resume it")
+            return 0
+        left = None if deadline is None else deadline - time.monotonic()
+        if code or stopped or left is None or left < OVERHEAD_S:
+            return min(code, 1) if code < 128 else code
+        chosen, _ = select(plan, args.records, state, left)
+        if not chosen:
+            return 0
+        print(f"{left / 60:.0f} minutes of the budget left: {len(chosen)} more run(s)", flush=True)
+        options = sweep_options(plan, args, state, chosen)
+        runs = [plan.run(entry, state, i) for i, entry in enumerate(chosen, 1)]
+
+
+def sweep_options(plan: Plan, args: argparse.Namespace, state: pathlib.Path, chosen: list[Entry]) -> sweep.Options:
+    """The sweep that trains the chosen runs in the state folder, with the campaign's status file and launcher."""
+    return sweep.Options(
+        logroot=state, task=" ".join(dict.fromkeys(e.task for e in chosen)) or "-",
+        seeds=tuple(dict.fromkeys(e.seed for e in chosen)),
+        conditions={e.variant: plan.variants[e.variant] for e in chosen}, configs=(plan.preset,),
+        flags=plan.flags, run_log=state / LOG_NAME, status_file=args.status_file or state / STATUS_NAME,
+        eval_args=plan.eval_args, eval_baseline=None, dry_run=args.dry_run, seeds_per_process=1,
+        launcher=args.launcher, slurm=sweep_cli.slurm_parameters(args))
+
+
+def _train(plan: Plan, args: argparse.Namespace, state: pathlib.Path, options: sweep.Options, runs: list,
+           deadline: float | None) -> tuple[int, bool, bool]:
+    """Train and record `runs` through the sweep until they end, a stop signal comes or the budget's deadline
+    passes (the run under way saves a checkpoint): (the sweep's exit status, stopped by a signal, the budget ended)."""
+    groups = sweep.plan_groups(runs, 1, [sweep.resume_state(run) for run in runs])
     with stop_requests() as stops:
-        timer = threading.Timer(budget, stops.append, (signal.SIGTERM,)) if budget else None
+        timer = None if deadline is None else threading.Timer(max(deadline - time.monotonic(), 0), stops.append,
+                                                              (signal.SIGTERM,))
         if timer:
             timer.daemon = True
             timer.start()
@@ -614,11 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         budget_ended = timer is not None and not timer.is_alive() and stops == [signal.SIGTERM]
         if timer:
             timer.cancel()
-    if budget_ended:
-        print(f"the budget of {args.budget} ended: the run under way saved a checkpoint in {state}; run the "
-              "campaign again to resume it")
-        return 0
-    return min(code, 1) if code < 128 else code
+    return code, bool(stops) and not budget_ended, budget_ended
 
 
 if __name__ == "__main__":

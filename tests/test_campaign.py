@@ -46,9 +46,10 @@ def _folder(tmp_path_factory, name, plan=PLAN):
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
-    """The list trained in one go, then its aggregate written from the records."""
-    root = _folder(tmp_path_factory, "whole")
-    done = _campaign(root)
+    """The list trained in one invocation, then its aggregate written from the records. Its budget fits one run at the
+    list's first estimate (1 env step/s), so the campaign chooses again when that run ends, from its record's rate."""
+    root = _folder(tmp_path_factory, "whole", {**PLAN, "env_steps_per_s": {"rssm": 1, "vta": 1}})
+    done = _campaign(root, "--budget", "1300s")
     assert done.returncode == 0, done.stderr[-3000:]
     return root, done
 
@@ -88,6 +89,9 @@ def _record(root, name):
 def test_a_finished_run_leaves_a_complete_record(whole):
     root, done = whole
     assert "record done" in (root / "state" / campaign.LOG_NAME).read_text()
+    first, _, later = done.stdout.partition("minutes of the budget left:")
+    assert f"{NAMES[0]}: train done" in first and NAMES[1] not in first and f"{NAMES[1]}: train done" in later, \
+        done.stdout  # one run fitted the budget at the list's estimate; the rest came with the time left
     for seed, name in enumerate(NAMES):
         folder = root / "records" / "pinpad_three" / "rssm" / f"seed{seed}"
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
