@@ -125,6 +125,12 @@ def _v1_drive(d, key, steps):
     return tuple(v for step in steps for seed in (0, 1) for v in _drive(d, f"rssm_v1/seed{seed}", key, (step,)))
 
 
+def _alike(values, digits):
+    """The one value `values` share at `digits` decimals (a page that gives one number for several); all of them, which
+    no number format takes, where they differ."""
+    return values[0] if len({round(v, digits) for v in values}) == 1 else values
+
+
 def _record_row(d):
     """A campaign record's row: seed, env steps, return and agent tracking (observed, imagined step 15)."""
     return d["seed"], _k(d["step"]), d["final_eval_return"], d["tracking"]["posterior"], d["tracking"]["imagined"]["15"]
@@ -633,8 +639,8 @@ FIGURES = [
      lambda d: _drive(d, "rssm_v1_ent3e-3/seed0", "rew_pred_event", (15_000, 25_000)),
      "(at replayed reward steps {:.3f} at 15k, {:.1f} at 25k)"),
     (DEFAULTS, "at 15k they predicted 0.008 and 0.004 at replayed reward steps against 0.0025 elsewhere",
-     "actor_drive.json", lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)), *set(
-         round(x, 4) for x in _v1_drive(d, "rew_pred_other", (15_000,)))),
+     "actor_drive.json", lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)),
+                                    _alike(_v1_drive(d, "rew_pred_other", (15_000,)), 4)),
      "at 15k they predicted {:.3f} and {:.3f} at replayed reward steps against {:.4f} elsewhere"),
     (DEFAULTS, "narrowed to 0.80 and 0.96 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's from "
      "10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
