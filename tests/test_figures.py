@@ -121,8 +121,20 @@ def _drive(d, run, key, steps):
 
 
 def _v1_drive(d, key, steps):
-    """actor_drive.json's `key` for rssm_v1's two seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
-    return tuple(v for step in steps for seed in (0, 1) for v in _drive(d, f"rssm_v1/seed{seed}", key, (step,)))
+    """actor_drive.json's `key` for rssm_v1's seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
+    return tuple(v for step in steps for seed in V1_SEEDS for v in _drive(d, f"rssm_v1/seed{seed}", key, (step,)))
+
+
+def _v1_learned():
+    """(rssm_v1's seeds that passed the target, its seeds)."""
+    return sum(_record("rssm_v1", s)["first_target_step"] is not None for s in V1_SEEDS), len(V1_SEEDS)
+
+
+def _narrowed_last():
+    """The rssm_v1 seed whose policy entropy was highest at 20k and 25k alike (none where the two steps disagree)."""
+    last = {max(V1_SEEDS, key=lambda s: _at_steps(f"runs/pinpad_three/rssm_v1/seed{s}", "policy_entropy", (step,)))
+            for step in (20_000, 25_000)}
+    return last.pop() if len(last) == 1 else None
 
 
 def _alike(values, digits):
@@ -166,6 +178,8 @@ V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
 PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
 V1_PILOT = "runs/pinpad_three/rssm_v1/seed0"  # pinpad_cpu_v1's model and learning rates at the campaign's preset
 V1_SEED1 = "runs/pinpad_three/rssm_v1/seed1"
+V1_SEED2 = "runs/pinpad_three/rssm_v1/seed2"
+V1_SEEDS = (0, 1, 2)  # rssm_v1's pilot seeds
 ENT_RUN = "runs/pinpad_three/rssm_v1_ent3e-3/seed0"  # rssm_v1 with the entropy bonus at 3e-3
 R128_RUNS = tuple((variant, seed) for variant in ("rssm_r128", "rssm_r128_ac4e-5") for seed in (0, 1)) + (
     ("rssm_r128_ac4e-5_fn0", 0),)  # the pilots at train ratio 128 on learning.md
@@ -301,9 +315,10 @@ FIGURES = [
     (README, "| 0.0, 0.0 at 40k env steps |", "campaign/learning.json",
      lambda d: (*(r["final_eval_return"] for r in d["runs"]), *{_k(r["final_step"]) for r in d["runs"]}),
      "| {:.1f}, {:.1f} at {}k env steps |"),
-    (README, "| 132.5, 0.0 at 40k env steps |", f"{V1_PILOT}/final.json",
-     lambda _: (*(_record("rssm_v1", seed)["final_eval_return"] for seed in (0, 1)),
-                *{_k(_record("rssm_v1", seed)["step"]) for seed in (0, 1)}), "| {:.1f}, {:.1f} at {}k env steps |"),
+    (README, "| 132.5, 0.0, 0.0 at 40k env steps |", f"{V1_PILOT}/final.json",
+     lambda _: (*(_record("rssm_v1", seed)["final_eval_return"] for seed in V1_SEEDS),
+                _k(_alike([_record("rssm_v1", seed)["step"] for seed in V1_SEEDS], 0))),
+     "| {:.1f}, {:.1f}, {:.1f} at {}k env steps |"),
     (README, "| 120.0 over 16 episodes at 50k env steps |", PROVENANCE,
      lambda d: (d["return"], d["episodes"], _k(d["env_steps"])), "| {:.1f} over {} episodes at {}k env steps |"),
     (README, "at `pinpad_cpu_v2` in 91% of observed frames at 40k env steps", f"{V2}/openloop.json",
@@ -409,6 +424,8 @@ FIGURES = [
          "| 0 | 40k | 132.5 | 0.0% | 0.0% |"),
         ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 1,
          "| 1 | 40k | 0.0 | 0.0% | 0.0% |"),
+        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 2,
+         "| 2 | 40k | 0.0 | 0.0% | 0.0% |"),
         ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 0, "| 0 | 40k | 0.0 | 0.0% | 0.0% |"))),
     (LEARNING, "Its policy entropy stayed at 1.46 at 20k and 1.30 at 25k (0.80 and 0.59 without), first under 1.2 at "
      "30k, and the advantage term's gradient was 2 to 18 times the entropy bonus's from 10k to 25k (9 to 78 without). "
@@ -424,10 +441,11 @@ FIGURES = [
      "advantage term's gradient was {:.0f} to {:.0f} times the entropy bonus's from 10k to 25k ({:.0f} to {:.0f} "
      "without). It earned "
      "{:.1f} over {} fresh episodes at 40k and at most {:.1f} at any periodic evaluation"),
-    (LEARNING, "| 2 RSSM seeds to 40k env steps | seed 0, at 32.5k env steps; seed 1 not |", f"{V1_PILOT}/final.json",
-     lambda d: (_k(d["step"]), _k(d["first_target_step"]),
-                "not" if _record("rssm_v1", 1)["first_target_step"] is None else "too"),
-     "| 2 RSSM seeds to {}k env steps | seed 0, at {}k env steps; seed 1 {} |"),
+    (LEARNING, "| 3 RSSM seeds to 40k env steps | seed 0, at 32.5k env steps; seeds 1 and 2 not |",
+     f"{V1_PILOT}/final.json",
+     lambda d: (len(V1_SEEDS), _k(d["step"]), _k(d["first_target_step"]),
+                "not" if all(_record("rssm_v1", seed)["first_target_step"] is None for seed in (1, 2)) else "too"),
+     "| {} RSSM seeds to {}k env steps | seed 0, at {}k env steps; seeds 1 and 2 {} |"),
     (LEARNING, "Seed 0's periodic evaluation first passed the target at 32.5k env steps (98.8), and it ended at 132.5 "
      "over 16 fresh episodes, in 65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
      lambda d: (_k(d["first_target_step"]), *_at_steps(V1_PILOT, "eval_return", (d["first_target_step"],)),
@@ -442,20 +460,33 @@ FIGURES = [
                 d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"]),
      "earned {:.1f} over {} fresh episodes at {}k and at most {:.1f} at any periodic evaluation, the random "
      "policy's level ({:.0f} minutes, {:.0f} CPU s, {:.3f} per env step)"),
-    (LEARNING, "(entropy 1.50 and 1.60, ln 5 is 1.61), narrowed by 20k (0.80 and 0.96) and 25k (0.59 and 0.80)",
-     f"{V1_SEED1}/metrics.jsonl",
-     lambda _: tuple(v for step in (15_000, 20_000, 25_000)
-                     for v in (*_at_steps(V1_PILOT, "policy_entropy", (step,)),
-                               *_at_steps(V1_SEED1, "policy_entropy", (step,)))),
-     "(entropy {:.2f} and {:.2f}, ln 5 is 1.61), narrowed by 20k ({:.2f} and {:.2f}) and 25k ({:.2f} and {:.2f})"),
-    (LEARNING, "imagined reward 0.0029 and 0.0037 per step at 25k. Then seed 0 found the sequence (28.8 at 30k, its "
-     "imagined reward 0.0065 per step and rising) and seed 1 did not (0.0017 per step at 40k, entropy 0.57)",
-     f"{V1_SEED1}/metrics.jsonl",
-     lambda _: (*_at_steps(V1_PILOT, "imag_reward", (25_000,)), *_at_steps(V1_SEED1, "imag_reward", (25_000,)),
+    (LEARNING, "Seed 2 earned 0.0 over 16 fresh episodes at 40k and at most 6.2 at any periodic evaluation (28 minutes, "
+     "1787 CPU s, 0.045 per env step: less than half seeds 0 and 1's", f"{V1_SEED2}/final.json",
+     lambda d: (d["final_eval_return"], d["final_episodes"], _k(d["step"]),
+                max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED2) if "eval_return" in row),
+                d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"],
+                "less than half" if 2 * d["train_cpu_s"] < min(_record("rssm_v1", s)["train_cpu_s"] for s in (0, 1))
+                else "not half"),
+     "earned {:.1f} over {} fresh episodes at {}k and at most {:.1f} at any periodic evaluation ({:.0f} minutes, "
+     "{:.0f} CPU s, {:.3f} per env step: {} seeds 0 and 1's"),
+    (LEARNING, "(entropy 1.50, 1.60 and 1.60, ln 5 is 1.61), narrowed by 20k (0.80, 0.96 and 1.19) and 25k (0.59, 0.80 "
+     "and 1.01)", f"{V1_SEED2}/metrics.jsonl",
+     lambda _: tuple(v for step in (15_000, 20_000, 25_000) for run in (V1_PILOT, V1_SEED1, V1_SEED2)
+                     for v in _at_steps(run, "policy_entropy", (step,))),
+     "(entropy {:.2f}, {:.2f} and {:.2f}, ln 5 is 1.61), narrowed by 20k ({:.2f}, {:.2f} and {:.2f}) and 25k ({:.2f}, "
+     "{:.2f} and {:.2f})"),
+    (LEARNING, "imagined reward 0.0029, 0.0037 and 0.0020 per step at 25k. Then seed 0 found the sequence (28.8 at 30k, "
+     "its imagined reward 0.0065 per step and rising) and seeds 1 and 2 did not (0.0017 and 0.0028 per step at 40k, "
+     "entropy 0.57 and 0.55). The seed that narrowed last (seed 2) is one that did not learn", f"{V1_SEED2}/metrics.jsonl",
+     lambda _: (*(v for run in (V1_PILOT, V1_SEED1, V1_SEED2) for v in _at_steps(run, "imag_reward", (25_000,))),
                 *_at_steps(V1_PILOT, "eval_return", (30_000,)), *_at_steps(V1_PILOT, "imag_reward", (30_000,)),
-                *_at_steps(V1_SEED1, "imag_reward", (40_000,)), *_at_steps(V1_SEED1, "policy_entropy", (40_000,))),
-     "imagined reward {:.4f} and {:.4f} per step at 25k. Then seed 0 found the sequence ({:.1f} at 30k, its "
-     "imagined reward {:.4f} per step and rising) and seed 1 did not ({:.4f} per step at 40k, entropy {:.2f})"),
+                *_at_steps(V1_SEED1, "imag_reward", (40_000,)), *_at_steps(V1_SEED2, "imag_reward", (40_000,)),
+                *_at_steps(V1_SEED1, "policy_entropy", (40_000,)), *_at_steps(V1_SEED2, "policy_entropy", (40_000,)),
+                _narrowed_last(), "did not" if _record("rssm_v1", _narrowed_last())["first_target_step"] is None
+                else "did"),
+     "imagined reward {:.4f}, {:.4f} and {:.4f} per step at 25k. Then seed 0 found the sequence ({:.1f} at 30k, "
+     "its imagined reward {:.4f} per step and rising) and seeds 1 and 2 did not ({:.4f} and {:.4f} per step at 40k, "
+     "entropy {:.2f} and {:.2f}). The seed that narrowed last (seed {}) is one that {} learn"),
     *((LEARNING, *row) for row in PILOT_UPDATES),
     # docs/results/learning.md: the released agent and the GPU setting.
     (LEARNING, "scores 120.0 over 16 fresh episodes, against the random policy's 3.75 and the scripted solver's 283.1",
@@ -638,16 +669,24 @@ FIGURES = [
     (DEFAULTS, "(at replayed reward steps 0.008 at 15k, 2.0 at 25k)", "actor_drive.json",
      lambda d: _drive(d, "rssm_v1_ent3e-3/seed0", "rew_pred_event", (15_000, 25_000)),
      "(at replayed reward steps {:.3f} at 15k, {:.1f} at 25k)"),
-    (DEFAULTS, "at 15k they predicted 0.008 and 0.004 at replayed reward steps against 0.0025 elsewhere",
-     "actor_drive.json", lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)),
-                                    _alike(_v1_drive(d, "rew_pred_other", (15_000,)), 4)),
-     "at 15k they predicted {:.3f} and {:.3f} at replayed reward steps against {:.4f} elsewhere"),
-    (DEFAULTS, "narrowed to 0.80 and 0.96 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's from "
-     "10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
+    (DEFAULTS, "at 15k they predicted 0.008, 0.004 and 0.003 at replayed reward steps against 0.0023 to 0.0025 "
+     "elsewhere", "actor_drive.json",
+     lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)), *(f(_v1_drive(d, "rew_pred_other", (15_000,)))
+                                                              for f in (min, max))),
+     "at 15k they predicted {:.3f}, {:.3f} and {:.3f} at replayed reward steps against {:.4f} to {:.4f} elsewhere"),
+    (DEFAULTS, "narrowed to 0.80, 0.96 and 1.19 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's "
+     "from 10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
      lambda d: (*_v1_drive(d, "policy_entropy", (20_000,)), min(_v1_drive(d, "drive_ratio", AT)),
                 max(_v1_drive(d, "drive_ratio", AT)), math.ceil(1000 * max(_v1_drive(d, "imag_reward", AT))) / 1000),
-     "narrowed to {:.2f} and {:.2f} by 20k, the advantage term's gradient {:.0f} to {:.0f} times the entropy bonus's "
-     "from 10k to 25k, the imagined reward under {:.3f} per step"),
+     "narrowed to {:.2f}, {:.2f} and {:.2f} by 20k, the advantage term's gradient {:.0f} to {:.0f} times the entropy "
+     "bonus's from 10k to 25k, the imagined reward under {:.3f} per step"),
+    *((page, claim, f"{V1_PILOT}/final.json", lambda _: _v1_learned(), form) for page, claim, form in (
+        (LEARNING, "So this setting learns in 1 of 3 seeds", "So this setting learns in {} of {} seeds"),
+        (DEFAULTS, "This setting learns in 1 of 3 seeds", "This setting learns in {} of {} seeds"),
+        (DEFAULTS, "(1 of 3 at `rssm_v1`", "({} of {} at `rssm_v1`"))),
+    (DEFAULTS, "and the seed that narrowed last (seed 2) is one that did not", "actor_drive.json",
+     lambda _: (_narrowed_last(), "did not" if _record("rssm_v1", _narrowed_last())["first_target_step"] is None
+                else "did"), "and the seed that narrowed last (seed {}) is one that {}"),
     (TABLES, "the tracking probe 0.0026 (6.4 CPU s every 2500 env steps), the periodic\nevaluation 0.0017 (8 episodes "
      "of 1000 steps, 4.2 CPU s every 2500), acting 0.0005", "cost_profile.json",
      lambda d: tuple(x for piece in ("tracking probe", "evaluation") for x in (
