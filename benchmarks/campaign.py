@@ -319,7 +319,7 @@ class _Recording:
 
 
 class LocalCampaign(_Recording, launchers.LocalSweeper):
-    """The runs one after another in subprocesses; each recorded as soon as it is evaluated."""
+    """The runs one after another in subprocesses; each judged and recorded in one more as soon as it has trained."""
 
     def train(self, group: sweep.Group) -> None:
         if not sweep.is_finished(group.runs[0]):
@@ -327,8 +327,16 @@ class LocalCampaign(_Recording, launchers.LocalSweeper):
         super().train(group)
 
     def evaluate(self, run: sweep.Run) -> None:
-        super().evaluate(run)
+        """Judge the run's boundaries in the child that writes its record (`--record-run` judges every policy's
+        episodes first): one process per finished run rather than one to judge and another to record."""
+        if not sweep.is_finished(run):
+            self.evaluated(run, "skipped", "not trained to its end; the next campaign resumes it")
+            return
+        self.begin((run,), "eval")
         self.record(run)
+        outcome = self.outcome(run)
+        outcome.eval = "failed" if outcome.eval == "failed" else "done"
+        self.currents.pop(run.index, None)
 
 
 class ClusterCampaign(_Recording, launchers.ClusterSweeper):

@@ -164,7 +164,8 @@ def test_a_run_whose_evaluation_fails_gets_no_record_until_it_is_judged_again(tm
     failed = _campaign(root)
     record = root / "records" / "pinpad_three" / "rssm" / "seed0"
     assert failed.returncode == 1 and not record.exists(), failed.stderr[-2000:]
-    assert "no record, its evaluation failed" in (root / "state" / campaign.LOG_NAME).read_text()
+    log = (root / "state" / campaign.LOG_NAME).read_text()
+    assert f"{NAMES[0]}: record failed" in log and "invalid choice: 'nonsense'" in log, log[-3000:]
     (root / "plan.json").write_text(json.dumps(one))
     again = _campaign(root)
     assert again.returncode == 0, again.stderr[-2000:]
