@@ -47,10 +47,10 @@ import time
 
 import pinpad
 from dreamer_jax import config as cfg, curves, sweep
-from dreamer_jax.run import stop_requests
+from dreamer_jax.stops import stop_requests
 from dreamer_jax.status import write_atomic
 from experiments import launchers, sweep as sweep_cli
-from experiments.release import commit, model_code
+from experiments.provenance import commit, model_code
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PLAN = REPO / "benchmarks" / "campaign.json"

@@ -14,7 +14,7 @@ import time
 import jax
 
 from dreamer_jax.status import write_atomic
-from experiments.release import commit
+from experiments.provenance import commit
 
 
 def machine() -> dict:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import pathlib
-import signal
 import time
 from typing import Any, Callable
 
@@ -24,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from dreamer_jax import checkpoint, config as cfg, status
 from dreamer_jax.progress import Bar, clock
+from dreamer_jax.stops import stop_requests
 from dreamer_jax.sweep import latest_checkpoint
 from dreamer_jax.train import Learner, TrainState, release_crowded_programs, steps_per_iteration
 
@@ -87,24 +87,6 @@ def _lock(logdir: pathlib.Path):
         yield
     finally:
         path.unlink(missing_ok=True)
-
-
-# Signals that ask a run to save and stop: ^C, kill, and the time-limit warning SLURM sends with
-# --signal=USR2@SECONDS (submitit's default), which reaches every process of a job.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-
-@contextlib.contextmanager
-def stop_requests(signals=STOP_SIGNALS):
-    """Turn `signals` into a request to stop (the list of those received), instead of their default action."""
-    requested: list[int] = []
-    handler = lambda signum, frame: requested.append(signum)  # noqa: E731
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from dreamer_jax import sweep, sweep_view
 from dreamer_jax.ledger import Current, Ledger, Outcome, leading
 from dreamer_jax.progress import Panel
-from dreamer_jax.run import stop_requests
+from dreamer_jax.stops import stop_requests
 from dreamer_jax.status import write_status
 
 POLL_S = 1.0  # how often the status file and the bars are refreshed while a step runs

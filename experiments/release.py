@@ -15,7 +15,6 @@ import argparse
 import json
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
 
@@ -25,6 +24,7 @@ from dreamer_jax import checkpoint
 from dreamer_jax.boundaries import analysis
 from dreamer_jax.status import write_atomic
 from experiments import play
+from experiments.provenance import commit
 
 EPISODES = 16  # fresh episodes for the released agent's return and the baselines'
 
@@ -39,25 +39,6 @@ def parser() -> argparse.ArgumentParser:
                    help="the checkpoint to release (default: the newest that restores); say why in --trained_by")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     return p
-
-
-def commit() -> str | None:
-    """The checked-out commit of this repository, or None outside a git checkout."""
-    here = pathlib.Path(__file__).resolve().parent
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def model_code() -> str | None:
-    """The version of the code a run's numbers depend on: the git trees of dreamer_jax/ and pinpad/ at HEAD, with
-    "+dirty" when either differs from HEAD in the work tree; None outside a git checkout."""
-    root = pathlib.Path(__file__).resolve().parent.parent
-    git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
-    trees = git("rev-parse", "HEAD:dreamer_jax", "HEAD:pinpad")
-    if trees.returncode != 0:
-        return None
-    dirty = git("diff", "--quiet", "HEAD", "--", "dreamer_jax", "pinpad").returncode != 0
-    return "/".join(tree[:10] for tree in trees.stdout.split()) + ("+dirty" if dirty else "")
 
 
 def folder_bytes(path: pathlib.Path) -> int:

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import pinpad
 from dreamer_jax import config as cfg, sweep
-from dreamer_jax.run import stop_requests
+from dreamer_jax.stops import stop_requests
 from dreamer_jax.status import StatusError, pid_alive, read_status
 from experiments import launchers
 
