@@ -276,3 +276,37 @@ def test_imagination_audit_counts_what_imagination_pays_against_what_was_earned(
     assert code == 2 and "LABEL=PATH" in err and not (tmp_path / "a.json").exists()
     code, _, err = run_main(imagination_audit.main, [f"x={tmp_path}", "--out", str(tmp_path / "a.json")], capsys)
     assert code == 2 and "config.json" in err and not (tmp_path / "a.json").exists()
+
+
+def test_suite_cost_runs_the_suite_of_each_commit_on_a_fresh_cache_and_compares(tmp_path, capsys):
+    """Both sides run a test file from a worktree of their commit (its own code, not this checkout's), on make
+    test's command; their CPU seconds, counts and the ratio land in the results file, and the worktrees are gone."""
+    from benchmarks import suite_cost
+
+    out = tmp_path / "suite_cost.json"
+    code, stdout, err = run_main(suite_cost.main, ["--baseline", "HEAD", "--tests", "tests/test_status.py", "--out",
+                                                   out], capsys)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    sides = data["sides"]
+    for side in sides.values():
+        assert side["passed"] > 0 and side["failed"] == side["error"] == 0 and side["code_from_its_tree"]
+        assert list(side["files"]) == ["tests/test_status.py"] and side["user_s"] > 0
+        assert 0 < side["files"]["tests/test_status.py"]["cpu_s"] <= side["user_s"] + side["sys_s"]
+    baseline, head = sides["baseline"], sides["head"]
+    assert baseline["commit"] == head["commit"] and baseline["passed"] == head["passed"]
+    assert data["head_over_baseline"]["user_s"] == sides["head"]["user_s"] / sides["baseline"]["user_s"]
+    assert "x the user CPU" in stdout
+    worktrees = subprocess.run(["git", "-C", str(suite_cost.REPO), "worktree", "list", "--porcelain"],
+                               capture_output=True, text=True).stdout
+    assert "suite_cost_" not in worktrees
+    # The command measured is make test's.
+    recipe = (suite_cost.REPO / "Makefile").read_text().split("\ntest: ")[1].splitlines()[1]
+    assert recipe.strip() == "$(BIN)/python -m pytest " + " ".join(suite_cost.PYTEST_ARGS)
+
+
+def test_suite_cost_refuses_a_baseline_that_is_no_commit(tmp_path, capsys):
+    from benchmarks import suite_cost
+
+    code, _, err = run_main(suite_cost.main, ["--baseline", "no-such-ref", "--out", tmp_path / "x.json"], capsys)
+    assert code == 2 and "'no-such-ref' is not a commit" in err and not (tmp_path / "x.json").exists()

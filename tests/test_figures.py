@@ -449,25 +449,28 @@ FIGURES = [
          "| 2 | 40k | 0.0 | 0.0% | 0.0% |"),
         ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 0, "| 0 | 40k | 0.0 | 0.0% | 0.0% |"),
         ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 1, "| 1 | 40k | 0.6 | 0.0% | 0.0% |"))),
-    (LEARNING, "Seed 1's entropy stayed at 1.49 at 20k and 1.40 at 25k and first fell under 1.2 at 40k; it earned 0.6 over "
-     "16 fresh episodes at 40k and at most 11.2 at any periodic evaluation (0.0 and 6.2 without)", "actor_drive.json",
+    (LEARNING, "Seed 1's entropy stayed at 1.49 at 20k and 1.40 at 25k and first fell under 1.2 at 40k; it earned 0.6 "
+     "over 16 fresh episodes at 40k and at most 11.2 at any periodic evaluation (0.0 and 6.2 without)",
+     "actor_drive.json",
      lambda d: (*_drive(d, "rssm_v1_ent3e-3/seed1", "policy_entropy", (20_000, 25_000)),
                 _k(min(row["step"] for row in read_metrics(RESULTS / ENT_SEED1) if row.get("policy_entropy", 2) < 1.2)),
                 _record("rssm_v1_ent3e-3", 1)["final_eval_return"], _record("rssm_v1_ent3e-3", 1)["final_episodes"],
                 max(row["eval_return"] for row in read_metrics(RESULTS / ENT_SEED1) if "eval_return" in row),
                 _record("rssm_v1", 1)["final_eval_return"],
                 max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED1) if "eval_return" in row)),
-     "Seed 1's entropy stayed at {:.2f} at 20k and {:.2f} at 25k and first fell under 1.2 at {}k; it earned {:.1f} over "
-     "{} fresh episodes at 40k and at most {:.1f} at any periodic evaluation ({:.1f} and {:.1f} without)"),
-    (DEFAULTS, "Seed 1, which earned nothing without the bonus, kept an entropy of 1.40 at 25k and earned 0.6 per episode "
-     "at 40k", "actor_drive.json",
+     "Seed 1's entropy stayed at {:.2f} at 20k and {:.2f} at 25k and first fell under 1.2 at {}k; it earned {:.1f} "
+     "over {} fresh episodes at 40k and at most {:.1f} at any periodic evaluation ({:.1f} and {:.1f} without)"),
+    (DEFAULTS, "Seed 1, which earned nothing without the bonus, kept an entropy of 1.40 at 25k and earned 0.6 per "
+     "episode at 40k", "actor_drive.json",
      lambda d: ("nothing" if _record("rssm_v1", 1)["first_target_step"] is None else "the target",
                 *_drive(d, "rssm_v1_ent3e-3/seed1", "policy_entropy", (25_000,)),
                 _record("rssm_v1_ent3e-3", 1)["final_eval_return"]),
-     "Seed 1, which earned {} without the bonus, kept an entropy of {:.2f} at 25k and earned {:.1f} per episode at 40k"),
-    (LEARNING, "Seed 0's policy entropy stayed at 1.46 at 20k and 1.30 at 25k (0.80 and 0.59 without), first under 1.2 at "
-     "30k, and the advantage term's gradient was 2 to 18 times the entropy bonus's from 10k to 25k (9 to 78 without). "
-     "It earned 0.0 over 16 fresh episodes at 40k and at most 10.0 at any periodic evaluation", "actor_drive.json",
+     "Seed 1, which earned {} without the bonus, kept an entropy of {:.2f} at 25k and earned {:.1f} per episode at "
+     "40k"),
+    (LEARNING, "Seed 0's policy entropy stayed at 1.46 at 20k and 1.30 at 25k (0.80 and 0.59 without), first under "
+     "1.2 at 30k, and the advantage term's gradient was 2 to 18 times the entropy bonus's from 10k to 25k (9 to 78 "
+     "without). It earned 0.0 over 16 fresh episodes at 40k and at most 10.0 at any periodic evaluation",
+     "actor_drive.json",
      lambda d: (*_drive(d, "rssm_v1_ent3e-3/seed0", "policy_entropy", (20_000, 25_000)),
                 *_drive(d, "rssm_v1/seed0", "policy_entropy", (20_000, 25_000)),
                 _k(min(row["step"] for row in read_metrics(RESULTS / ENT_RUN) if row.get("policy_entropy", 2) < 1.2)),
@@ -498,8 +501,8 @@ FIGURES = [
                 d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"]),
      "earned {:.1f} over {} fresh episodes at {}k and at most {:.1f} at any periodic evaluation, the random "
      "policy's level ({:.0f} minutes, {:.0f} CPU s, {:.3f} per env step)"),
-    (LEARNING, "Seed 2 earned 0.0 over 16 fresh episodes at 40k and at most 6.2 at any periodic evaluation (28 minutes, "
-     "1787 CPU s, 0.045 per env step: less than half seeds 0 and 1's", f"{V1_SEED2}/final.json",
+    (LEARNING, "Seed 2 earned 0.0 over 16 fresh episodes at 40k and at most 6.2 at any periodic evaluation (28 "
+     "minutes, 1787 CPU s, 0.045 per env step: less than half seeds 0 and 1's", f"{V1_SEED2}/final.json",
      lambda d: (d["final_eval_return"], d["final_episodes"], _k(d["step"]),
                 max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED2) if "eval_return" in row),
                 d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"],
@@ -513,9 +516,10 @@ FIGURES = [
                      for v in _at_steps(run, "policy_entropy", (step,))),
      "(entropy {:.2f}, {:.2f} and {:.2f}, ln 5 is 1.61), narrowed by 20k ({:.2f}, {:.2f} and {:.2f}) and 25k ({:.2f}, "
      "{:.2f} and {:.2f})"),
-    (LEARNING, "imagined reward 0.0029, 0.0037 and 0.0020 per step at 25k. Then seed 0 found the sequence (28.8 at 30k, "
-     "its imagined reward 0.0065 per step and rising) and seeds 1 and 2 did not (0.0017 and 0.0028 per step at 40k, "
-     "entropy 0.57 and 0.55). The seed that narrowed last (seed 2) is one that did not learn", f"{V1_SEED2}/metrics.jsonl",
+    (LEARNING, "imagined reward 0.0029, 0.0037 and 0.0020 per step at 25k. Then seed 0 found the sequence (28.8 at "
+     "30k, its imagined reward 0.0065 per step and rising) and seeds 1 and 2 did not (0.0017 and 0.0028 per step at "
+     "40k, entropy 0.57 and 0.55). The seed that narrowed last (seed 2) is one that did not learn",
+     f"{V1_SEED2}/metrics.jsonl",
      lambda _: (*(v for run in (V1_PILOT, V1_SEED1, V1_SEED2) for v in _at_steps(run, "imag_reward", (25_000,))),
                 *_at_steps(V1_PILOT, "eval_return", (30_000,)), *_at_steps(V1_PILOT, "imag_reward", (30_000,)),
                 *_at_steps(V1_SEED1, "imag_reward", (40_000,)), *_at_steps(V1_SEED2, "imag_reward", (40_000,)),
@@ -696,8 +700,9 @@ FIGURES = [
     (DEFAULTS, "bf16 is slower: 0.93x the env steps per CPU second", "cost_profile.json",
      lambda d: _profile_row(d, "bf16")[3], "bf16 is slower: {:.2f}x"),
     # docs/dreamer_defaults.md: what moves the actor, from benchmarks.actor_drive.
-    (DEFAULTS, "the advantage term's gradient fell to 2 to 18 times the entropy bonus's from 10k to 25k, and the policy "
-     "entropy was 1.46 at 20k and 1.30 at 25k. But seed 0 earned 0.0 over 16 episodes at 40k", "actor_drive.json",
+    (DEFAULTS, "the advantage term's gradient fell to 2 to 18 times the entropy bonus's from 10k to 25k, and the "
+     "policy entropy was 1.46 at 20k and 1.30 at 25k. But seed 0 earned 0.0 over 16 episodes at 40k",
+     "actor_drive.json",
      lambda d: (min(_drive(d, "rssm_v1_ent3e-3/seed0", "drive_ratio", AT)),
                 max(_drive(d, "rssm_v1_ent3e-3/seed0", "drive_ratio", AT)),
                 *_drive(d, "rssm_v1_ent3e-3/seed0", "policy_entropy", (20_000, 25_000)),
@@ -712,8 +717,8 @@ FIGURES = [
      lambda d: (*_v1_drive(d, "rew_pred_event", (15_000,)), *(f(_v1_drive(d, "rew_pred_other", (15_000,)))
                                                               for f in (min, max))),
      "at 15k they predicted {:.3f}, {:.3f} and {:.3f} at replayed reward steps against {:.4f} to {:.4f} elsewhere"),
-    (DEFAULTS, "narrowed to 0.80, 0.96 and 1.19 by 20k, the advantage term's gradient 9 to 85 times the entropy bonus's "
-     "from 10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
+    (DEFAULTS, "narrowed to 0.80, 0.96 and 1.19 by 20k, the advantage term's gradient 9 to 85 times the entropy "
+     "bonus's from 10k to 25k, the imagined reward under 0.005 per step", "actor_drive.json",
      lambda d: (*_v1_drive(d, "policy_entropy", (20_000,)), min(_v1_drive(d, "drive_ratio", AT)),
                 max(_v1_drive(d, "drive_ratio", AT)), math.ceil(1000 * max(_v1_drive(d, "imag_reward", AT))) / 1000),
      "narrowed to {:.2f}, {:.2f} and {:.2f} by 20k, the advantage term's gradient {:.0f} to {:.0f} times the entropy "
@@ -732,8 +737,8 @@ FIGURES = [
      lambda d: (NUMBERS[len(V1_SEEDS) + d["summary"]["rssm"]["seeds"]], _v1_learned()[0] +
                 d["summary"]["rssm"]["seeds_at_target"]),
      "Over the {} RSSM runs of this setting, {} reached the target by 40k env steps"),
-    (DEFAULTS, "`rssm_v1`\n  differs from the benchmark's runs only in eval_episodes and save_every, so 3 of 6 RSSM runs of "
-     "it learned", "learning.json",
+    (DEFAULTS, "`rssm_v1`\n  differs from the benchmark's runs only in eval_episodes and save_every, so 3 of 6 RSSM "
+     "runs of it learned", "learning.json",
      lambda d: (*_v1_differs(d), _v1_learned()[0] + d["summary"]["rssm"]["seeds_at_target"],
                 len(V1_SEEDS) + d["summary"]["rssm"]["seeds"]),
      "`rssm_v1`\n  differs from the benchmark's runs only in {} and {}, so {} of {} RSSM runs of it learned"),

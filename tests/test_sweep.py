@@ -550,6 +550,7 @@ def test_the_sweep_and_the_campaign_start_without_the_model():
     """The commands that only start and watch other processes import neither the model nor the checkpointer (a
     second or two per process, and memory held for hours)."""
     code = ("import sys, experiments.sweep, experiments.monitor, benchmarks.campaign; "
-            "print(sorted(m for m in ('flax', 'distrax', 'orbax.checkpoint', 'dreamer_jax.train') if m in sys.modules))")
+            "print(sorted(m for m in ('flax', 'distrax', 'orbax.checkpoint', 'dreamer_jax.train') "
+            "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
