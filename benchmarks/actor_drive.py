@@ -39,6 +39,7 @@ DEFAULT_CONDITIONS = (
     f"the same at ratio 256={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r256_ac4e-5'}",
     f"pinpad_cpu_v1's model and learning rates, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1'}",
     f"the same, entropy bonus 3e-3={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1_ent3e-3'}",
+    f"VTA with pinpad_cpu_v1's model and learning rates={RESULTS / 'runs' / 'pinpad_three' / 'vta_v1'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
 TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs",
