@@ -335,7 +335,8 @@ class LocalCampaign(_Recording, launchers.LocalSweeper):
         self.begin((run,), "eval")
         self.record(run)
         outcome = self.outcome(run)
-        outcome.eval = "failed" if outcome.eval == "failed" else "done"
+        if outcome.eval != "failed":  # judged and recorded, or not recorded (a stop came first)
+            outcome.eval = "done" if done(self.entries[run.name], self.records) else "skipped"
         self.currents.pop(run.index, None)
 
 

@@ -6,10 +6,10 @@ then for HEAD, one after the other on this machine.
 
 Each side runs in a git worktree of its commit (uncommitted changes are not measured), with PYTHONPATH on it and an
 empty JAX_COMPILATION_CACHE_DIR, as a fresh clone runs: its wall seconds, the user and system CPU seconds of the
-whole pytest process tree (its workers and every subprocess they waited for), the tests passed and failed, per test
-file its wall and CPU seconds (benchmarks/suite_probe.py), and whether the tests ran the worktree's code. The ratios
-are HEAD's over the baseline's. The CPU's model and clock are written beside them: CPU seconds compare only on one
-machine.
+whole pytest process tree (its workers and every subprocess they waited for), the tests passed and failed (and which
+failed), per test file its wall and CPU seconds (benchmarks/suite_probe.py), and whether the tests ran the worktree's
+code. The ratios are HEAD's over the baseline's. The CPU's model and clock are written beside them: CPU seconds
+compare only on one machine.
 Exit status: 0, or 1 when a side's suite failed (its figures are still written), 2 on bad input.
 """
 
@@ -86,7 +86,8 @@ def measure(commit: str, tests: list[str], work: pathlib.Path, name: str) -> dic
     try:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(work)]),
                "JAX_COMPILATION_CACHE_DIR": str(cache), "SUITE_PROBE_OUT": str(probe)}
-        argv = [sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p", PROBE.stem, "-q", "-p", "no:cacheprovider", *tests]
+        argv = [sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p", PROBE.stem, "-q", "-rfE", "-p", "no:cacheprovider",
+                *tests]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
         done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
         wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,7 +96,9 @@ def measure(commit: str, tests: list[str], work: pathlib.Path, name: str) -> dic
     lines = [json.loads(line) for line in probe.read_text().splitlines()] if probe.exists() else []
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-300:]
     code = {line["code"] for line in lines if line["code"]}
-    return {"commit": commit, "exit_status": done.returncode, **counts(last), "summary": last, "wall_s": wall,
+    failures = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return {"commit": commit, "exit_status": done.returncode, **counts(last), "summary": last, "failures": failures,
+            "wall_s": wall,
             "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
             "code_from_its_tree": code == {str(tree)}, "files": by_file(lines)}
 
@@ -122,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} ({commit[:10]}): running the suite on a fresh compilation cache ...", flush=True)
             results[name] = measure(commit, args.tests, pathlib.Path(work), name)
             side = results[name]
+            failed = "".join(f"\n  failed: {test}" for test in side["failures"])
             print(f"  {side['summary']}; {side['wall_s']:.0f} s wall, {side['user_s']:.0f} s user, "
-                  f"{side['sys_s']:.0f} s system CPU", flush=True)
+                  f"{side['sys_s']:.0f} s system CPU{failed}", flush=True)
     ratios = {key: results["head"][key] / results["baseline"][key] for key in ("wall_s", "user_s")}
     record.write(args.out, "benchmarks.suite_cost", argv, cpu=cpu(), pytest_args=list(PYTEST_ARGS), tests=args.tests,
                  sides=results, head_over_baseline=ratios)

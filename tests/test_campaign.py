@@ -16,6 +16,7 @@ import pytest
 from benchmarks import campaign, learning
 from conftest import REPO, run_main
 from dreamer_jax import config as cfg, run as run_lib, sweep
+from dreamer_jax.status import read_status
 
 # Three RSSM runs of the debug model that only collect (a prefill longer than the run: no update to compile), with a
 # periodic evaluation every 32 env steps and a checkpoint every 64.
@@ -107,6 +108,9 @@ def test_a_finished_run_leaves_a_complete_record(whole):
         assert final["train_wall_s"] > 0 and final["train_cpu_s"] > 0
         assert [s["from_step"] for s in final["sessions"]] == [0] and final["model_code"]
         assert json.loads((folder / "boundary_eval.json").read_text())["settings"]["policy"] == "scripted"
+    # Each run was judged in the child that wrote its record; the status file says so (the last round's runs).
+    fields = read_status(root / "state" / campaign.STATUS_NAME)
+    assert [fields[f"RUN_{i}_EVAL"] for i in range(1, int(fields["RUNS_TOTAL"]) + 1)] == ["done", "done"], fields
     # The held run is not trained; a second invocation trains nothing.
     assert not (root / "state" / "pinpad_three_vta_seed0").exists()
     again = _campaign(root)
