@@ -693,6 +693,18 @@ FIGURES = [
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
                         for row in ("rssm", "rssm, scan unroll 5")), "{:.1f} env steps/s, {:.1f} with"),
 
+    # docs/results/speed.md: the test suite, from benchmarks.suite_cost.
+    (SPEED, "548 s wall, 961 s user CPU: 0.94x the user CPU", "suite_cost.json",
+     lambda d: (d["sides"]["head"]["wall_s"], d["sides"]["head"]["user_s"], d["head_over_baseline"]["user_s"]),
+     "{:.0f} s wall, {:.0f} s user CPU: {:.2f}x the user CPU"),
+    (SPEED, "852 tests in 548 s of wall time and 961 s of user CPU on an idle 2-core machine, against 584 s and 1021 s "
+     "for the commit before", "suite_cost.json",
+     lambda d: (d["sides"]["head"]["passed"] + d["sides"]["head"]["failed"], d["sides"]["head"]["wall_s"],
+                d["sides"]["head"]["user_s"], d["sides"]["baseline"]["wall_s"], d["sides"]["baseline"]["user_s"]),
+     "{} tests in {:.0f} s of wall time and {:.0f} s of user CPU on an idle 2-core machine, against {:.0f} s and "
+     "{:.0f} s for the commit before"),
+    (SPEED, "measured in the same run (0.94x the user CPU)", "suite_cost.json",
+     lambda d: d["head_over_baseline"]["user_s"], "measured in the same run ({:.2f}x the user CPU)"),
     # docs/speed.md: the cost profile (benchmarks.cost_profile) at pinpad_cpu_v2 and its candidates.
     (TABLES, "| `today` | (none) | 1.107 | 0.282 | 3.55 | 1.00x |", "cost_profile.json",
      lambda d: _profile_row(d, "today"), PROFILE_ROW),
