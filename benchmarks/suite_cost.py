@@ -80,7 +80,6 @@ def measure(commit: str, tests: list[str], work: pathlib.Path, name: str) -> dic
     """Run make test's command on a worktree of `commit` with a fresh compilation cache; what it cost."""
     tree, cache, probe = work / f"tree_{name}", work / f"cache_{name}", work / f"probe_{name}.jsonl"
     cache.mkdir()
-    shutil.copy(PROBE, work / PROBE.name)
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True,
                    capture_output=True)
     try:
@@ -120,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="suite_cost_") as work:
+        shutil.copy(PROBE, pathlib.Path(work) / PROBE.name)  # the plugin both sides load (PYTHONPATH holds `work`)
         results = {}
         for name, commit in sides.items():
             print(f"{name} ({commit[:10]}): running the suite on a fresh compilation cache ...", flush=True)

@@ -107,9 +107,14 @@ def _part(d, name):
     return part["cpu_s"], part["wall_s"], 100 * part["cpu_s"] / d["parts"]["whole update"]["cpu_s"]
 
 
+def _record_dir(variant, seed):
+    """A campaign record's folder, docs/results/runs/pinpad_three/VARIANT/seedK/."""
+    return RESULTS / "runs" / "pinpad_three" / variant / f"seed{seed}"
+
+
 def _record(variant, seed):
-    """A campaign record's final.json (docs/results/runs/pinpad_three/VARIANT/seedK/)."""
-    return json.loads((RESULTS / "runs" / "pinpad_three" / variant / f"seed{seed}" / "final.json").read_text())
+    """A campaign record's final.json."""
+    return json.loads((_record_dir(variant, seed) / "final.json").read_text())
 
 
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps actor_drive.json reads
@@ -128,7 +133,7 @@ def _v1_drive(d, key, steps):
 
 def _record_config(variant, seed):
     """A campaign record's config.json."""
-    return json.loads((RESULTS / "runs" / "pinpad_three" / variant / f"seed{seed}" / "config.json").read_text())
+    return json.loads((_record_dir(variant, seed) / "config.json").read_text())
 
 
 def _v1_differs(learning):
@@ -152,7 +157,7 @@ def _v1_learned():
 
 def _narrowed_last():
     """The rssm_v1 seed whose policy entropy was highest at 20k and 25k alike (none where the two steps disagree)."""
-    last = {max(V1_SEEDS, key=lambda s: _at_steps(f"runs/pinpad_three/rssm_v1/seed{s}", "policy_entropy", (step,)))
+    last = {max(V1_SEEDS, key=lambda s: _at_steps(_record_dir("rssm_v1", s), "policy_entropy", (step,)))
             for step in (20_000, 25_000)}
     return last.pop() if len(last) == 1 else None
 
