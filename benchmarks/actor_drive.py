@@ -1,7 +1,7 @@
 """What moves the actor before its first reward, read off training runs' metrics.jsonl (records or run folders).
 
     python -m benchmarks.actor_drive                                    # the committed pilots, into docs/results/
-    python -m benchmarks.actor_drive "ratio 64=docs/results/runs/pinpad_three/rssm" "mine=runs/pinpad_three_rssm"
+    python -m benchmarks.actor_drive "pinpad_cpu=docs/results/runs/pinpad_three/rssm" "mine=runs/pinpad_three_rssm"
 
 Each argument is LABEL=PATH: PATH is a run (a folder with metrics.jsonl) or a folder of runs at any depth; runs that
 share a label form one condition. Per run, against env steps, the figure shows the periodic evaluation's return
@@ -31,20 +31,18 @@ RESULTS = REPO / "docs" / "results"
 DEFAULT_CONDITIONS = (
     f"pinpad_cpu_v2 (ratio 128, encoder 16/5)={RESULTS / 'pinpad_cpu_rssm_seed0'}",
     f"pinpad_cpu_v2 (ratio 128, encoder 16/5)={RESULTS / 'pinpad_cpu_rssm_seed1'}",
-    f"pinpad_cpu (ratio 64)={RESULTS / 'runs' / 'pinpad_three' / 'rssm'}",
-    f"pinpad_cpu, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128'}",
-    f"pinpad_cpu, ratio 128, actor and critic 4e-5={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5'}",
+    f"pinpad_cpu_v3 (ratio 64)={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v3'}",
+    f"pinpad_cpu_v3, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128'}",
+    f"pinpad_cpu_v3, ratio 128, actor and critic 4e-5={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5'}",
     f"the same, no KL free nats={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5_fn0'}",
-    f"the same, imagining from every replayed step={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r128_ac4e-5_imag0'}",
-    f"the same at ratio 256={RESULTS / 'runs' / 'pinpad_three' / 'rssm_r256_ac4e-5'}",
-    f"pinpad_cpu_v1's model and learning rates, ratio 128={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1'}",
+    f"pinpad_cpu (pinpad_cpu_v1's model and learning rates)={RESULTS / 'runs' / 'pinpad_three' / 'rssm'}",
     f"the same, entropy bonus 3e-3={RESULTS / 'runs' / 'pinpad_three' / 'rssm_v1_ent3e-3'}",
-    f"VTA with pinpad_cpu_v1's model and learning rates={RESULTS / 'runs' / 'pinpad_three' / 'vta_v1'}",
+    f"pinpad_cpu, VTA={RESULTS / 'runs' / 'pinpad_three' / 'vta'}",
 )
 AT = (10_000, 15_000, 20_000, 25_000)  # the env steps the table reads
 TABLE = ("policy_entropy", "policy_entropy_start", "imag_reward", "earned_reward", "imag_value", "adv_abs",
          "drive_ratio", "rew_pred_event", "rew_pred_other", "repval_error", "return_scale", "tracking_posterior",
-         "tracking_imagined_5")
+         "tracking_imagined_5", "replayed_reward")
 ENTROPY_FLOOR = 1.2  # issue 43's aim: the entropy above this until the first evaluation at the target
 
 
@@ -66,7 +64,7 @@ def parse_conditions(args: list[str]) -> dict[str, list[pathlib.Path]]:
     error."""
     conditions: dict[str, list[pathlib.Path]] = {}
     for arg in args:
-        label, root = labelled(arg, "ratio 64=docs/results/runs/pinpad_three/rssm")
+        label, root = labelled(arg, "pinpad_cpu=docs/results/runs/pinpad_three/rssm")
         if not root.exists():
             print(f"note: {root} does not exist (yet); {label!r} has no run from it", file=sys.stderr)
             continue
@@ -80,10 +78,11 @@ def parse_conditions(args: list[str]) -> dict[str, list[pathlib.Path]]:
     return conditions
 
 
-def with_derived(lines: list[dict], length: int) -> list[dict]:
-    """Each line with `earned_reward` (its periodic evaluation's return per env step, what the policy earns) and
-    `drive_ratio` (the advantage term's gradient norm on the actor over the entropy bonus's) where their inputs are
-    logged."""
+def with_derived(lines: list[dict], length: int, replayed: int) -> list[dict]:
+    """Each line with `earned_reward` (its periodic evaluation's return per env step, what the policy earns),
+    `drive_ratio` (the advantage term's gradient norm on the actor over the entropy bonus's) and `replayed_reward`
+    (the share of the `replayed` steps of a training batch that were rewarded: how much reward the world model saw)
+    where their inputs are logged."""
     out = []
     for line in lines:
         line = dict(line)
@@ -91,6 +90,8 @@ def with_derived(lines: list[dict], length: int) -> list[dict]:
             line["earned_reward"] = line["eval_return"] / length
         if line.get("actor_grad_ent", 0) > 0 and "actor_grad_adv" in line:
             line["drive_ratio"] = line["actor_grad_adv"] / line["actor_grad_ent"]
+        if "reward_events" in line:
+            line["replayed_reward"] = line["reward_events"] / replayed
         out.append(line)
     return out
 
@@ -116,7 +117,7 @@ def value_at(lines: list[dict], metric: str, step: int) -> float | None:
 def run_row(label: str, run: pathlib.Path) -> tuple[dict, list[dict]]:
     """A run's table row and its lines (with the derived metrics)."""
     config = cfg.load(run / "config.json")
-    lines = with_derived(curves.read_metrics(run), config.time_limit)
+    lines = with_derived(curves.read_metrics(run), config.time_limit, config.batch_size * config.batch_length)
     target = target_return(config.task, config.time_limit)
     evals = list(zip(*curves.series(lines, "eval_return")))
     first = next((int(x) for x, y in evals if y >= target), None)
@@ -135,14 +136,17 @@ def markdown(rows: list[dict]) -> str:
     """The per-seed table of issue 43's note."""
     fmt = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
     at = lambda row, m, d=2: " / ".join(fmt(row["at"][str(s)][m], d) for s in AT)  # noqa: E731
+    per_1000 = lambda row: " / ".join(fmt(None if v is None else 1000 * v)  # noqa: E731
+                                      for v in (row["at"][str(s)]["replayed_reward"] for s in AT))
     head = ("| condition | seed | first at target | best eval | entropy at 10k/15k/20k/25k | imagined / earned "
             "reward per step at 20k | advantage / entropy gradient at 10k/15k/20k/25k | agent tracked at 20k: "
-            "posterior / imagined step 5 |\n|---|---|---|---|---|---|---|---|")
+            "posterior / imagined step 5 | rewarded per 1000 replayed steps at 10k/15k/20k/25k |"
+            "\n|---|---|---|---|---|---|---|---|---|")
     body = [f"| {r['condition']} | {r['seed']} | {r['first_target_step'] or 'never'} (of {r['last_step']}) | "
             f"{fmt(r['best_eval_return'], 1)} | {at(r, 'policy_entropy')} | "
             f"{fmt(r['at']['20000']['imag_reward'], 4)} / {fmt(r['at']['20000']['earned_reward'], 4)} | "
             f"{at(r, 'drive_ratio', 1)} | {fmt(r['at']['20000']['tracking_posterior'])} / "
-            f"{fmt(r['at']['20000']['tracking_imagined_5'])} |" for r in rows]
+            f"{fmt(r['at']['20000']['tracking_imagined_5'])} | {per_1000(r)} |" for r in rows]
     return "\n".join([head, *body])
 
 

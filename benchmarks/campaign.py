@@ -6,8 +6,9 @@
     python -m benchmarks.campaign --complete             # judge again what a record lacks, from the run's state
     python -m experiments.monitor --status-file ~/.cache/dreamer_jax/campaign/campaign_status.env
 
-The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of every run, the variants (flags on top)
-and entries of task, variants, seeds and env steps, in the order they are trained. A run whose record exists under
+The list of runs is data, `benchmarks/campaign.json`: the preset, the flags of every run, the variants (flags on top),
+the variants whose records make the learning benchmark's results (--report), and entries of task, variants, seeds and
+env steps, in the order they are trained. A run whose record exists under
 --records (`TASK/VARIANT/seedK/`) is done and never trained again; a record whose configuration differs from what
 the list now asks for is refused, naming the fields, except one that only has fewer env steps: that run is extended
 (resumed from its state) and its record replaced once it gets there. The others are taken in the list's order while
@@ -98,6 +99,7 @@ class Plan:
     rates: dict[str, float]  # first estimates of env steps/s by dynamics, before a record measures them
     variants: dict[str, tuple[str, ...]]
     entries: tuple[Entry, ...]
+    learning: tuple[str, ...]  # the variants whose records make the learning benchmark's results (--report)
 
     def run(self, entry: Entry, state: pathlib.Path, index: int = 1) -> sweep.Run:
         """The entry as the sweep plans a run: trained in `state`/NAME."""
@@ -141,14 +143,19 @@ def load_plan(path: pathlib.Path) -> Plan:
         if not set(policies) <= set(others) or len(set(policies)) != len(policies):
             raise CampaignError(f"{path}: eval_policies {list(policies)} must name distinct policies of "
                                 f"{', '.join(others)} (eval_args judge the scripted solver's episodes)")
+        unknown = [v for v in data["learning"] if v not in variants]
+        if unknown:
+            raise CampaignError(f"{path}: learning names {unknown[0]!r}, which is not among the variants "
+                                f"({', '.join(variants)}); add it to variants or fix the name")
         plan = Plan(data["preset"], tuple(shlex.split(data.get("flags", ""))),
                     tuple(shlex.split(data.get("eval_args", ""))), policies, dict(data["env_steps_per_s"]),
-                    variants, tuple(entries))
+                    variants, tuple(entries), tuple(data["learning"]))
     except (OSError, ValueError, KeyError, TypeError) as error:
         if isinstance(error, CampaignError):
             raise
         raise CampaignError(f"cannot read the list of runs {path} ({error.__class__.__name__}: {error}); it needs "
-                            "preset, env_steps_per_s, variants and runs (see benchmarks/campaign.json)") from None
+                            "preset, env_steps_per_s, variants, learning and runs (see benchmarks/campaign.json)"
+                            ) from None
     for entry in plan.entries:
         try:
             plan.config(entry)
@@ -483,7 +490,7 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
 
 def report(plan: Plan, records: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
     """learning.json (learning_TASK.json for another task) and its figures from the records alone: per task, the
-    learning benchmark's variants that have records. Records trained at other settings than the list's are kept
+    list's learning variants that have records. Records trained at other settings than the list's are kept
     apart under their own name; the model code of every record is listed in each summary."""
     from benchmarks import learning
     from experiments.envs import make_env
@@ -491,7 +498,7 @@ def report(plan: Plan, records: pathlib.Path, out: pathlib.Path) -> list[pathlib
     written = []
     for task in dict.fromkeys(entry.task for entry in plan.entries):
         entries = [e for e in plan.entries
-                   if e.task == task and e.variant in learning.VARIANTS and recorded(e, records)]
+                   if e.task == task and e.variant in plan.learning and recorded(e, records)]
         if not entries:
             continue
         runs, groups, settings, codes = [], {}, {}, {}

@@ -62,10 +62,9 @@ TRACKING = ("tracking_posterior", "tracking_imagined_1", "tracking_imagined_15",
 
 # Settings: presets and fields on top of the defaults; the benchmark adds task, dynamics, seeds and logdir.
 SETTINGS = {
-    # The `pinpad_cpu` preset (`pinpad_cpu_v1` is behind the committed learning.json). Its first RSSM record took
-    # 0.087 CPU s per env step, 40k env steps in 42 minutes on 2 cores partly beside other work: 3 seeds of both
-    # dynamics take about 5 hours (VTA about 1.4x RSSM). benchmarks.campaign trains such runs a few at a time and
-    # keeps each as a record.
+    # The `pinpad_cpu` preset: `pinpad_cpu_v1`, behind the committed learning.json, with 8 evaluation episodes. At
+    # `pinpad_cpu_v1` 3 seeds took 2.5 hours (RSSM) and 3.9 hours (VTA) on 2 cores. benchmarks.campaign trains such
+    # runs a few at a time and keeps each as a record.
     "cpu": dict(configs=("pinpad_cpu",), seeds=3, time_budget=None, fields={}),
     # The official model at size12m on 64x64 images at the official train ratio and batch, 8 seeds vmapped in one
     # process, trained for a time budget (about 8 minutes of GPU time with compiling, saving and evaluating).

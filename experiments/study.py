@@ -63,7 +63,7 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
 }
 # Settings: training presets and flags on top, seeds, env steps per run, conditions, and the evaluation's flags (both
 # policies). cpu: long enough that agents act (at `pinpad_cpu_v1` the learning benchmark's RSSM seeds first reached
-# its target at 35k to 37.5k env steps; at `pinpad_cpu` one seed did at 25k), a point of the learning curve and a
+# its target at 35k to 37.5k env steps; at `pinpad_cpu_v2` one seed did at 25k), a point of the learning curve and a
 # checkpoint every 2500 env steps (a stopped study loses little); RSSM, the default VTA, the two VTA conditions the
 # 5000-step study ranked best, and ours: the campaign's study runs (benchmarks/campaign.json), which train the same.
 SETTINGS = {

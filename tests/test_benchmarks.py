@@ -235,7 +235,7 @@ def test_actor_drive_reads_each_seed_before_its_first_reward(tmp_path, capsys):
 
     step = lambda s, **m: {"step": s, "env_steps_per_s": 10.0, **m}  # noqa: E731
     learns = [step(s, policy_entropy=1.6 - 0.1 * i, eval_return=[0.0, 1.0, 500.0, 800.0][i], actor_grad_adv=2.0 * i,
-                   actor_grad_ent=0.5, imag_reward=0.01)
+                   actor_grad_ent=0.5, imag_reward=0.01, reward_events=0.5 * i)
               for i, s in enumerate((10_000, 15_000, 20_000, 25_000))]
     stuck = [step(10_000, policy_entropy=1.0, eval_return=0.0), step(12_000, policy_entropy=0.5)]
     _drive_run(tmp_path / "a" / "seed0", 0, learns)
@@ -254,9 +254,10 @@ def test_actor_drive_reads_each_seed_before_its_first_reward(tmp_path, capsys):
     assert first["at"]["25000"]["drive_ratio"] == pytest.approx(12.0)
     assert first["at"]["15000"]["earned_reward"] == pytest.approx(0.01)  # 1.0 over 100 steps
     assert first["at"]["10000"]["rew_pred_event"] is None  # not logged by this run
+    assert first["at"]["20000"]["replayed_reward"] == pytest.approx(1.0 / (2 * 8))  # of the debug batch's 2 x 8 steps
     assert second["first_target_step"] is None and second["min_entropy_before_target"] == 0.5
     assert second["at"]["15000"]["policy_entropy"] is None  # the run ended before it
-    assert "| r128 | 0 | 20000 (of 25000) |" in stdout and out.with_suffix(".png").stat().st_size > 0
+    assert "| r128 | 0 | 20000 (of 25000) |" in stdout and "| 0.00 / 31.25 / 62.50 / 93.75 |" in stdout and out.with_suffix(".png").stat().st_size > 0
     code, _, err = run_main(actor_drive.main, [str(tmp_path / "a"), "--out", str(out)], capsys)
     assert code == 2 and "LABEL=PATH" in err
 

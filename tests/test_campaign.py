@@ -24,7 +24,7 @@ PLAN = {
     "preset": "debug", "flags": "--prefill 100000 --time_limit 50 --eval_every 32 --log_every 16 --save_every 64",
     "eval_args": "--policy scripted --episodes 2 --resamples 19 --bootstrap 10",
     "env_steps_per_s": {"rssm": 100, "vta": 50},
-    "variants": {"rssm": "--dynamics rssm", "vta": "--dynamics vta"},
+    "variants": {"rssm": "--dynamics rssm", "vta": "--dynamics vta"}, "learning": ["rssm", "vta"],
     "runs": [{"task": "pinpad_three", "variants": ["rssm"], "seeds": [0, 1, 2], "steps": 256},
              {"task": "pinpad_three", "variants": ["vta"], "seeds": [0], "steps": 512, "hold": "a test's say-so"}],
 }
@@ -293,6 +293,7 @@ def test_budgets_read_as_seconds(text, seconds):
     (dict(variants={"rssm": "--dynamics rnn", "vta": "--dynamics vta"}), "invalid --dynamics='rnn'"),
     (dict(preset=None, runs=None), "cannot read the list of runs"),
     (dict(env_steps_per_s={"rssm": 100}), "env_steps_per_s has no estimate for vta"),
+    (dict(learning=["rssm", "gru"]), "learning names 'gru', which is not among the variants"),
     (dict(eval_policies=["scripted"]), "eval_policies ['scripted'] must name distinct policies of random, agent"),
 ])
 def test_a_bad_list_is_one_clear_error(tmp_path, capsys, change, message):
@@ -313,7 +314,7 @@ def test_a_bad_budget_is_refused(tmp_path, capsys):
 
 def test_the_committed_list_plans_valid_runs():
     plan = campaign.load_plan(campaign.PLAN)
-    assert plan.preset == "pinpad_cpu" and plan.entries[0].name == "pinpad_three_rssm_seed0"
+    assert plan.preset == "pinpad_cpu" and plan.entries[0].name == "pinpad_three_rssm_v3_seed0"
     assert all(plan.config(entry).task == entry.task for entry in plan.entries)
     campaign.check_records(plan, campaign.RECORDS)
 

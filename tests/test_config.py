@@ -71,6 +71,15 @@ def test_defaults_are_dreamerv3_2024():
     assert C.parse([]) == config
 
 
+def test_the_cpu_preset_is_the_first_with_eight_evaluation_episodes():
+    """pinpad_cpu, chosen by the pilots (docs/dreamer_defaults.md), is pinpad_cpu_v1 but for its evaluation episodes
+    and an encoder depth that names the one v1 took from --depth; pinpad_cpu_v3 keeps the fields its records have."""
+    assert C.diff(C.make("pinpad_cpu_v1"), C.make("pinpad_cpu")) == {"enc_depth": (0, 4), "eval_episodes": (4, 8)}
+    v3 = C.make("pinpad_cpu_v3")
+    assert (v3.depth, v3.enc_depth, v3.enc_kernel, v3.train_ratio, v3.lr, v3.latent_logit_scale, v3.rec_scale) == (
+        16, 8, 3, 64.0, 3e-4, 3.0, 16.0)
+
+
 def test_dreamer2023_preset_switches_the_2023_choices():
     config = C.make("dreamer2023")
     assert (config.dyn_scale, config.optimizer, config.core, config.initial) == (0.5, "adam2023", "gru2023", "learned")

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 from dreamer_jax import config as cfg
 from dreamer_jax.curves import read_metrics
+from pinpad.env import REWARD
 
 RESULTS = REPO / "docs" / "results"
 README = "README.md"
@@ -127,8 +128,8 @@ def _drive(d, run, key, steps):
 
 
 def _v1_drive(d, key, steps):
-    """actor_drive.json's `key` for rssm_v1's seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
-    return tuple(v for step in steps for seed in V1_SEEDS for v in _drive(d, f"rssm_v1/seed{seed}", key, (step,)))
+    """actor_drive.json's `key` for rssm's seeds at each of `steps`: (step 1 seed 0, step 1 seed 1, ...)."""
+    return tuple(v for step in steps for seed in V1_SEEDS for v in _drive(d, f"rssm/seed{seed}", key, (step,)))
 
 
 def _record_config(variant, seed):
@@ -137,7 +138,7 @@ def _record_config(variant, seed):
 
 
 def _v1_differs(learning):
-    """The fields in which rssm_v1's seeds differ from the learning benchmark's RSSM settings, leaving aside where the
+    """The fields in which rssm's seeds differ from the learning benchmark's RSSM settings, leaving aside where the
     run lives and how many seeds its process stacks; a field the benchmark's settings predate takes the value that
     reproduces them (config.ADDED_FIELDS, else its default), and the encoder's depth is compared as the model reads it
     (0: --depth)."""
@@ -145,19 +146,56 @@ def _v1_differs(learning):
     effective = lambda c: {**c, "enc_depth": c["enc_depth"] or c["depth"]}  # noqa: E731
     fields = set()
     for seed in V1_SEEDS:
-        record, theirs = effective(_record_config("rssm_v1", seed)), effective(settings)
+        record, theirs = effective(_record_config("rssm", seed)), effective(settings)
         fields |= {k for k, v in record.items() if k not in ("logdir", "num_seeds", "seed") and v != theirs[k]}
     return tuple(sorted(fields))
 
 
 def _v1_learned():
-    """(rssm_v1's seeds that passed the target, its seeds)."""
-    return sum(_record("rssm_v1", s)["first_target_step"] is not None for s in V1_SEEDS), len(V1_SEEDS)
+    """(rssm's seeds that passed the target, its seeds)."""
+    return sum(_record("rssm", s)["first_target_step"] is not None for s in V1_SEEDS), len(V1_SEEDS)
+
+
+def _chosen_learned(learning):
+    """At the chosen pinpad_cpu: (RSSM runs that passed the target, RSSM runs, VTA runs that did, VTA runs), over its
+    pilot records and the learning benchmark's runs at pinpad_cpu_v1, the same setting but for bookkeeping."""
+    rssm, vta = learning["summary"]["rssm"], learning["summary"]["vta"]
+    return (_v1_learned()[0] + rssm["seeds_at_target"], len(V1_SEEDS) + rssm["seeds"],
+            sum(_record("vta", s)["first_target_step"] is not None for s in VTA_SEEDS) + vta["seeds_at_target"],
+            len(VTA_SEEDS) + vta["seeds"])
+
+
+def _v3_learned():
+    """(pinpad_cpu_v3's pilot records that passed the target, its pilot records)."""
+    runs = (("rssm_v3", 0), ("rssm_v3", 1), *R128_RUNS)
+    return sum(_record(*run)["first_target_step"] is not None for run in runs), len(runs)
+
+
+def _earliest_chosen():
+    """(the earliest first step at the target among the chosen setting's records, 'RSSM' or 'VTA', its seed)."""
+    firsts = [(_record(v, s)["first_target_step"], v.upper(), s)
+              for v, seeds in (("rssm", V1_SEEDS), ("vta", VTA_SEEDS)) for s in seeds]
+    return min(f for f in firsts if f[0] is not None)
+
+
+def _v1_learned_seeds():
+    """The one RSSM pilot seed at the chosen pinpad_cpu that passed the target (a page that names it as the one)."""
+    [seed] = [s for s in V1_SEEDS if _record("rssm", s)["first_target_step"] is not None]
+    return seed
+
+
+def _learner_saw_no_more(drive):
+    """Whether the learning pilot's rewarded share of replayed steps was at most the largest of the others' at 20k and
+    25k alike."""
+    learner = _v1_learned_seeds()
+    return all(_drive(drive, f"rssm/seed{learner}", "replayed_reward", (step,))[0]
+               <= max(_drive(drive, f"rssm/seed{s}", "replayed_reward", (step,))[0] for s in V1_SEEDS if s != learner)
+               for step in (20_000, 25_000))
 
 
 def _narrowed_last():
-    """The rssm_v1 seed whose policy entropy was highest at 20k and 25k alike (none where the two steps disagree)."""
-    last = {max(V1_SEEDS, key=lambda s: _at_steps(_record_dir("rssm_v1", s), "policy_entropy", (step,)))
+    """The rssm seed whose policy entropy was highest at 20k and 25k alike (none where the two steps disagree)."""
+    last = {max(V1_SEEDS, key=lambda s: _at_steps(_record_dir("rssm", s), "policy_entropy", (step,)))
             for step in (20_000, 25_000)}
     return last.pop() if len(last) == 1 else None
 
@@ -200,14 +238,15 @@ NUMBERS = ("none", "one", "two", "three", "four", "five", "six")
 SPLIT = ("progress", "distractor")
 RUN_STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000)  # the columns of the pinpad_cpu_v2 run's table
 V2 = "pinpad_cpu_rssm_seed0"  # the pinpad_cpu_v2 run
-PILOT = "runs/pinpad_three/rssm/seed0"  # the first campaign record at pinpad_cpu
-V1_PILOT = "runs/pinpad_three/rssm_v1/seed0"  # pinpad_cpu_v1's model and learning rates at the campaign's preset
-V1_SEED1 = "runs/pinpad_three/rssm_v1/seed1"
-V1_SEED2 = "runs/pinpad_three/rssm_v1/seed2"
-V1_SEEDS = (0, 1, 2)  # rssm_v1's pilot seeds
-ENT_RUN = "runs/pinpad_three/rssm_v1_ent3e-3/seed0"  # rssm_v1 with the entropy bonus at 3e-3
+PILOT = "runs/pinpad_three/rssm_v3/seed0"  # the first campaign record, at pinpad_cpu_v3
+V1_PILOT = "runs/pinpad_three/rssm/seed0"  # pinpad_cpu_v1's model and learning rates: the chosen pinpad_cpu
+V1_SEED1 = "runs/pinpad_three/rssm/seed1"
+V1_SEED2 = "runs/pinpad_three/rssm/seed2"
+V1_SEEDS = (0, 1, 2)  # the RSSM pilot seeds at the chosen pinpad_cpu
+ENT_RUN = "runs/pinpad_three/rssm_v1_ent3e-3/seed0"  # rssm with the entropy bonus at 3e-3
 ENT_SEED1 = "runs/pinpad_three/rssm_v1_ent3e-3/seed1"
-VTA_V1 = "runs/pinpad_three/vta_v1/seed0"  # the first VTA pilot of rssm_v1's settings
+VTA_PILOT = "runs/pinpad_three/vta/seed0"  # the first VTA pilot at the chosen pinpad_cpu
+VTA_SEEDS = (0,)  # the VTA pilot seeds at the chosen pinpad_cpu
 R128_RUNS = tuple((variant, seed) for variant in ("rssm_r128", "rssm_r128_ac4e-5") for seed in (0, 1)) + (
     ("rssm_r128_ac4e-5_fn0", 0),)  # the pilots at train ratio 128 on learning.md
 PROFILE_ROW = " | {:.3f} | {:.3f} | {:.2f} | {:.2f}x |"
@@ -256,7 +295,8 @@ DEMO_ROWS = [  # the demo's judgement of its short run's boundaries (make demo)
                 *(d["progress_vs_distractor"][s][f"{k}_hit_rate"] for s in ("model", "pixel_change") for k in SPLIT)),
      "progress ({}) / distractor ({}) | {:.2f} / {:.2f} | {:.2f} / {:.2f} |"),
 ]
-PILOT_UPDATES = (  # the first pilot at pinpad_cpu beside pinpad_cpu_v2's seed 0 (the pilot logs every 2504 or 2496)
+# The first pilot, at pinpad_cpu_v3, beside pinpad_cpu_v2's seed 0 (the pilot logs every 2504 or 2496).
+PILOT_UPDATES = (
     ("after 2563 updates (22.5k env steps), as at `pinpad_cpu_v2` after 2000 (10k env steps)", f"{PILOT}/metrics.jsonl",
      lambda _: (*_at_steps(PILOT, "updates", (22_504,)), *_at_steps(V2, "updates", (10_000,))),
      "after {} updates (22.5k env steps), as at `pinpad_cpu_v2` after {} (10k env steps)"),
@@ -285,7 +325,7 @@ DRAWING_ROWS = [  # the autoencoder test of agent drawing (benchmarks.agent_draw
 ENCODER_ROWS = {  # the world model alone at pinpad_cpu_v2 and with pinpad_cpu's encoder, by updates
     "rec16": ("| 0% | 44.5% | 90.4% |", "world_model_drawing_rec16.json",
               lambda d: tuple(100 * _world_drawn_at(d, "depth16_x3_rec16", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
-    "enc": ("| the encoder at 8 channels, 3x3 (`pinpad_cpu`) | 0% | 53.1% | 88.7% |",
+    "enc": ("| the encoder at 8 channels, 3x3 (`pinpad_cpu_v3`) | 0% | 53.1% | 88.7% |",
             "world_model_drawing_enc_d8_k3.json",
             lambda d: tuple(100 * _world_drawn_at(d, "enc_d8_k3", u) for u in (1000, 1500, 2000)), DRAWN_ROW),
 }
@@ -343,9 +383,9 @@ FIGURES = [
      lambda d: (*(r["final_eval_return"] for r in d["runs"]), *{_k(r["final_step"]) for r in d["runs"]}),
      "| {:.1f}, {:.1f} at {}k env steps |"),
     (README, "| 132.5, 0.0, 0.0; 1.2 at 40k env steps |", f"{V1_PILOT}/final.json",
-     lambda _: (*(_record("rssm_v1", seed)["final_eval_return"] for seed in V1_SEEDS),
-                _record("vta_v1", 0)["final_eval_return"],
-                _k(_alike([_record(*run)["step"] for run in (*(("rssm_v1", s) for s in V1_SEEDS), ("vta_v1", 0))], 0))),
+     lambda _: (*(_record("rssm", seed)["final_eval_return"] for seed in V1_SEEDS),
+                _record("vta", 0)["final_eval_return"],
+                _k(_alike([_record(*run)["step"] for run in (*(("rssm", s) for s in V1_SEEDS), ("vta", 0))], 0))),
      "| {:.1f}, {:.1f}, {:.1f}; {:.1f} at {}k env steps |"),
     (README, "| 120.0 over 16 episodes at 50k env steps |", PROVENANCE,
      lambda d: (d["return"], d["episodes"], _k(d["env_steps"])), "| {:.1f} over {} episodes at {}k env steps |"),
@@ -373,7 +413,7 @@ FIGURES = [
      _jitted_env_rate, "{:,.0f} env steps/s, {:.0f}x"),
     (README, "| 2.36x faster at size1m, 1.96x at size12m |", "official_ratio.json",
      _ratios, "{:.2f}x faster at size1m, {:.2f}x at size12m"),
-    (README, "| a training run at `pinpad_cpu`, 2-core CPU | 0.091 CPU s per env step |", "cost_profile.json",
+    (README, "| a training run at `pinpad_cpu_v3`, 2-core CPU | 0.091 CPU s per env step |", "cost_profile.json",
      lambda d: d["runs"]["enc_d8_k3_ratio64"]["env_step_total"]["cpu_s"], "| {:.3f} CPU s per env step |"),
     (README, "| 60.1 env steps/s, 84.4 with `--scan_unroll 5` |", "gpu/gpu_check.md",
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
@@ -390,10 +430,10 @@ FIGURES = [
     (LEARNING, "| the first, at 25k env steps |", f"{V2}/metrics.jsonl", lambda _: _k(_first_at_target(V2)),
      "| the first, at {}k env steps |"),
     (LEARNING, "| 2 RSSM seeds to 40k, 5 RSSM runs at train ratio 128 to 30k or 40k | none |", f"{PILOT}/final.json",
-     lambda _: (*{_k(_record("rssm", s)["step"]) for s in (0, 1)}, len(R128_RUNS),
+     lambda _: (*{_k(_record("rssm_v3", s)["step"]) for s in (0, 1)}, len(R128_RUNS),
                 " or ".join(f"{k}k" for k in sorted({_k(_record(v, s)["step"]) for v, s in R128_RUNS})),
                 "none" if all(_record(v, s)["first_target_step"] is None
-                              for v, s in (("rssm", 0), ("rssm", 1), *R128_RUNS)) else "some"),
+                              for v, s in (("rssm_v3", 0), ("rssm_v3", 1), *R128_RUNS)) else "some"),
      "| 2 RSSM seeds to {}k, {} RSSM runs at train ratio 128 to {} | {} |"),
     (LEARNING, "| none, in a 350-second budget |", "gpu/learning.json",
      lambda d: ("none" if d["summary"]["rssm"]["seeds_at_target"] == 0 else "some",
@@ -435,27 +475,30 @@ FIGURES = [
      lambda _: _at_steps("pinpad_cpu_rssm_seed1", "tracking_posterior", (25_000,))
      + _at_steps("pinpad_cpu_rssm_seed1", "eval_return", (25_000,)),
      "{:.1%} of observed frames at 25k, but had not earned reward yet (eval return {:.1f})"),
-    # docs/results/learning.md: the pilots at pinpad_cpu (campaign records).
-    (LEARNING, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.09x fewer CPU seconds per env step", *RATIO[1:3],
+    # docs/results/learning.md: the pilots and the choice of pinpad_cpu (campaign records).
+    (LEARNING, "(the preset's name until 2026-12-08): `pinpad_cpu_v2` at 3.09x fewer CPU seconds per env step",
+     *RATIO[1:3],
      "at {:.2f}x fewer CPU seconds"),
     *((LEARNING, f"| `{variant}` | {flags} {row}", f"runs/pinpad_three/{variant}/seed{seed}/final.json", _record_row,
        RECORD_ROW) for variant, flags, seed, row in (
-        ("rssm", "the preset (train ratio 64)", 0, "| 0 | 40k | 0.0 | 50.6% | 3.1% |"),
-        ("rssm", "the preset (train ratio 64)", 1, "| 1 | 40k | 0.0 | 35.6% | 9.4% |"),
-        ("rssm_r128", "`--train_ratio 128`", 0, "| 0 | 40k | 0.6 | 73.8% | 15.6% |"),
-        ("rssm_r128", "`--train_ratio 128`", 1, "| 1 | 40k | 0.0 | 56.2% | 18.8% |"),
-        ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 0, "| 0 | 30k | 0.0 | 69.4% | 9.4% |"),
-        ("rssm_r128_ac4e-5", "`--train_ratio 128`, actor and critic at 4e-5", 1, "| 1 | 30k | 0.0 | 63.1% | 18.8% |"),
-        ("rssm_r128_ac4e-5_fn0", "`--train_ratio 128`, actor and critic at 4e-5, no KL free nats", 0,
+        ("rssm_v3", "`pinpad_cpu_v3` (train ratio 64)", 0, "| 0 | 40k | 0.0 | 50.6% | 3.1% |"),
+        ("rssm_v3", "`pinpad_cpu_v3` (train ratio 64)", 1, "| 1 | 40k | 0.0 | 35.6% | 9.4% |"),
+        ("rssm_r128", "`pinpad_cpu_v3`, `--train_ratio 128`", 0, "| 0 | 40k | 0.6 | 73.8% | 15.6% |"),
+        ("rssm_r128", "`pinpad_cpu_v3`, `--train_ratio 128`", 1, "| 1 | 40k | 0.0 | 56.2% | 18.8% |"),
+        ("rssm_r128_ac4e-5", "`pinpad_cpu_v3`, `--train_ratio 128`, actor and critic at 4e-5", 0,
+         "| 0 | 30k | 0.0 | 69.4% | 9.4% |"),
+        ("rssm_r128_ac4e-5", "`pinpad_cpu_v3`, `--train_ratio 128`, actor and critic at 4e-5", 1,
+         "| 1 | 30k | 0.0 | 63.1% | 18.8% |"),
+        ("rssm_r128_ac4e-5_fn0", "`pinpad_cpu_v3`, `--train_ratio 128`, actor and critic at 4e-5, no KL free nats", 0,
          "| 0 | 40k | 0.0 | 70.0% | 25.0% |"),
-        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 0,
+        ("rssm", "`pinpad_cpu`: `pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 0,
          "| 0 | 40k | 132.5 | 0.0% | 0.0% |"),
-        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 1,
+        ("rssm", "`pinpad_cpu`: `pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 1,
          "| 1 | 40k | 0.0 | 0.0% | 0.0% |"),
-        ("rssm_v1", "`pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 2,
+        ("rssm", "`pinpad_cpu`: `pinpad_cpu_v1`'s model and learning rates (train ratio 128)", 2,
          "| 2 | 40k | 0.0 | 0.0% | 0.0% |"),
-        ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 0, "| 0 | 40k | 0.0 | 0.0% | 0.0% |"),
-        ("rssm_v1_ent3e-3", "`rssm_v1` with the entropy bonus at 3e-3", 1, "| 1 | 40k | 0.6 | 0.0% | 0.0% |"))),
+        ("rssm_v1_ent3e-3", "`pinpad_cpu` with the entropy bonus at 3e-3", 0, "| 0 | 40k | 0.0 | 0.0% | 0.0% |"),
+        ("rssm_v1_ent3e-3", "`pinpad_cpu` with the entropy bonus at 3e-3", 1, "| 1 | 40k | 0.6 | 0.0% | 0.0% |"))),
     (LEARNING, "Seed 1's entropy stayed at 1.49 at 20k and 1.40 at 25k and first fell under 1.2 at 40k; it earned 0.6 "
      "over 16 fresh episodes at 40k and at most 11.2 at any periodic evaluation (0.0 and 6.2 without)",
      "actor_drive.json",
@@ -463,13 +506,13 @@ FIGURES = [
                 _k(min(row["step"] for row in read_metrics(RESULTS / ENT_SEED1) if row.get("policy_entropy", 2) < 1.2)),
                 _record("rssm_v1_ent3e-3", 1)["final_eval_return"], _record("rssm_v1_ent3e-3", 1)["final_episodes"],
                 max(row["eval_return"] for row in read_metrics(RESULTS / ENT_SEED1) if "eval_return" in row),
-                _record("rssm_v1", 1)["final_eval_return"],
+                _record("rssm", 1)["final_eval_return"],
                 max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED1) if "eval_return" in row)),
      "Seed 1's entropy stayed at {:.2f} at 20k and {:.2f} at 25k and first fell under 1.2 at {}k; it earned {:.1f} "
      "over {} fresh episodes at 40k and at most {:.1f} at any periodic evaluation ({:.1f} and {:.1f} without)"),
     (DEFAULTS, "Seed 1, which earned nothing without the bonus, kept an entropy of 1.40 at 25k and earned 0.6 per "
      "episode at 40k", "actor_drive.json",
-     lambda d: ("nothing" if _record("rssm_v1", 1)["first_target_step"] is None else "the target",
+     lambda d: ("nothing" if _record("rssm", 1)["first_target_step"] is None else "the target",
                 *_drive(d, "rssm_v1_ent3e-3/seed1", "policy_entropy", (25_000,)),
                 _record("rssm_v1_ent3e-3", 1)["final_eval_return"]),
      "Seed 1, which earned {} without the bonus, kept an entropy of {:.2f} at 25k and earned {:.1f} per episode at "
@@ -479,9 +522,9 @@ FIGURES = [
      "without). It earned 0.0 over 16 fresh episodes at 40k and at most 10.0 at any periodic evaluation",
      "actor_drive.json",
      lambda d: (*_drive(d, "rssm_v1_ent3e-3/seed0", "policy_entropy", (20_000, 25_000)),
-                *_drive(d, "rssm_v1/seed0", "policy_entropy", (20_000, 25_000)),
+                *_drive(d, "rssm/seed0", "policy_entropy", (20_000, 25_000)),
                 _k(min(row["step"] for row in read_metrics(RESULTS / ENT_RUN) if row.get("policy_entropy", 2) < 1.2)),
-                *(f(_drive(d, run, "drive_ratio", AT)) for run in ("rssm_v1_ent3e-3/seed0", "rssm_v1/seed0")
+                *(f(_drive(d, run, "drive_ratio", AT)) for run in ("rssm_v1_ent3e-3/seed0", "rssm/seed0")
                   for f in (min, max)),
                 _record("rssm_v1_ent3e-3", 0)["final_eval_return"], _record("rssm_v1_ent3e-3", 0)["final_episodes"],
                 max(row["eval_return"] for row in read_metrics(RESULTS / ENT_RUN) if "eval_return" in row)),
@@ -493,30 +536,30 @@ FIGURES = [
      "seed 0 not |", f"{V1_PILOT}/final.json",
      lambda d: (len(V1_SEEDS), _k(d["step"]), _k(d["first_target_step"]),
                 "not" if all(_record(*run)["first_target_step"] is None
-                             for run in (("rssm_v1", 1), ("rssm_v1", 2), ("vta_v1", 0))) else "too"),
+                             for run in (("rssm", 1), ("rssm", 2), ("vta", 0))) else "too"),
      "| {} RSSM seeds, 1 VTA seed to {}k env steps | RSSM seed 0, at {}k env steps; RSSM seeds 1 and 2, VTA seed 0 "
      "{} |"),
     (LEARNING, "It earned 1.2 over 16 fresh episodes at 40k and at most 11.2 at any periodic evaluation (36 minutes, "
      "2975 CPU s). Its policy was uniform to 15k (entropy 1.61), narrowed by 20k (1.13) and 25k (0.86), to 0.38 at "
      "30k, while its reward head told reward steps from the others from 20k (0.68 against 0.0026 elsewhere)",
      "actor_drive.json",
-     lambda d: (_record("vta_v1", 0)["final_eval_return"], _record("vta_v1", 0)["final_episodes"],
-                max(row["eval_return"] for row in read_metrics(RESULTS / VTA_V1) if "eval_return" in row),
-                _record("vta_v1", 0)["train_wall_s"] / 60, _record("vta_v1", 0)["train_cpu_s"],
-                *_drive(d, "vta_v1/seed0", "policy_entropy", (15_000, 20_000, 25_000)),
-                *_at_steps(VTA_V1, "policy_entropy", (30_000,)),
-                *_drive(d, "vta_v1/seed0", "rew_pred_event", (20_000,)),
-                *_drive(d, "vta_v1/seed0", "rew_pred_other", (20_000,))),
+     lambda d: (_record("vta", 0)["final_eval_return"], _record("vta", 0)["final_episodes"],
+                max(row["eval_return"] for row in read_metrics(RESULTS / VTA_PILOT) if "eval_return" in row),
+                _record("vta", 0)["train_wall_s"] / 60, _record("vta", 0)["train_cpu_s"],
+                *_drive(d, "vta/seed0", "policy_entropy", (15_000, 20_000, 25_000)),
+                *_at_steps(VTA_PILOT, "policy_entropy", (30_000,)),
+                *_drive(d, "vta/seed0", "rew_pred_event", (20_000,)),
+                *_drive(d, "vta/seed0", "rew_pred_other", (20_000,))),
      "It earned {:.1f} over {} fresh episodes at 40k and at most {:.1f} at any periodic evaluation ({:.0f} minutes, "
      "{:.0f} CPU s). Its policy was uniform to 15k (entropy {:.2f}), narrowed by 20k ({:.2f}) and 25k ({:.2f}), to "
      "{:.2f} at 30k, while its reward head told reward steps from the others from 20k ({:.2f} against {:.4f} "
      "elsewhere)"),
-    (LEARNING, "| `vta_v1` | `rssm_v1` with VTA dynamics | 0 | 40k | 1.2 | 0.0% | 0.0% |", f"{VTA_V1}/final.json",
-     lambda d: _record_row(d), "| `vta_v1` | `rssm_v1` with VTA dynamics " + RECORD_ROW),
-    (DEFAULTS, "(the first, `vta_v1` seed 0, earned 1.2 per episode at 40k, its policy narrowed to 0.86 by 25k)",
+    (LEARNING, "| `vta` | `pinpad_cpu` with VTA dynamics | 0 | 40k | 1.2 | 0.0% | 0.0% |", f"{VTA_PILOT}/final.json",
+     lambda d: _record_row(d), "| `vta` | `pinpad_cpu` with VTA dynamics " + RECORD_ROW),
+    (DEFAULTS, "(the first VTA pilot, `vta` seed 0, earned 1.2 per episode at 40k, its policy narrowed to 0.86 by 25k)",
      "actor_drive.json",
-     lambda d: (_record("vta_v1", 0)["final_eval_return"], *_drive(d, "vta_v1/seed0", "policy_entropy", (25_000,))),
-     "(the first, `vta_v1` seed 0, earned {:.1f} per episode at 40k, its policy narrowed to {:.2f} by 25k)"),
+     lambda d: (_record("vta", 0)["final_eval_return"], *_drive(d, "vta/seed0", "policy_entropy", (25_000,))),
+     "(the first VTA pilot, `vta` seed 0, earned {:.1f} per episode at 40k, its policy narrowed to {:.2f} by 25k)"),
     (LEARNING, "Seed 0's periodic evaluation first passed the target at 32.5k env steps (98.8), and it ended at 132.5 "
      "over 16 fresh episodes, in 65 minutes of training (3866 CPU s, 0.097 per env step", f"{V1_PILOT}/final.json",
      lambda d: (_k(d["first_target_step"]), *_at_steps(V1_PILOT, "eval_return", (d["first_target_step"],)),
@@ -536,7 +579,7 @@ FIGURES = [
      lambda d: (d["final_eval_return"], d["final_episodes"], _k(d["step"]),
                 max(row["eval_return"] for row in read_metrics(RESULTS / V1_SEED2) if "eval_return" in row),
                 d["train_wall_s"] / 60, d["train_cpu_s"], d["train_cpu_s"] / d["step"],
-                "less than half" if 2 * d["train_cpu_s"] < min(_record("rssm_v1", s)["train_cpu_s"] for s in (0, 1))
+                "less than half" if 2 * d["train_cpu_s"] < min(_record("rssm", s)["train_cpu_s"] for s in (0, 1))
                 else "not half"),
      "earned {:.1f} over {} fresh episodes at {}k and at most {:.1f} at any periodic evaluation ({:.0f} minutes, "
      "{:.0f} CPU s, {:.3f} per env step: {} seeds 0 and 1's"),
@@ -554,7 +597,7 @@ FIGURES = [
                 *_at_steps(V1_PILOT, "eval_return", (30_000,)), *_at_steps(V1_PILOT, "imag_reward", (30_000,)),
                 *_at_steps(V1_SEED1, "imag_reward", (40_000,)), *_at_steps(V1_SEED2, "imag_reward", (40_000,)),
                 *_at_steps(V1_SEED1, "policy_entropy", (40_000,)), *_at_steps(V1_SEED2, "policy_entropy", (40_000,)),
-                _narrowed_last(), "did not" if _record("rssm_v1", _narrowed_last())["first_target_step"] is None
+                _narrowed_last(), "did not" if _record("rssm", _narrowed_last())["first_target_step"] is None
                 else "did"),
      "imagined reward {:.4f}, {:.4f} and {:.4f} per step at 25k. Then seed 0 found the sequence ({:.1f} at 30k, "
      "its imagined reward {:.4f} per step and rising) and seeds 1 and 2 did not ({:.4f} and {:.4f} per step at 40k, "
@@ -692,7 +735,7 @@ FIGURES = [
     (SPEED, *V2_ENV_STEP),
     (SPEED, "and the encoder 50% of an update", "cost_profile.json", lambda d: _part(d, "encoder")[2],
      "the encoder {:.0f}% of an update"),
-    (SPEED, "whole run at `pinpad_cpu` took 0.087 CPU s per env step", f"{PILOT}/final.json",
+    (SPEED, "whole run at `pinpad_cpu_v3` took 0.087 CPU s per env step", f"{PILOT}/final.json",
      lambda d: d["train_cpu_s"] / d["step"], "took {:.3f} CPU s per env step"),
     (SPEED, "makes 60.1 env steps/s, 84.4 with `--scan_unroll 5`", "gpu/gpu_check.md",
      lambda text: tuple(float(re.search(rf"\| {row} \| 1 +\| ([\d.]+)", text).group(1))
@@ -723,7 +766,8 @@ FIGURES = [
      lambda d: _profile_row(d, "bf16"), PROFILE_ROW),
     (TABLES, "| `ratio64` | `--train_ratio 64` | 1.258 | 0.162 | 6.18 | 1.74x |", "cost_profile.json",
      lambda d: _profile_row(d, "ratio64"), PROFILE_ROW),
-    (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` | 0.705 | "
+    (TABLES, "| **`enc_d8_k3_ratio64`, now `pinpad_cpu_v3`** | `--enc_depth 8 --enc_kernel 3 --train_ratio 64` "
+             "| 0.705 | "
                    "0.091 | 10.97 | **3.09x** |", "cost_profile.json", lambda d: _profile_row(d, "enc_d8_k3_ratio64"),
      " | {:.3f} | {:.3f} | {:.2f} | **{:.2f}x** |"),
     (TABLES, "| `depth4` | `--depth 4` (`pinpad_cpu_v1`'s CNN: both at 4 channels, 5x5) | 0.430 | 0.111 | 9.00 "
@@ -734,7 +778,8 @@ FIGURES = [
      "measured {:.3f} and {:.3f} CPU s"),
     (TABLES, "(the `depth4` row, 2.54x;", "cost_profile.json", lambda d: _profile_row(d, "depth4")[3], "{:.2f}x"),
     # docs/dreamer_defaults.md: the CPU preset's costs, from the same profile.
-    (DEFAULTS, "`pinpad_cpu` is `pinpad_cpu_v2` at 3.09x its env steps per CPU second", *RATIO[1:3],
+    (DEFAULTS, "(named `pinpad_cpu` until 2026-12-08), `pinpad_cpu_v2` at 3.09x its env steps per CPU second",
+     *RATIO[1:3],
      "at {:.2f}x its env steps per CPU second"),
     (DEFAULTS, "the update is 98% of an env step's CPU time", "cost_profile.json",
      lambda d: 100 * d["runs"]["today"]["env_step"]["update"]["cpu_s"] / d["runs"]["today"]["env_step_total"]["cpu_s"],
@@ -768,24 +813,48 @@ FIGURES = [
     *((page, claim, f"{V1_PILOT}/final.json", lambda _: _v1_learned(), form) for page, claim, form in (
         (LEARNING, "So this setting learns in 1 of 3 seeds", "So this setting learns in {} of {} seeds"),
         (DEFAULTS, "This setting learns in 1 of 3 seeds", "This setting learns in {} of {} seeds"),
-        (DEFAULTS, "(1 of 3 at `rssm_v1`", "({} of {} at `rssm_v1`"))),
+        (DEFAULTS, "(1 of 3 at `rssm`", "({} of {} at `rssm`"))),
     (LEARNING, "its configuration differs from the learning benchmark's RSSM runs only in eval_episodes and save_every "
      "(8 evaluation episodes instead of 4, a checkpoint every 2500 env steps)", "learning.json",
-     lambda d: (*_v1_differs(d), _record_config("rssm_v1", 0)["eval_episodes"], d["settings"]["rssm"]["eval_episodes"],
-                _record_config("rssm_v1", 0)["save_every"]),
+     lambda d: (*_v1_differs(d), _record_config("rssm", 0)["eval_episodes"], d["settings"]["rssm"]["eval_episodes"],
+                _record_config("rssm", 0)["save_every"]),
      "differs from the learning benchmark's RSSM runs only in {} and {} ({} evaluation episodes instead of {}, a "
      "checkpoint every {} env steps)"),
     (LEARNING, "Over the six RSSM runs of this setting, 3 reached the target by 40k env steps", "learning.json",
      lambda d: (NUMBERS[len(V1_SEEDS) + d["summary"]["rssm"]["seeds"]], _v1_learned()[0] +
                 d["summary"]["rssm"]["seeds_at_target"]),
      "Over the {} RSSM runs of this setting, {} reached the target by 40k env steps"),
-    (DEFAULTS, "`rssm_v1`\n  differs from the benchmark's runs only in eval_episodes and save_every, so 3 of 6 RSSM "
+    (DEFAULTS, "`rssm`\n  differs from the benchmark's runs only in eval_episodes and save_every, so 3 of 6 RSSM "
      "runs of it learned", "learning.json",
      lambda d: (*_v1_differs(d), _v1_learned()[0] + d["summary"]["rssm"]["seeds_at_target"],
                 len(V1_SEEDS) + d["summary"]["rssm"]["seeds"]),
-     "`rssm_v1`\n  differs from the benchmark's runs only in {} and {}, so {} of {} RSSM runs of it learned"),
+     "`rssm`\n  differs from the benchmark's runs only in {} and {}, so {} of {} RSSM runs of it learned"),
+    (LEARNING, "3 of 6 RSSM runs and 3 of 4 VTA runs reached the target by 40k env steps, against none of the 7 runs "
+     "at `pinpad_cpu_v3`", "learning.json",
+     lambda d: (*_chosen_learned(d), NUMBERS[_v3_learned()[0]], _v3_learned()[1]),
+     "{} of {} RSSM runs and {} of {} VTA runs reached the target by 40k env steps, against {} of the {} runs at "
+     "`pinpad_cpu_v3`"),
+    *((page, claim, "learning.json", lambda d: (*_chosen_learned(d), *_v3_learned()), form) for page, claim, form in (
+        (DEFAULTS, "3 of 6 RSSM runs and 3 of 4 VTA runs by 40k env steps", "{} of {} RSSM runs and {} of {} VTA runs "
+         "by 40k env steps"),
+        (DEFAULTS, "against 0 of 7 runs at `pinpad_cpu_v3`", "against {4} of {5} runs at `pinpad_cpu_v3`"))),
+    *((page, claim, f"{V1_PILOT}/final.json", lambda _: (*_earliest_chosen()[1:], _k(_earliest_chosen()[0])), form)
+      for page, claim, form in (
+        (LEARNING, "the earliest record of this setting to reach it (RSSM seed 0) did at 32.5k",
+         "the earliest record of this setting to reach it ({} seed {}) did at {}"),
+        (DEFAULTS, "the earliest record to reach it (RSSM seed 0) did at 32.5k",
+         "the earliest record to reach it ({} seed {}) did at {}"))),
+    (DEFAULTS, "was 0.40, 0.38 and 0.50 per 1000 at 20k env steps for seeds 0, 1 and 2 of `pinpad_cpu`, and 0.28, 0.25 "
+     "and 0.35 at 25k, about the random policy's 0.42 (its 4.2 per 1000-step episode, 10 per reward): seed 0, the one "
+     "that learned, had seen no more", "actor_drive.json",
+     lambda d: (*(1000 * v for v in _v1_drive(d, "replayed_reward", (20_000, 25_000))),
+                _record("rssm", 0)["random_return"] / REWARD * 1000 / _record_config("rssm", 0)["time_limit"],
+                _record("rssm", 0)["random_return"], REWARD, _v1_learned_seeds(), "no more" if _learner_saw_no_more(d) else "more"),
+     "was {:.2f}, {:.2f} and {:.2f} per 1000 at 20k env steps for seeds 0, 1 and 2 of `pinpad_cpu`, and {:.2f}, {:.2f} "
+     "and {:.2f} at 25k, about the random policy's {:.2f} (its {:.1f} per 1000-step episode, {:.0f} per reward): seed "
+     "{}, the one that learned, had seen {}"),
     (DEFAULTS, "and the seed that narrowed last (seed 2) is one that did not", "actor_drive.json",
-     lambda _: (_narrowed_last(), "did not" if _record("rssm_v1", _narrowed_last())["first_target_step"] is None
+     lambda _: (_narrowed_last(), "did not" if _record("rssm", _narrowed_last())["first_target_step"] is None
                 else "did"), "and the seed that narrowed last (seed {}) is one that {}"),
     (TABLES, "the tracking probe 0.0026 (6.4 CPU s every 2500 env steps), the periodic\nevaluation 0.0017 (8 episodes "
      "of 1000 steps, 4.2 CPU s every 2500), acting 0.0005", "cost_profile.json",
