@@ -8,7 +8,8 @@ share a label form one condition. Per run, against env steps, the figure shows t
 (with 10x the random policy's, the target), the policy entropy, the reward the actor imagines per step against the
 reward its own episodes earn per step, the advantage term's gradient on the actor against the entropy bonus's,
 the reward head's prediction at replayed reward steps and elsewhere, the critic's error on replayed returns, the
-imagined value, and where the world model has the agent (the tracking probe: posterior frames, imagined step 5).
+imagined value, where the world model has the agent (the tracking probe: posterior frames, imagined step 5), and the
+share of replayed steps that were rewarded (how much reward the world model saw).
 The JSON and the printed table give each run's numbers at fixed env steps, its first step at the target, and its
 lowest entropy before then. Runs trained before a metric was logged simply lack its curve.
 """
@@ -155,17 +156,20 @@ PANELS = (("eval_return", "periodic evaluation return"), ("policy_entropy", "pol
           ("drive_ratio", "actor gradient: advantages / entropy bonus"),
           ("rew_pred", "reward head: at reward steps (solid), elsewhere (dotted)"),
           ("repval", "critic on replayed returns: |error| (solid), bias (dotted)"), ("imag_value", "imagined value"),
-          ("tracking", "agent tracked: posterior (solid), imagined step 5 (dotted)"))
+          ("tracking", "agent tracked: posterior (solid), imagined step 5 (dotted)"),
+          ("replayed_reward", "rewarded share of replayed steps"))
 
 
 def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) -> pathlib.Path:
     """One panel per quantity of PANELS; a colour per condition, a line per run."""
     import matplotlib
 
+    from pinpad.env import REWARD
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(20, 7.5))
+    fig, axes = plt.subplots(2, 5, figsize=(25, 7.5))
     panels = dict(zip((name for name, _ in PANELS), axes.flat))
     styles = {"reward": (("imag_reward", "-"), ("earned_reward", "--")),
               "rew_pred": (("rew_pred_event", "-"), ("rew_pred_other", ":")),
@@ -176,7 +180,7 @@ def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) ->
             for name, ax in panels.items():
                 for metric, style in styles.get(name, ((name, "-"),)):
                     xs, ys = curves.series(lines, metric)
-                    ax.plot(xs, ys, style, color=f"C{index}", lw=1, alpha=0.8,
+                    ax.plot(xs, ys, style, color=f"C{index}", lw=2 if row["first_target_step"] else 0.8, alpha=0.8,
                             label=f"{label}" if number == 0 and metric == name == "eval_return" else None)
             if row["first_target_step"] is not None:
                 panels["policy_entropy"].axvline(row["first_target_step"], color=f"C{index}", lw=0.6, ls="--")
@@ -184,7 +188,9 @@ def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) ->
     targets = sorted(lengths)
     for target in targets:
         panels["eval_return"].axhline(target, color="0.3", ls="--", lw=1, label="10x random")
-        panels["reward"].axhline(target / 10 / lengths[target], color="0.3", ls=":", lw=1, label="random policy")
+        random_rate = target / 10 / lengths[target]  # the random policy's reward per step
+        panels["reward"].axhline(random_rate, color="0.3", ls=":", lw=1, label="random policy")
+        panels["replayed_reward"].axhline(random_rate / REWARD, color="0.3", ls=":", lw=1, label="random policy")
     panels["policy_entropy"].axhline(math.log(5), color="0.3", ls=":", lw=1, label="ln 5 (uniform)")
     panels["policy_entropy"].axhline(ENTROPY_FLOOR, color="0.3", ls="--", lw=1, label=f"{ENTROPY_FLOOR}")
     panels["repval"].axhline(0.0, color="0.3", lw=0.6)
@@ -199,8 +205,9 @@ def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) ->
     panels["eval_return"].legend(fontsize=8)
     panels["policy_entropy"].legend(fontsize=8)
     panels["reward"].legend(fontsize=8)
-    fig.suptitle("What moves the actor before its first reward (pinpad; a line per seed, dashed vertical: first "
-                 "evaluation at 10x random)")
+    panels["replayed_reward"].legend(fontsize=8)
+    fig.suptitle("What moves the actor before its first reward (pinpad; a line per seed, thick where it reached 10x "
+                 "random, dashed vertical: its first evaluation there)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
