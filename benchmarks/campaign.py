@@ -461,7 +461,7 @@ def write_record(plan: Plan, entry: Entry, state: pathlib.Path, records: pathlib
         "target_return": learning.TARGET * random_return,
         "first_target_step": learning.first_at([[x, y] for x, y in zip(xs, ys)], learning.TARGET * random_return),
         "tracking": tracked, "tracking_episodes": learning.TRACKING_EPISODES,
-        "train_wall_s": lines[-1]["time"], "train_cpu_s": sum(line.get("cpu_s", 0.0) for line in lines),
+        **learning.training_seconds(lines),
         "sessions": sessions, "model_code": sorted({s["model_code"] for s in sessions if s["model_code"]}),
         "recorded_at": {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit(),
                         "model_code": model_code()},

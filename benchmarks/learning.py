@@ -16,9 +16,9 @@ every seed's final policy, and writes into --out:
   scripted_return, per dynamics the summary with its training seconds (summed over every invocation, from the
   logged rates, the seeds ever at the target and the median first step there), and per run {dynamics, seed,
   final_eval_return, first_target_step (null if never), tracking (the agent drawn in its cell: posterior and
-  imagined steps 1, 5, 15, 45, on 32 scripted episodes), curve [[env_step, eval_return], ...]}, plus the open-loop
-  errors and tracking;
-- learning_curves.png: eval return against env steps, mean and 95% interval over seeds per dynamics, with
+  imagined steps 1, 5, 15, 45, on 32 scripted episodes), curve [[env_step, eval_return], ...], train_wall_s,
+  train_cpu_s}, plus the open-loop errors and tracking;
+- learning_curves.png: eval return against env steps, mean and 95% bootstrap interval over seeds per dynamics, with
   the random and scripted returns as lines;
 - learning_diagnostics.png: the quantities that say why a run does or does not learn (reward loss and
   imagined reward, critic value, policy entropy, return scale, reconstruction);
@@ -155,12 +155,18 @@ def median_first(firsts: list[int | None]) -> float | None:
 
 def run_entry(variant: str, task: str, seed: int, lines: list[dict], final: float, step: int, tracked: dict,
               target: float, logdir: str) -> dict:
-    """A run's entry in learning.json: its final measures, its curve of periodic evaluations and when it first
-    reached `target`."""
+    """A run's entry in learning.json: its final measures, its curve of periodic evaluations, when it first
+    reached `target`, and its training's wall and CPU seconds (over every session that trained it)."""
     xs, ys = curves.series(lines, "eval_return")
     curve = [[int(x), float(y)] for x, y in zip(xs, ys)]
     return {"dynamics": variant, "task": task, "seed": seed, "final_eval_return": final, "final_step": step,
-            "first_target_step": first_at(curve, target), "tracking": tracked, "curve": curve, "logdir": logdir}
+            "first_target_step": first_at(curve, target), "tracking": tracked, "curve": curve,
+            **training_seconds(lines), "logdir": logdir}
+
+
+def training_seconds(lines: list[dict]) -> dict:
+    """A run's training wall seconds (its last log line's) and CPU seconds (summed over its log lines)."""
+    return {"train_wall_s": lines[-1]["time"], "train_cpu_s": sum(line.get("cpu_s", 0.0) for line in lines)}
 
 
 def baselines(env) -> tuple[float, float]:

@@ -45,13 +45,24 @@ def test_mean_and_interval_over_seeds(root):
     xs, mean, low, high, n = curves.aggregate(runs, "eval_return")
     np.testing.assert_array_equal(xs, [100, 200, 300])
     values = np.array([[seed + s / 100 for s in (100, 200, 300)] for seed in range(3)])
-    half = stats.t.ppf(0.975, 2) * values.std(0, ddof=1) / np.sqrt(3)
     assert n == 3
     np.testing.assert_allclose(mean, values.mean(0))
-    np.testing.assert_allclose(high - mean, half)
-    np.testing.assert_allclose(mean - low, half)
+    # Seeds 1 apart: the mean of 3 draws is the lowest or the highest seed's with probability 1/27 each, more than the
+    # 2.5% in either tail, so the bootstrap's interval is exactly their span, at every step alike.
+    np.testing.assert_allclose(low, values.min(0))
+    np.testing.assert_allclose(high, values.max(0))
     # One value: the interval collapses onto it.
     assert curves.interval(np.array([4.0])) == (4.0, 4.0, 4.0)
+
+
+def test_the_interval_over_seeds_stays_within_what_they_did():
+    """Two seeds of five that learned: the mean's bootstrap interval lies within the seeds' returns, where Student-t's
+    reaches below zero; the same resamples give the same interval."""
+    finals = np.array([0.0, 0.0, 150.0, 0.0, 130.0])
+    mean, low, high = curves.interval(finals)
+    assert mean == 56.0 and 0.0 <= low < mean < high <= 150.0
+    assert mean - stats.t.ppf(0.975, 4) * finals.std(ddof=1) / np.sqrt(5) < 0
+    assert curves.interval(finals) == (mean, low, high)
 
 
 def test_runs_of_different_lengths_share_the_steps_all_reached(root):
