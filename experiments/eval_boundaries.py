@@ -13,7 +13,6 @@ thresholded at the pad-event count; `--baseline-logdir RSSM_RUN` adds that basel
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import sys
@@ -112,8 +111,7 @@ def evaluate(logdir: pathlib.Path, args: argparse.Namespace):
     if args.policy == "agent" and config.vta_lookahead > 0:
         raise analysis.RunError(f"{logdir} has a non-causal boundary posterior (vta_lookahead "
                                f"{config.vta_lookahead}), which cannot act; use --policy scripted or random")
-    policy = functools.partial(pinpad.scripted_action, env, random_rate=args.random_rate) \
-        if args.policy == "scripted" else args.policy
+    policy = pinpad.ScriptedPolicy(env, args.random_rate) if args.policy == "scripted" else args.policy
     key = jax.random.PRNGKey(args.seed)
     collect_key, filter_key = jax.random.split(key)
     data = analysis.collect(run, env, args.episodes, collect_key, policy)

@@ -7,7 +7,6 @@ posterior share is over the observed frames, the imagined shares at imagined ste
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import numpy as np
@@ -25,7 +24,7 @@ RANDOM_RATE = 0.1  # the scripted solver's share of random moves
 def predict_episodes(learner, params, env: pinpad.Pinpad, episodes: int, key, context: int = CONTEXT,
                      length: int = LENGTH) -> tuple[dict, dict]:
     """(scripted episodes (E, length), the model's open-loop predictions of them: `recon` and `read`)."""
-    policy = functools.partial(pinpad.scripted_action, env, random_rate=RANDOM_RATE)
+    policy = pinpad.ScriptedPolicy(env, RANDOM_RATE)
     collect_key, predict_key = jax.random.split(key)
     data = analysis.rollout(learner, params, env, episodes, collect_key, policy, length)
     inputs = {k: data[k] for k in ("image", "action", "is_first", "reward")}

@@ -3,7 +3,7 @@
 from pinpad.env import DEFAULT_LENGTH, DEFAULT_SIZE, EVENTS, NUM_ACTIONS, SIZES, Pinpad, PinpadState, make
 from pinpad.layouts import TASKS
 from pinpad.tracking import NO_AGENT, agent_cell, agent_tracking
-from pinpad.solver import baseline_return, next_pad, scripted_action, scripted_rollout
+from pinpad.solver import ScriptedPolicy, baseline_return, next_pad, scripted_action, scripted_rollout
 from pinpad import gymnasium_env as _gymnasium_env  # registers the gymnasium ids
 
 GYM_IDS = _gymnasium_env.GYM_IDS
@@ -18,6 +18,7 @@ __all__ = [
     "Pinpad",
     "PinpadState",
     "SIZES",
+    "ScriptedPolicy",
     "TASKS",
     "agent_cell",
     "agent_tracking",

@@ -6,6 +6,7 @@ policy that fills episodes with pad and reward events for boundary evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 
@@ -82,6 +83,18 @@ def scripted_action(env: Pinpad, state: PinpadState, key: jax.Array, random_rate
     explore_key, action_key = jax.random.split(key)
     explore = jax.random.uniform(explore_key) < random_rate
     return jnp.where(explore, jax.random.randint(action_key, (), 0, NUM_ACTIONS), greedy).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptedPolicy:
+    """The solver as a policy `(state, key) -> action` for one env, equal by value: jitted code that takes a policy
+    as a static argument compiles once per env and rate, where a fresh `functools.partial` compiled at every call."""
+
+    env: Pinpad
+    random_rate: float = 0.0
+
+    def __call__(self, state: PinpadState, key: jax.Array) -> jax.Array:
+        return scripted_action(self.env, state, key, self.random_rate)
 
 
 def scripted_rollout(env: Pinpad, state: PinpadState, key: jax.Array, steps: int, random_rate=0.0):

@@ -57,6 +57,21 @@ def test_random_rate_one_is_uniform_and_zero_is_greedy():
     np.testing.assert_allclose(uniform, 0.2, atol=0.03)
 
 
+def test_the_scripted_policy_acts_as_the_solver_and_compiles_once_per_env_and_rate():
+    """Two policies built apart for the same env and rate are one static argument to jit (one program), and act as
+    scripted_action does; another rate is another program."""
+    env = pinpad.make("pinpad_four")
+    state, key = env.state_from((7, 7)), jax.random.key(5)
+    act = jax.jit(lambda policy, state, key: policy(state, key), static_argnums=0)
+    first, second = pinpad.ScriptedPolicy(env, 0.5), pinpad.ScriptedPolicy(env, 0.5)
+    assert first == second and hash(first) == hash(second) and first is not second
+    assert int(act(first, state, key)) == int(pinpad.scripted_action(env, state, key, 0.5))
+    act(second, state, key)
+    assert act._cache_size() == 1
+    act(pinpad.ScriptedPolicy(env, 0.1), state, key)
+    assert act._cache_size() == 2
+
+
 def test_solver_with_random_moves_still_earns_reward():
     env = pinpad.make("pinpad_eight", length=5000)
     state, _ = env.reset(jax.random.key(0))
