@@ -16,11 +16,11 @@ from pinpad.env import REWARD
 
 RESULTS = REPO / "docs" / "results"
 README = "README.md"
-LEARNING, WORLD, BOUNDARIES, SPEED = (f"docs/results/{name}.md" for name in ("learning", "world_model", "boundaries",
-                                                                                "speed"))
+LEARNING, WORLD, BOUNDARIES, SPEED, HIERARCHY = (f"docs/results/{name}.md" for name in (
+    "learning", "world_model", "boundaries", "speed", "hierarchy"))
 TABLES = "docs/speed.md"
 DEFAULTS = "docs/dreamer_defaults.md"
-RESULT_PAGES = ("docs/results/README.md", LEARNING, WORLD, BOUNDARIES, SPEED)
+RESULT_PAGES = ("docs/results/README.md", LEARNING, WORLD, BOUNDARIES, SPEED, HIERARCHY)
 PROVENANCE = "released/pinpad_three_vta/provenance.json"  # the released agent (a path from the repository's root)
 
 
@@ -364,6 +364,14 @@ STUDY_ROWS = [(f"| `{condition}`: {name} {row}", "study.json", lambda d, c=condi
 )]
 
 # (the page, text on it, results file under docs/results/ or PROVENANCE, its values, how the page writes them)
+SEG_PILOT, HIER_PILOT = "runs/pinpad_three/vta_seg10_w64/seed0", "runs/pinpad_three/vta_hier_seg10_w64/seed0"
+
+
+def _pilot_row(run, key, digits):
+    """A hierarchy pilot's metric at each of its periodic evaluations, as a table row's cells."""
+    return " | ".join(f"{row[key]:.{digits}f}" for row in read_metrics(RESULTS / run) if key in row)
+
+
 FIGURES = [
     # The README: what the demo prints and shows.
     (README, "the released agent's first 150 steps", "released_play.json", lambda d: d["frames"], "first {} steps"),
@@ -380,6 +388,47 @@ FIGURES = [
                 10 ** _pad(d, "model", "circular_shift_log10_p"), _pad(d, "pixel_change", "lift_over_event_rate")),
      "{} READs in {} scripted steps; a pad event is {:.2f}x as likely at a READ as at any step (95% interval "
      "{:.2f}..{:.2f}, circular-shift p {:.3g}), {:.2f}x"),
+    # docs/results/hierarchy.md: the first pilot pair.
+    *((HIERARCHY, f"| {label} | {row} |", f"{run}/metrics.jsonl",
+       lambda _, run=run, key=key, d=d: _pilot_row(run, key, d), f"| {label} | {{}} |")
+      for label, run, key, d, row in (
+        ("mean segment length, control", SEG_PILOT, "mean_segment_length", 2,
+         "2.18 | 2.51 | 3.82 | 4.26 | 4.74 | 5.08"),
+        ("READs per step, control", SEG_PILOT, "boundary_ratio", 3, "0.464 | 0.429 | 0.266 | 0.241 | 0.215 | 0.202"),
+        ("mean segment length, hierarchy", HIER_PILOT, "mean_segment_length", 2,
+         "2.18 | 2.53 | 3.79 | 4.05 | 4.50 | 4.89"),
+        ("`abstract_length_accuracy`", HIER_PILOT, "abstract_length_accuracy", 3,
+         "0.173 | 0.438 | 0.279 | 0.263 | 0.241 | 0.222"),
+        ("`abstract_next_z_match`", HIER_PILOT, "abstract_next_z_match", 3,
+         "0.217 | 0.704 | 0.756 | 0.805 | 0.817 | 0.818"))),
+    (HIERARCHY, "| imagined abstract return / flat return | 0.004 / -0.005 | 0.014 / 0.013 | 0.014 / 0.013 | 0.025 / "
+     "0.027 | 0.049 / 0.048 | 0.082 / 0.076 |", f"{HIER_PILOT}/metrics.jsonl",
+     lambda _: " | ".join(f"{row['imag_abstract_return']:.3f} / {row['imag_return']:.3f}"
+                          for row in read_metrics(RESULTS / HIER_PILOT) if "imag_abstract_return" in row),
+     "| imagined abstract return / flat return | {} |"),
+    (HIERARCHY, "| env steps | 2.5k | 5k | 7.5k | 10k | 12.5k | 15k |", f"{HIER_PILOT}/metrics.jsonl",
+     lambda _: " | ".join(f"{_k(round(row['step'], -2))}k" for row in read_metrics(RESULTS / HIER_PILOT)
+                          if "eval_return" in row), "| env steps | {} |"),
+    (HIERARCHY, "5.08 steps\n  (0.202 READs per step) in the control, 4.89 with the hierarchy",
+     f"{SEG_PILOT}/metrics.jsonl",
+     lambda _: (*_at_steps(SEG_PILOT, "mean_segment_length", (15_008,)),
+                *_at_steps(SEG_PILOT, "boundary_ratio", (15_008,)),
+                *_at_steps(HIER_PILOT, "mean_segment_length", (15_008,))),
+     "{:.2f} steps\n  ({:.3f} READs per step) in the control, {:.2f} with the hierarchy"),
+    (HIERARCHY, "The pilot made\n  813 updates", f"{HIER_PILOT}/metrics.jsonl",
+     lambda _: _at_steps(HIER_PILOT, "updates", (15_008,)), "The pilot made\n  {} updates"),
+    (HIERARCHY, "(0.438 at 5k, 0.222 at 15k). Its\n  next-latent match rose to 0.818", f"{HIER_PILOT}/metrics.jsonl",
+     lambda _: (*_at_steps(HIER_PILOT, "abstract_length_accuracy", (5008, 15_008)),
+                *_at_steps(HIER_PILOT, "abstract_next_z_match", (15_008,))),
+     "({:.3f} at 5k, {:.3f} at 15k). Its\n  next-latent match rose to {:.3f}"),
+    (HIERARCHY, "(0.082 against 0.076 at 15k)", f"{HIER_PILOT}/metrics.jsonl",
+     lambda _: (*_at_steps(HIER_PILOT, "imag_abstract_return", (15_008,)),
+                *_at_steps(HIER_PILOT, "imag_return", (15_008,))),
+     "({:.3f} against {:.3f} at 15k)"),
+    (HIERARCHY, "5.0 and 3.1 per episode over 16 fresh episodes at 15k", f"{SEG_PILOT}/final.json",
+     lambda d: (d["final_eval_return"], _record("vta_hier_seg10_w64", 0)["final_eval_return"], d["final_episodes"],
+                _k(round(_alike([d["step"], _record("vta_hier_seg10_w64", 0)["step"]], -2), -2))),
+     "{:.1f} and {:.1f} per episode over {} fresh episodes at {}k"),
     # The README: does the agent learn?
     (README, "against a random policy's 4.2 and the scripted solver's 278.8", "learning.json",
      lambda d: (d["random_return"], d["scripted_return"]), "random policy's {:.1f} and the scripted solver's {:.1f}"),
