@@ -154,7 +154,8 @@ def segment_loss(agent: Agent, post, action, data: dict, config: Config, key):
     """The abstract model on the posterior segments of a replayed batch: every state's segment ahead, read off the
     posterior boundaries, with the rewards and discounts the critic's returns use. One prediction per state serves
     the loss and the jump to the next READ, whose match with the posterior's is `abstract_next_z_match`: the share
-    of the next READ's latents whose class (the prior's mode after the predicted summary) is the posterior's."""
+    of the next READ's latents whose class (the prior's mode after the predicted summary) is the posterior's, beside
+    `abstract_next_z_carry`, the share the state's own latent already matches (its chance level)."""
     disc = continue_target(data["is_terminal"], config)
     targets = hierarchy.training_targets(sg(post.read), data["reward"].astype(jnp.float32), disc, data["is_first"])
     batch, steps = targets["valid"].shape
@@ -164,10 +165,9 @@ def segment_loss(agent: Agent, post, action, data: dict, config: Config, key):
     end = targets["end"]
     loss, metrics = agent.abstract.loss(pred, jax.tree.map(flat, targets), flat(hierarchy.at_steps(post.h, end)),
                                         flat(hierarchy.at_steps(post.s, end)), flat(hierarchy.at_steps(action, end)))
-    actual = flat(hierarchy.at_steps(post.z, targets["next"])).argmax(-1)
-    valid = flat(targets["valid"]).astype(jnp.float32)
-    match = (following.z_logits.argmax(-1) == actual).mean(-1)
-    metrics["abstract_next_z_match"] = sg((valid * match).sum() / jnp.maximum(valid.sum(), 1.0))
+    match, carry = hierarchy.next_z_shares(following.z_logits, flat(post.z),
+                                           flat(hierarchy.at_steps(post.z, targets["next"])), flat(targets["valid"]))
+    metrics["abstract_next_z_match"], metrics["abstract_next_z_carry"] = sg(match), sg(carry)
     return loss, metrics
 
 

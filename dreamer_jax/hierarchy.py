@@ -126,6 +126,17 @@ def training_targets(read, reward, disc, is_first) -> dict:
     return {**targets, "valid": targets["valid"] & ~starts, "end": jnp.maximum(targets["next"] - 1, 0)}
 
 
+def next_z_shares(predicted_logits, current, actual, valid) -> tuple[jax.Array, jax.Array]:
+    """Over the `valid` states (N,): the share of the next READ's latents (N, L, classes; `actual` one-hot) whose class
+    the predicted logits' mode gets right, and the share the state's own latent (`current`) already has: what
+    carrying it over to the next READ scores, the first share's chance level."""
+    chex.assert_equal_shape([predicted_logits, current, actual])
+    target = actual.argmax(-1)
+    weight = valid.astype(jnp.float32)
+    share = lambda hit: (weight * hit.astype(jnp.float32).mean(-1)).sum() / jnp.maximum(weight.sum(), 1.0)  # noqa
+    return share(predicted_logits.argmax(-1) == target), share(current.argmax(-1) == target)
+
+
 def at_steps(x, index):
     """x (B, T, ...) at index (B, T): x[b, index[b, t]]."""
     return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)

@@ -256,6 +256,7 @@ def test_an_agent_with_the_hierarchy_trains_its_abstract_model_and_mixes_the_cri
     last = lines[-1]
     assert last["step"] == 128 and last["skipped_updates"] == 0
     assert last["abstract_segments"] > 0 and 0 <= last["abstract_next_z_match"] <= 1
+    assert 0 <= last["abstract_next_z_carry"] <= 1
     assert all(np.isfinite(last[k]) for k in ("imag_abstract_return", "loss_abstract_length", "loss_critic"))
     env = make_env(C.load(hier_run / "config.json"))
     early, late = (analysis.load_run(hier_run, env, step) for step in (64, 128))
@@ -278,6 +279,17 @@ def test_the_jumpy_figure_scores_predicted_reads_against_the_posteriors(hier_run
         if defined.any():
             assert error == pytest.approx(np.abs(predicted[defined, k] - actual[defined, k]).mean())
     assert matplotlib.image.imread(tmp_path / "jumpy.png").ndim == 3 and "jumpy:" in out
+
+
+def test_the_next_latents_match_is_scored_beside_carrying_the_latent_over():
+    """Two latents of three classes at three states, the last not valid: the prediction gets 2 of 2 and 1 of 2 right
+    (0.75), the states' own latents 1 of 2 and 0 of 2 (0.25); the invalid state counts for neither."""
+    one_hot = lambda classes: jax.nn.one_hot(jnp.array(classes), 3)  # noqa: E731
+    actual = one_hot([[0, 1], [2, 2], [1, 1]])
+    predicted = 5.0 * one_hot([[0, 1], [2, 0], [0, 0]])
+    current = one_hot([[0, 2], [1, 0], [1, 1]])
+    match, carry = hierarchy.next_z_shares(predicted, current, actual, jnp.array([True, True, False]))
+    assert (float(match), float(carry)) == (0.75, 0.25)
 
 
 def test_next_reads_lists_the_posteriors_reads_after_the_start():
