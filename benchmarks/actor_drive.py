@@ -206,8 +206,8 @@ def plot(groups: dict[str, list[tuple[dict, list[dict]]]], out: pathlib.Path) ->
     panels["policy_entropy"].legend(fontsize=8)
     panels["reward"].legend(fontsize=8)
     panels["replayed_reward"].legend(fontsize=8)
-    fig.suptitle("What moves the actor before its first reward (pinpad; a line per seed, thick where it reached 10x "
-                 "random, dashed vertical: its first evaluation there)")
+    fig.suptitle("What moves the actor before its first reward (pinpad; a line per seed, thick for the runs that "
+                 "reached 10x random, dashed vertical: their first evaluation there)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -4,7 +4,8 @@
 
 `benchmarks.agent_drawing` trains the encoder and decoder alone; this trains the whole world model (encoder,
 dynamics, decoder, reward and continue heads, its own losses; no actor or critic) at the `pinpad_cpu_v1` preset (the
-first CPU setting, named `pinpad_cpu` in the committed results; `pinpad_cpu` is again its model since 2026-12-08) with a variant's fields, on
+first CPU setting, named `pinpad_cpu` in the committed results; `pinpad_cpu` is again its model since
+2026-12-08) with a variant's fields, on
 windows of `batch_length` steps of random-policy `pinpad_three` episodes (16x16), as many per update as the preset's
 batch. What it adds to the autoencoder (the KL terms, the recurrent state the decoder also
 reads, sequences) is what a variant turns off; what it leaves out of an agent's training (the agent's own data, the

@@ -155,7 +155,7 @@ def segment_loss(agent: Agent, post, action, data: dict, config: Config, key):
     posterior boundaries, with the rewards and discounts the critic's returns use. One prediction per state serves
     the loss and the jump to the next READ, whose match with the posterior's is `abstract_next_z_match`: the share
     of the next READ's latents whose class (the prior's mode after the predicted summary) is the posterior's, beside
-    `abstract_next_z_carry`, the share the state's own latent already matches (its chance level)."""
+    `abstract_next_z_carry`, the share the state's own latent already matches (the copy baseline)."""
     disc = continue_target(data["is_terminal"], config)
     targets = hierarchy.training_targets(sg(post.read), data["reward"].astype(jnp.float32), disc, data["is_first"])
     batch, steps = targets["valid"].shape

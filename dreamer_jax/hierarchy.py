@@ -129,11 +129,11 @@ def training_targets(read, reward, disc, is_first) -> dict:
 def next_z_shares(predicted_logits, current, actual, valid) -> tuple[jax.Array, jax.Array]:
     """Over the `valid` states (N,): the share of the next READ's latents (N, L, classes; `actual` one-hot) whose class
     the predicted logits' mode gets right, and the share the state's own latent (`current`) already has: what
-    carrying it over to the next READ scores, the first share's chance level."""
+    copying it to the next READ scores, the baseline the first share must beat."""
     chex.assert_equal_shape([predicted_logits, current, actual])
     target = actual.argmax(-1)
     weight = valid.astype(jnp.float32)
-    share = lambda hit: (weight * hit.astype(jnp.float32).mean(-1)).sum() / jnp.maximum(weight.sum(), 1.0)  # noqa
+    share = lambda hit: (weight * hit.astype(jnp.float32).mean(-1)).sum() / jnp.maximum(weight.sum(), 1.0)  # noqa: E731
     return share(predicted_logits.argmax(-1) == target), share(current.argmax(-1) == target)
 
 

@@ -7,7 +7,6 @@ posterior share is over the observed frames, the imagined shares at imagined ste
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 

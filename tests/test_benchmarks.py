@@ -257,7 +257,8 @@ def test_actor_drive_reads_each_seed_before_its_first_reward(tmp_path, capsys):
     assert first["at"]["20000"]["replayed_reward"] == pytest.approx(1.0 / (2 * 8))  # of the debug batch's 2 x 8 steps
     assert second["first_target_step"] is None and second["min_entropy_before_target"] == 0.5
     assert second["at"]["15000"]["policy_entropy"] is None  # the run ended before it
-    assert "| r128 | 0 | 20000 (of 25000) |" in stdout and "| 0.00 / 31.25 / 62.50 / 93.75 |" in stdout and out.with_suffix(".png").stat().st_size > 0
+    assert "| r128 | 0 | 20000 (of 25000) |" in stdout and "| 0.00 / 31.25 / 62.50 / 93.75 |" in stdout
+    assert out.with_suffix(".png").stat().st_size > 0
     code, _, err = run_main(actor_drive.main, [str(tmp_path / "a"), "--out", str(out)], capsys)
     assert code == 2 and "LABEL=PATH" in err
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dreamer_jax.boundaries.metrics import bootstrap_weights, percentile_interval
+from dreamer_jax.resampling import bootstrap_weights, percentile_interval
 
 # statistic(seed index, episode weights (K, E_s)) -> (K,) values: row k weighs the seed's episodes by weights[k]
 Statistic = Callable[[int, np.ndarray], np.ndarray]

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import special
 
 from dreamer_jax.boundaries.trace import Trace
+from dreamer_jax.resampling import bootstrap_weights, percentile_interval
 
 LAGS = tuple(range(-10, 11))
 # The layout of an evaluation's result: raised when the metrics change, so that results of older code are computed
@@ -579,18 +580,6 @@ def segment_stats(boundaries, pad, valid=None, counts=None) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Bootstrap intervals and the full evaluation
-
-
-def bootstrap_weights(episodes: int, resamples: int, rng) -> np.ndarray:
-    """How often each episode is drawn (resamples, E) when episodes are resampled with replacement."""
-    return np.random.default_rng(rng).multinomial(episodes, np.full(episodes, 1.0 / episodes), size=resamples)
-
-
-def percentile_interval(values) -> list[float] | None:
-    """95% percentile interval of bootstrap values, over the resamples where the metric is defined (None if none)."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    return [float(x) for x in np.percentile(values, [2.5, 97.5])] if len(values) else None
 
 
 def _with_intervals(values: dict) -> dict:
