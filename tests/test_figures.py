@@ -151,9 +151,14 @@ def _v1_differs(learning):
     return tuple(sorted(fields))
 
 
+def _reached(variant, seeds):
+    """The seeds of a campaign variant whose periodic evaluation ever reached the target."""
+    return [s for s in seeds if _record(variant, s)["first_target_step"] is not None]
+
+
 def _v1_learned():
     """(rssm's seeds that passed the target, its seeds)."""
-    return sum(_record("rssm", s)["first_target_step"] is not None for s in V1_SEEDS), len(V1_SEEDS)
+    return len(_reached("rssm", V1_SEEDS)), len(V1_SEEDS)
 
 
 def _chosen_learned(learning):
@@ -183,7 +188,7 @@ def _earliest_chosen():
 
 def _v1_learned_seeds():
     """The one RSSM pilot seed at the chosen pinpad_cpu that passed the target (a page that names it as the one)."""
-    [seed] = [s for s in V1_SEEDS if _record("rssm", s)["first_target_step"] is not None]
+    [seed] = _reached("rssm", V1_SEEDS)
     return seed
 
 
